@@ -1,0 +1,61 @@
+"""One exception hierarchy for the errors a user can cause, and the exit codes.
+
+Every expected failure (bad flag, unreadable model, data that does not fit) raises a subclass of
+:class:`AdvauditError`.  The CLI prints it as one line on stderr and exits with :data:`EXIT_INPUT`;
+no traceback.  Anything else is a bug and is allowed to surface.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+"""Success: the command ran and every gate passed."""
+EXIT_GATE = 1
+"""The command ran but a gate failed (``--fail-under``, ``--fail-on-backdoor``, ...)."""
+EXIT_INPUT = 2
+"""Usage or input error: nothing was evaluated."""
+
+
+class AdvauditError(Exception):
+    """Base class for expected, user-facing errors (exit code 2)."""
+
+    slug = "error"
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}; {self.hint}"
+        return self.message
+
+
+class ModelError(AdvauditError):
+    """The model file cannot be loaded or used as asked."""
+
+    slug = "model"
+
+
+class SpecError(AdvauditError):
+    """The input specification (range, mean/std, layout) is invalid."""
+
+    slug = "spec"
+
+
+class DataError(AdvauditError):
+    """The data cannot be loaded or does not fit the model."""
+
+    slug = "data"
+
+
+class PluginError(AdvauditError):
+    """A plugin or component name/parameter is unknown or invalid."""
+
+    slug = "plugin"
+
+
+class UsageError(AdvauditError):
+    """Options that make no sense together."""
+
+    slug = "usage"

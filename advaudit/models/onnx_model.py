@@ -1,0 +1,257 @@
+"""ONNX models: ONNX Runtime for inference (the deployment runtime), onnx2torch for gradients.
+
+Loading is defensive because model files come from suppliers the user may not trust:
+
+* the file size is capped (``max_size_mb``);
+* the protobuf is parsed *without* external data first, and every external-data ``location`` must
+  resolve (symlinks followed) to a file inside the model's own folder, else the model is refused;
+* any parse or runtime error becomes a one-line :class:`~advaudit.errors.ModelError`.
+
+A model whose batch dimension is fixed (often 1) is first rewritten to a symbolic batch; if the graph
+will not run that way, inference loops over padded batches of the fixed size.  The differentiable twin
+is checked against ONNX Runtime on a probe batch; if conversion fails or disagrees, the model stays
+usable in black-box mode and :attr:`Model.gradients` says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from ..spec import read_spec_file, resolve_spec
+from .base import GradientInfo, LoadOptions, Model
+
+ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def _all_tensors(graph: Any) -> Iterator[Any]:
+    """Every TensorProto of a graph: initializers and tensor attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("g"):
+                yield from _all_tensors(attr.g)
+            for g in attr.graphs:
+                yield from _all_tensors(g)
+
+
+def check_external_data(model: Any, model_dir: Path, max_bytes: float) -> bool:
+    """Refuse external-data locations outside ``model_dir``; return whether there are any."""
+    import onnx
+
+    root = model_dir.resolve()
+    total = 0
+    found = False
+    for tensor in _all_tensors(model.graph):
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        found = True
+        entries = {e.key: e.value for e in tensor.external_data}
+        location = entries.get("location", "")
+        target = (root / location).resolve()
+        if not location or Path(location).is_absolute() or not target.is_relative_to(root):
+            raise ModelError(
+                f"refused: tensor {tensor.name!r} keeps its data at {location!r}, outside the model's folder",
+                "external data files must sit beside the model file",
+            )
+        if not target.is_file():
+            raise ModelError(f"external data file {location!r} of tensor {tensor.name!r} is missing")
+        total += target.stat().st_size
+    if total > max_bytes:
+        raise ModelError(
+            f"external data is {total / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit",
+            "raise it with --max-model-size",
+        )
+    return found
+
+
+def _providers(device: str) -> list[str]:
+    import onnxruntime as ort
+
+    if device.startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available():
+            raise ModelError("--device cuda was asked for but no CUDA device is available", "use --device cpu")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _session(source: str | bytes, device: str) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(source, sess_options=opts, providers=_providers(device))
+
+
+class OnnxModel(Model):
+    """An ONNX classifier run by ONNX Runtime, with an onnx2torch twin for gradients."""
+
+    format = "onnx"
+
+    def __init__(self, path: str | Path, opts: LoadOptions) -> None:
+        import onnx
+
+        path = Path(path)
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf raises several unrelated types
+            raise ModelError(f"{path.name} is not a valid ONNX file ({_first_line(exc)})") from None
+        if not proto.graph.node:
+            raise ModelError(f"{path.name} is not a valid ONNX file (empty graph)")
+        has_external = check_external_data(proto, path.parent, opts.max_size_mb * 2**20)
+        if has_external:
+            onnx.load_external_data_for_model(proto, str(path.parent))
+
+        init_names = {t.name for t in proto.graph.initializer}
+        inputs = [i for i in proto.graph.input if i.name not in init_names]
+        if len(inputs) != 1:
+            raise ModelError(f"{path.name} has {len(inputs)} inputs; advaudit audits single-input classifiers")
+        dims: list[Any] = [
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in inputs[0].type.tensor_type.shape.dim
+        ]
+        metadata = {
+            p.key.removeprefix("advaudit."): p.value for p in proto.metadata_props if p.key.startswith("advaudit.")
+        }
+        spec = resolve_spec(
+            opts.spec_flags, read_spec_file(opts.spec_file) if opts.spec_file else None, metadata, dims
+        )
+        super().__init__(path, spec, opts.device)
+        self._proto = proto
+        self.details = {
+            "opset": max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None),
+            "producer": f"{proto.producer_name} {proto.producer_version}".strip(),
+            "ir_version": proto.ir_version,
+            "input_name": inputs[0].name,
+            "input_dims": dims,
+            "output_dims": [
+                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                for d in proto.graph.output[0].type.tensor_type.shape.dim
+            ],
+        }
+        try:
+            self._sess = _session(str(path), opts.device)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"ONNX Runtime cannot load {path.name}: {_first_line(exc)}") from None
+        ort_input = self._sess.get_inputs()[0]
+        self.details["input_dtype"] = ort_input.type
+        if ort_input.type not in ORT_DTYPES:
+            raise ModelError(f"{path.name} takes {ort_input.type} inputs; advaudit supports float inputs")
+        self._in_dtype = ORT_DTYPES[ort_input.type]
+        self._in_name = ort_input.name
+        self._out_name = self._sess.get_outputs()[0].name
+
+        shape = self._canonical_shape(dims)
+        if shape is not None:
+            self.input_shape = shape
+        if isinstance(dims[0], int) and dims[0] > 0:
+            self._free_batch(dims[0], has_external, opts.device)
+        self._check_gradients_later = opts.check_gradients
+        if self.input_shape is not None:
+            self._after_shape_known()
+
+    # ------------------------------------------------------------------ loading
+    def _canonical_shape(self, dims: list[Any]) -> tuple[int, ...] | None:
+        if len(dims) == 4 and self.spec.layout == "nhwc":
+            dims = [dims[0], dims[3], dims[1], dims[2]]
+        rest = dims[1:]
+        if rest and all(isinstance(d, int) and d > 0 for d in rest):
+            return tuple(rest)
+        return self.spec.input_shape
+
+    def _free_batch(self, fixed: int, has_external: bool, device: str) -> None:
+        """Try to make a fixed batch dimension symbolic; otherwise loop in fixed-size batches."""
+        self.fixed_batch = fixed
+        if has_external or self.input_shape is None:
+            return
+        proto = copy.deepcopy(self._proto)
+        for value in list(proto.graph.input) + list(proto.graph.output):
+            dim0 = value.type.tensor_type.shape.dim[0]
+            dim0.Clear()
+            dim0.dim_param = "batch"
+        del proto.graph.value_info[:]
+        try:
+            sess = _session(proto.SerializeToString(), device)
+            probe = self.probe_inputs(fixed + 1, seed=2)
+            got = sess.run([self._out_name], {self._in_name: self._np_input(probe)})[0]
+            want = np.concatenate(
+                [self._deploy_forward(probe[i : i + fixed]) for i in range(0, fixed * (len(probe) // fixed), fixed)]
+            )
+            if got.shape[0] != len(probe) or not np.allclose(got[: len(want)], want, atol=1e-5, rtol=1e-4):
+                return
+        except Exception:
+            return
+        self._sess = sess
+        self.fixed_batch = None
+        self.details["batch_rewritten_from"] = fixed
+
+    def _after_shape_known(self) -> None:
+        self._finish_probe()
+        if self._check_gradients_later:
+            self._build_twin()
+
+    def _build_twin(self) -> None:
+        try:
+            from onnx2torch import convert
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                logging.getLogger("onnx2torch").setLevel(logging.ERROR)
+                twin = convert(copy.deepcopy(self._proto))
+            twin = twin.eval().to(self.device)
+            for p in twin.parameters():
+                p.requires_grad_(False)
+        except Exception as exc:
+            self.gradients.note = f"onnx2torch could not convert the graph: {_first_line(exc)}"
+            self.gradients.source = "none"
+            return
+        self._twin = twin
+        # Try the twin on free batches first; a graph with a baked-in batch size needs chunks of it.
+        declared = self.details["input_dims"][0]
+        attempts = [None] + ([declared] if isinstance(declared, int) and declared > 0 else [])
+        for batch in attempts:
+            self.torch_batch = batch
+            try:
+                info = self.check_twin(self._torch_forward_batched)
+            except Exception as exc:
+                info = GradientInfo(False, "none", f"onnx2torch twin fails to run: {_first_line(exc)}")
+            if info.available:
+                info.source = "onnx2torch twin, checked against ONNX Runtime"
+                break
+        self.gradients = info
+
+    # -------------------------------------------------------------- inference
+    def _np_input(self, x: np.ndarray) -> np.ndarray:
+        t = self.to_model_input(torch.from_numpy(x))
+        return t.numpy().astype(self._in_dtype, copy=False)
+
+    def _deploy_forward(self, x: np.ndarray) -> np.ndarray:
+        try:
+            out = self._sess.run([self._out_name], {self._in_name: self._np_input(x)})[0]
+        except Exception as exc:
+            raise ModelError(f"ONNX Runtime failed on {self.path.name}: {_first_line(exc)}") from None
+        return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
+
+    def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._twin(self.to_model_input(x))
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.reshape(x.shape[0], -1).float()
+

@@ -1,0 +1,84 @@
+"""TorchScript models, loaded with ``torch.jit.load`` (never ``torch.load``: nothing is unpickled
+outside TorchScript's own restricted loader).  The module is both the deployment runtime and the
+differentiable path.  A TorchScript archive does not record its input shape: it comes from the spec
+(``--input-shape``, the YAML spec, or ``input_shape`` in the archive's ``advaudit.json`` extra file)
+or from the data.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from ..spec import read_spec_file, resolve_spec
+from .base import GradientInfo, LoadOptions, Model
+
+EXTRA_FILE = "advaudit.json"
+
+
+class TorchScriptModel(Model):
+    """A TorchScript classifier; gradients are native."""
+
+    format = "torchscript"
+
+    def __init__(self, path: str | Path, opts: LoadOptions) -> None:
+        path = Path(path)
+        if not zipfile.is_zipfile(path):
+            raise ModelError(
+                f"{path.name} is not a TorchScript archive",
+                "advaudit loads TorchScript (torch.jit.save) or ONNX; export pickled checkpoints to one of them",
+            )
+        extra = {EXTRA_FILE: ""}
+        try:
+            module = torch.jit.load(str(path), map_location=opts.device, _extra_files=extra)
+        except Exception as exc:
+            text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+            raise ModelError(f"cannot load TorchScript model {path.name}: {text}") from None
+        metadata: dict[str, Any] = {}
+        if extra[EXTRA_FILE]:
+            try:
+                metadata = json.loads(extra[EXTRA_FILE])
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ModelError(f"{path.name}: the embedded {EXTRA_FILE} is not valid JSON") from None
+            if not isinstance(metadata, dict):
+                raise ModelError(f"{path.name}: the embedded {EXTRA_FILE} must be a JSON object")
+        spec = resolve_spec(opts.spec_flags, read_spec_file(opts.spec_file) if opts.spec_file else None, metadata)
+        super().__init__(path, spec, opts.device)
+        self._module = module.eval()
+        if spec.input_shape is not None:
+            self.input_shape = spec.input_shape
+            self._after_shape_known()
+
+    def _after_shape_known(self) -> None:
+        self._finish_probe()
+        probe = torch.from_numpy(self.probe_inputs(2, seed=3)).to(self.device).requires_grad_(True)
+        try:
+            out = self._torch_forward(probe)
+            (grad,) = torch.autograd.grad(out.sum(), probe, allow_unused=True)
+        except RuntimeError as exc:
+            self.gradients = GradientInfo(False, "none", f"backward pass fails: {str(exc).splitlines()[0][:200]}")
+            return
+        if grad is None:
+            self.gradients = GradientInfo(False, "none", "the output does not depend on the input through autograd")
+            return
+        self.gradients = GradientInfo(True, "native TorchScript autograd", "", 0.0)
+
+    def _deploy_forward(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = self._torch_forward(torch.from_numpy(x).to(self.device))
+        return out.float().cpu().numpy()
+
+    def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        try:
+            out = self._module(self.to_model_input(x))
+        except RuntimeError as exc:
+            raise ModelError(f"{self.path.name} fails on inputs of shape {tuple(x.shape)}: {str(exc).splitlines()[0][:200]}") from None
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        return out.reshape(x.shape[0], -1)
