@@ -25,8 +25,9 @@ class Output:
     verbose: int = 0
 
     def __post_init__(self) -> None:
-        self.out = Console(soft_wrap=True)
-        self.err = Console(stderr=True, soft_wrap=True)
+        # Off a terminal (CI logs, pipes) rich would wrap tables at 80 columns: allow wider lines.
+        self.out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+        self.err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
     def info(self, message: str) -> None:
         if not self.quiet:

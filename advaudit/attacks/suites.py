@@ -1,0 +1,81 @@
+"""Attack suites and the ``NAME[:key=value,...]`` syntax of ``--attack``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UsageError
+
+
+@dataclass(frozen=True)
+class AttackChoice:
+    """An attack name with its hyperparameters, as written on the command line."""
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.params.items())
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A list of attacks; with ``cascade`` each attack runs only on the samples still robust."""
+
+    name: str
+    attacks: tuple[AttackChoice, ...]
+    cascade: bool
+    description: str
+
+
+SUITES: dict[str, Suite] = {
+    "quick": Suite(
+        "quick",
+        (AttackChoice("fgsm"), AttackChoice("pgd", {"steps": 20})),
+        cascade=False,
+        description="FGSM and PGD-20: a fast first look.",
+    ),
+    "standard": Suite(
+        "standard",
+        (AttackChoice("apgd-ce"), AttackChoice("apgd-dlr"), AttackChoice("square")),
+        cascade=True,
+        description="AutoAttack's cascade: APGD-CE, then targeted APGD-DLR, then Square, each on the samples still robust.",
+    ),
+    "paper": Suite(
+        "paper",
+        (
+            AttackChoice("fgsm"),
+            AttackChoice("pgd"),
+            AttackChoice("cw-l2"),
+            AttackChoice("deepfool"),
+            AttackChoice("jsma"),
+            AttackChoice("substitute"),
+        ),
+        cascade=False,
+        description="The papers' attack set: FGSM, PGD, C&W L2, DeepFool, JSMA, substitute black-box.",
+    ),
+}
+
+
+def parse_attack(text: str) -> AttackChoice:
+    """``pgd:steps=20,restarts=2`` -> AttackChoice("pgd", {"steps": "20", "restarts": "2"})."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise UsageError(f"empty attack name in {text!r}", "write NAME or NAME:key=value,...")
+    params: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"attack parameter {item!r} in {text!r} is not key=value")
+        params[key.strip()] = value.strip()
+    return AttackChoice(name, params)
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise UsageError(f"unknown suite {name!r}", f"choose one of {', '.join(SUITES)}")
+    return SUITES[name]

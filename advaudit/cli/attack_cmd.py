@@ -1,0 +1,161 @@
+"""``advaudit attack``: run attack suites, verify in the deployment runtime, report, gate."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..attacks.runner import AttackRun, run_attacks
+from ..attacks.suites import SUITES, AttackChoice, get_suite, parse_attack
+from ..errors import EXIT_GATE, EXIT_OK, UsageError
+from ..report import parse_gate, write_atomic, write_json
+from ..report.attack_report import attack_markdown, attack_report, attack_table
+from ..report.images import example_grid
+from .common import Output, data_options, model_options, open_data, open_model
+
+EXAMPLE_ROWS = 8
+
+
+@click.command()
+@click.argument("model", type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled test data.")
+@click.option("--suite", type=click.Choice(list(SUITES)), help="Attack suite (default: standard, unless --attack is given).")
+@click.option("--attack", "attack_args", multiple=True, metavar="NAME[:k=v,...]", help="An attack, repeatable; e.g. pgd:steps=100.")
+@click.option("--eps", "eps", multiple=True, type=float, help="Budget, repeatable for a robustness curve (default: 8/255 of the range for linf, 0.5 of it for l2).")
+@click.option("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True)
+@click.option("--targeted", is_flag=True, help="Targeted attacks (needs --target).")
+@click.option("--target", help="least-likely, random, or a class label.")
+@click.option("--save-adv", type=click.Path(dir_okay=False), help="Write verified adversarial examples (largest eps) to this .npz.")
+@click.option("--examples", type=click.Path(dir_okay=False), help="Write a PNG grid of adversarial examples.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
+@click.option("--fail-under", "fail_under", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC < VALUE: robust_accuracy, clean_accuracy, robust_accuracy@EPS.")
+@model_options
+@data_options
+@click.pass_obj
+def attack(out: Output, **kw: Any) -> int:
+    """Attack MODEL on DATA; report clean and robust accuracy; gate CI with --fail-under.
+
+    Every adversarial example is re-checked in the model's deployment runtime (ONNX Runtime for
+    .onnx) inside the eps ball and the value range; only verified ones count.
+    """
+    gates = [parse_gate(g) for g in kw["fail_under"]]
+    choices, cascade = _choices(kw["suite"], kw["attack_args"])
+    if kw["targeted"] != (kw["target"] is not None):
+        raise UsageError("--targeted and --target go together", "e.g. --targeted --target least-likely")
+    seed = 0 if kw["seed"] is None else kw["seed"]
+
+    out.info(f"loading {kw['model']} ...")
+    model = open_model(kw)
+    data = open_data(kw["data_path"], model, kw)
+    lo, hi = model.spec.range
+    eps = list(kw["eps"]) or [(8 / 255 if kw["norm"] == "linf" else 0.5) * (hi - lo)]
+    out.info(
+        f"{len(data)} samples, attacks: {', '.join(str(c) for c in choices)}"
+        + (" (cascade)" if cascade else "")
+        + f", {kw['norm']} eps {', '.join(f'{e:g}' for e in eps)}"
+    )
+    assert data.y is not None
+    with _progress(out) as progress:
+        run = run_attacks(
+            model, data.x, data.y, choices, eps, norm=kw["norm"], cascade=cascade,
+            target=kw["target"], batch_size=kw["batch_size"], seed=seed, progress=progress,
+        )
+    report = attack_report(run, model, data, ["advaudit", *sys.argv[1:]], seed, gates)
+    if kw["report_path"]:
+        write_json(kw["report_path"], report)
+        out.info(f"wrote report {kw['report_path']}")
+    if kw["save_adv"]:
+        _save_adv(kw["save_adv"], run, choices)
+        out.info(f"wrote adversarial examples {kw['save_adv']}")
+    if kw["examples"]:
+        _examples(kw["examples"], run, model.spec.class_names, model.spec.range)
+        out.info(f"wrote examples {kw['examples']}")
+    if kw["fmt"] == "json":
+        out.json(report)
+    elif kw["fmt"] == "md":
+        click.echo(attack_markdown(report), nl=False)
+    else:
+        out.out.print(attack_table(report))
+        for w in report["warnings"]:
+            out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+        for g in report["gates"]:
+            status = "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]"
+            out.out.print(f"gate {g['metric']} >= {g['threshold']:g}: {g['value']:.4f} {status}")
+    return EXIT_OK if report["passed"] else EXIT_GATE
+
+
+def _choices(suite: str | None, attack_args: tuple[str, ...]) -> tuple[list[AttackChoice], bool]:
+    if suite and attack_args:
+        raise UsageError("give --suite or --attack, not both")
+    if attack_args:
+        return [parse_attack(a) for a in attack_args], False
+    s = get_suite(suite or "standard")
+    return list(s.attacks), s.cascade
+
+
+class _progress:
+    """A rich progress bar on stderr (silent with --quiet) exposing the runner's callback."""
+
+    def __init__(self, out: Output) -> None:
+        self.bar = None if out.quiet else Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=out.err, transient=True,
+        )
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Any:
+        if self.bar is None:
+            return None
+        self.bar.__enter__()
+        return self.update
+
+    def update(self, label: str, done: int, total: int) -> None:
+        assert self.bar is not None
+        if label not in self.tasks:
+            self.tasks[label] = self.bar.add_task(label, total=max(total, 1))
+        self.bar.update(self.tasks[label], completed=done if total else 1)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _save_adv(path: str, run: AttackRun, choices: list[AttackChoice]) -> None:
+    e = max(run.eps)
+    ok = run.adv_by[e] >= 0
+    names = np.array([str(c) for c in choices])
+    arrays = {
+        "x": run.adv[e][ok],
+        "y": run.y[ok],
+        "adv_label": run.adv_labels[e][ok],
+        "x_clean": run.x[ok],
+        "index": np.flatnonzero(ok),
+        "attack": names[run.adv_by[e][ok]] if ok.any() else np.array([], dtype=names.dtype),
+        "eps": np.float64(e),
+        "norm": np.array(run.norm),
+    }
+    def write(p: Any) -> None:
+        with open(p, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+    write_atomic(path, write)
+
+
+def _examples(path: str, run: AttackRun, class_names: tuple[str, ...] | None, bounds: tuple[float, float]) -> None:
+    e = max(run.eps)
+    idx = np.flatnonzero(run.adv_by[e] >= 0)[:EXAMPLE_ROWS]
+    if len(idx) == 0:
+        idx = np.arange(min(EXAMPLE_ROWS, run.n))
+
+    def name(label: int) -> str:
+        return class_names[label] if class_names and label < len(class_names) else str(label)
+
+    clean = [(name(run.clean_labels[i]), float(run.clean_probs[i].max())) for i in idx]
+    adv = [(name(run.adv_labels[e][i]), float(run.adv_probs[e][i].max())) for i in idx]
+    title = f"clean | perturbation | adversarial ({run.norm} eps {e:g})"
+    example_grid(path, run.x[idx], run.adv[e][idx], clean, adv, bounds[0], bounds[1], title)

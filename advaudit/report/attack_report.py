@@ -1,0 +1,114 @@
+"""The ``advaudit attack`` report: JSON payload, terminal table and Markdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from ..attacks.runner import AttackRun
+from ..data import PreparedData
+from ..models import Model
+from .gates import Gate, evaluate_gates
+from .writer import base_report
+
+
+def attack_report(
+    run: AttackRun, model: Model, data: PreparedData, command: list[str] | str, seed: int, gates: list[Gate]
+) -> dict[str, Any]:
+    """The JSON report (schema ``advaudit.report/1``) of an attack run."""
+    gate_results = evaluate_gates(gates, run.clean_accuracy, run.robust_by_eps)
+    report = base_report(command, seed)
+    report.update(
+        {
+            "kind": "attack",
+            "model": {
+                "path": str(model.path),
+                "sha256": model.sha256,
+                "format": model.format,
+                "gradient_source": model.gradients.source if model.has_gradients else None,
+                "gradients_note": model.gradients.note or None,
+                "output_kind": model.output_kind,
+                "num_classes": model.num_classes,
+                "spec": model.spec.to_dict(),
+            },
+            "data": {**data.dataset.describe()},
+            "norm": run.norm,
+            "eps": run.eps,
+            "targeted": run.targeted,
+            "clean_accuracy": run.clean_accuracy,
+            "results": run.results(),
+            "robust_accuracy": run.robust_accuracy,
+            "robust_accuracy_by_eps": {f"{e:g}": v for e, v in run.robust_by_eps.items()},
+            "verified_adversarial": {f"{e:g}": int((run.adv_by[e] >= 0).sum()) for e in run.eps},
+            "warnings": run.warnings,
+            "gates": gate_results,
+            "passed": all(g["passed"] for g in gate_results),
+        }
+    )
+    return report
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _num(v: float | None, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}g}"
+
+
+COLUMNS = ("attack", "eps", "robust acc", "success", "verified", "Linf mean/med", "L2 mean/med", "queries", "time s")
+
+
+def _rows(report: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            r["attack"],
+            f"{r['eps']:g}",
+            _pct(r["robust_accuracy"]),
+            _pct(r["success_rate"]),
+            f"{r['verified']}/{r['attacked']}",
+            f"{_num(r['mean_linf'])}/{_num(r['median_linf'])}",
+            f"{_num(r['mean_l2'])}/{_num(r['median_l2'])}",
+            f"{r['mean_queries']:.0f}",
+            f"{r['time_s']:.1f}",
+        ]
+        for r in report["results"]
+    ]
+
+
+def attack_table(report: dict[str, Any]) -> Table:
+    title = (
+        f"advaudit attack: clean accuracy {_pct(report['clean_accuracy'])}, "
+        f"robust accuracy {_pct(report['robust_accuracy'])} (worst case, {report['norm']} eps {max(report['eps']):g}, "
+        f"n={report['data']['n']})"
+    )
+    table = Table(title=title)
+    for c in COLUMNS:
+        table.add_column(c, justify="left" if c == "attack" else "right")
+    for row in _rows(report):
+        table.add_row(*row)
+    return table
+
+
+def attack_markdown(report: dict[str, Any]) -> str:
+    lines = [
+        f"## advaudit attack: {report['model']['path']}",
+        "",
+        f"- clean accuracy: **{_pct(report['clean_accuracy'])}** (n={report['data']['n']})",
+        f"- robust accuracy (per-sample worst case, {report['norm']} eps {max(report['eps']):g}): **{_pct(report['robust_accuracy'])}**",
+        f"- model sha256: `{report['model']['sha256']}`; seed {report['seed']}",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in _rows(report)]
+    if report["warnings"]:
+        lines += ["", "**Warnings**", ""] + [f"- {w}" for w in report["warnings"]]
+    if report["gates"]:
+        lines += ["", "| gate | threshold | value | result |", "|---|---|---|---|"]
+        lines += [
+            f"| {g['metric']} | {g['threshold']:g} | {g['value']:.4f} | {'pass' if g['passed'] else '**FAIL**'} |"
+            for g in report["gates"]
+        ]
+    return "\n".join(lines) + "\n"

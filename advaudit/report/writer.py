@@ -1,0 +1,70 @@
+"""The common report envelope and atomic file writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import __version__
+
+SCHEMA = "advaudit.report/1"
+
+
+def base_report(command: list[str] | str, seed: int | None) -> dict[str, Any]:
+    """Keys every report starts with (``schema``, ``command``, ``seed``, ``meta``)."""
+    import numpy
+    import torch
+
+    return {
+        "schema": SCHEMA,
+        "command": command if isinstance(command, str) else " ".join(command),
+        "seed": seed,
+        "meta": {
+            "advaudit": __version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": numpy.__version__,
+            "platform": platform.platform(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return target
+
+
+def write_json(path: str | Path, payload: Any) -> Path:
+    text = json.dumps(payload, indent=2, default=_default) + "\n"
+    return write_atomic(path, lambda p: p.write_text(text))
+
+
+def _default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
