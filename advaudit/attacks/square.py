@@ -57,7 +57,7 @@ def p_schedule(p_init: float, it: int, budget: int) -> float:
     return p_init / 2 ** sum(it > b for b in SCHEDULE)
 
 
-def square_side(p: float, c: int, h: int, w: int) -> int:
+def square_side(p: float, h: int, w: int) -> int:
     """Side of a square window covering about a fraction ``p`` of an image's pixels."""
     return min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
 
@@ -181,7 +181,7 @@ class Square(Attack):
         """Set one random square per sample to a random +-eps per channel (redrawn while it changes nothing)."""
         n, c, h, w = x.shape
         assert ctx.eps is not None
-        s = square_side(p, c, h, w)
+        s = square_side(p, h, w)
         gen = ctx.generator
         mask = window_mask(random_positions(n, h - s, gen, x.device), random_positions(n, w - s, gen, x.device), s, h, w)
         signs = random_signs((n, c, 1, 1), gen, x.device)
@@ -198,14 +198,14 @@ class Square(Attack):
     # -------------------------------------------------------------------- L2
     @staticmethod
     def _init_l2(ctx: AttackContext, x: torch.Tensor) -> torch.Tensor:
-        """A 5x5 grid of bumps, each with a random sign per (sample, channel), scaled to norm eps."""
+        """A grid of bumps (5x5 on a square image), each with a random sign per (sample, channel), scaled to norm eps."""
         n, c, h, w = x.shape
         assert ctx.eps is not None
         s = max(min(h, w) // 5, 1)
         delta = torch.zeros_like(x)
-        top, left = (h - 5 * s) // 2, (w - 5 * s) // 2
-        for vh in range(top, top + s * (h // s), s)[: h // s]:
-            for vw in range(left, left + s * (w // s), s)[: w // s]:
+        top, left = (h - s * (h // s)) // 2, (w - s * (w // s)) // 2
+        for vh in range(top, h - s + 1, s):
+            for vw in range(left, w - s + 1, s):
                 eta = bumps(s, 1, ctx.generator, x.device)
                 sign = random_signs((n, c, 1, 1), ctx.generator, x.device)
                 delta[:, :, vh : vh + s, vw : vw + s] += eta * sign

@@ -15,7 +15,7 @@ from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..report import parse_gate, write_atomic, write_json
 from ..report.attack_report import attack_markdown, attack_report, attack_table
 from ..report.images import example_grid
-from .common import Output, data_options, model_options, open_data, open_model
+from .common import Output, output_options, data_options, model_options, open_data, open_model
 
 EXAMPLE_ROWS = 8
 
@@ -36,6 +36,7 @@ EXAMPLE_ROWS = 8
 @click.option("--fail-under", "fail_under", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC < VALUE: robust_accuracy, clean_accuracy, robust_accuracy@EPS.")
 @model_options
 @data_options
+@output_options
 @click.pass_obj
 def attack(out: Output, **kw: Any) -> int:
     """Attack MODEL on DATA; report clean and robust accuracy; gate CI with --fail-under.

@@ -50,6 +50,22 @@ def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+def _set_quiet(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.find_object(Output).quiet = True
+
+
+def _set_verbose(ctx: click.Context, _: click.Parameter, value: int) -> None:
+    if value:
+        ctx.find_object(Output).verbose += value
+
+
+# -q/-v work before the subcommand (global) and after it.
+output_options = _compose(
+    click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet, help="Results only, no progress or messages."),
+    click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbose, help="More detail on stderr."),
+)
+
 model_options = _compose(
     click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="YAML input spec (range, mean, std, layout, class_names, input_shape)."),
     click.option("--range", "value_range", metavar="LO,HI", help="Value range of the model's natural inputs, e.g. 0,1 or 0,255."),

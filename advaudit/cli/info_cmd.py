@@ -6,9 +6,10 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from ..info import model_info
-from .common import Output, data_options, model_options, open_data, open_model
+from .common import Output, output_options, data_options, model_options, open_data, open_model
 
 
 @click.command()
@@ -17,6 +18,7 @@ from .common import Output, data_options, model_options, open_data, open_model
 @model_options
 @data_options
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@output_options
 @click.pass_obj
 def info(out: Output, data_path: str | None, fmt: str, **kw: Any) -> None:
     """Describe MODEL: format, input/output, input spec, gradients, classes; accuracy with --data."""
@@ -78,5 +80,5 @@ def _table(result: dict[str, Any]) -> Table:
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
     for k, v in rows:
-        table.add_row(k, v)
+        table.add_row(k, Text(v))
     return table

@@ -6,12 +6,13 @@ import click
 from rich.table import Table
 
 from ..registry import get_registry
-from .common import Output
+from .common import Output, output_options
 
 
 @click.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--kind", type=click.Choice(["attack", "defense", "detector", "backdoor-scanner"]), help="Only this kind.")
+@output_options
 @click.pass_obj
 def plugins(out: Output, fmt: str, kind: str | None) -> None:
     """List built-in and third-party attacks, defences, detectors and backdoor scanners."""

@@ -44,6 +44,8 @@ def detect_format(path: Path) -> str:
 
 # --------------------------------------------------------------------------- npz
 def read_npz(path: Path) -> Raw:
+    if not zipfile.is_zipfile(path):  # np.load would take it for a pickle or a bare .npy array
+        raise DataError(f"{path.name} is not a readable .npz file (not a zip archive)", "save it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)

@@ -94,7 +94,7 @@ def _session(source: str | bytes, device: str) -> Any:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors reach the user as exceptions, not as C++ log lines
     return ort.InferenceSession(source, sess_options=opts, providers=_providers(device))
 
 
@@ -161,7 +161,7 @@ class OnnxModel(Model):
         shape = self._canonical_shape(dims)
         if shape is not None:
             self.input_shape = shape
-        if isinstance(dims[0], int) and dims[0] > 0:
+        if dims and isinstance(dims[0], int) and dims[0] > 0:
             self._free_batch(dims[0], has_external, opts.device)
         self._check_gradients_later = opts.check_gradients
         if self.input_shape is not None:
@@ -224,7 +224,7 @@ class OnnxModel(Model):
             return
         self._twin = twin
         # Try the twin on free batches first; a graph with a baked-in batch size needs chunks of it.
-        declared = self.details["input_dims"][0]
+        declared = self.details["input_dims"][0] if self.details["input_dims"] else None
         attempts = [None] + ([declared] if isinstance(declared, int) and declared > 0 else [])
         for batch in attempts:
             self.torch_batch = batch

@@ -8,6 +8,7 @@ or from the data.
 from __future__ import annotations
 
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ class TorchScriptModel(Model):
             )
         extra = {EXTRA_FILE: ""}
         try:
-            module = torch.jit.load(str(path), map_location=opts.device, _extra_files=extra)
+            with warnings.catch_warnings():  # torch >= 2.10 flags torch.jit as deprecated
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location=opts.device, _extra_files=extra)
         except Exception as exc:
             text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
             raise ModelError(f"cannot load TorchScript model {path.name}: {text}") from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from ..attacks.runner import AttackRun
 from ..data import PreparedData
@@ -87,7 +88,7 @@ def attack_table(report: dict[str, Any]) -> Table:
     for c in COLUMNS:
         table.add_column(c, justify="left" if c == "attack" else "right")
     for row in _rows(report):
-        table.add_row(*row)
+        table.add_row(*(Text(c) for c in row))
     return table
 
 
