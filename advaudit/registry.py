@@ -19,6 +19,7 @@ third-party plugins (empty: none); built-ins always load.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Iterable
@@ -52,6 +53,11 @@ def _summary(obj: Any) -> str:
     return doc.splitlines()[0].strip() if doc else ""
 
 
+def _canonical(dist_name: str) -> str:
+    """PEP 503 normalisation: ``My_Plugin`` and ``my-plugin`` name the same distribution."""
+    return re.sub(r"[-_.]+", "-", dist_name.strip()).lower()
+
+
 def _origin(ep: metadata.EntryPoint) -> str:
     dist = getattr(ep, "dist", None)
     if dist is None:
@@ -69,7 +75,7 @@ class Registry:
 
     def _load(self, entry_points: Iterable[metadata.EntryPoint]) -> None:
         allow = os.environ.get("ADVAUDIT_LOAD_PLUGINS")
-        allowed = None if allow is None else {a.strip().lower() for a in allow.split(",") if a.strip()}
+        allowed = None if allow is None else {_canonical(a) for a in allow.split(",") if a.strip()}
         seen: set[tuple[str, str]] = set()
         eps = sorted(entry_points, key=lambda e: (not _origin(e).startswith(BUILTIN_DIST + " "), e.name))
         for ep in eps:
@@ -78,7 +84,7 @@ class Registry:
                 continue
             seen.add((ep.name, ep.value))
             builtin = origin.startswith(BUILTIN_DIST + " ")
-            if not builtin and allowed is not None and origin.split(" ")[0].lower() not in allowed:
+            if not builtin and allowed is not None and _canonical(origin.split(" ")[0]) not in allowed:
                 continue
             info = PluginInfo(ep.name, "?", origin, "", ep.value)
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -440,3 +441,28 @@ def test_model_runs_in_eval_mode_and_is_deterministic(tmp_path: Path, fmt: str) 
     with torch.no_grad():
         torch.testing.assert_close(model.logits(x), model.logits(x), atol=0, rtol=0)
         np.testing.assert_allclose(model.logits(x).numpy(), ref, atol=1e-4)
+
+
+class _Strided(torch.nn.Module):
+    """Strided slicing becomes an ONNX Slice node (as in ResNet-20's option-A shortcuts)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(12)
+        self.fc = torch.nn.Linear(14 * 14, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x[:, :, ::2, ::2].flatten(1))
+
+
+def test_twin_forward_emits_no_warnings(tmp_path: Path) -> None:
+    net = _Strided().eval()
+    path = export_onnx(net, tmp_path / "strided.onnx", torch.zeros(2, 1, 28, 28))
+    x = torch.from_numpy(rng_images(3, (1, 28, 28), seed=13))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(path)
+        model.predict(x)
+        grad = _input_grad(model.logits, x, torch.tensor([0, 1, 2]))
+    assert model.has_gradients and grad.shape == x.shape
+    assert [str(w.message)[:100] for w in caught] == []

@@ -38,6 +38,8 @@ TANH_SCALE = 1.0 - 1e-6
 """Keeps ``atanh`` finite for inputs at the range bounds."""
 CONST_MAX = 1e10
 """Upper bound of the binary search over ``c``; an upper bound at or above 1e9 means "none found yet"."""
+MARGIN_TOL = 1e-4
+"""Logit margin an iterate must clear to count as adversarial, so the deployment runtime agrees."""
 ABORT_TOL = 0.9999
 """A sample stops a search step when its loss is above ``ABORT_TOL`` times its loss a check ago."""
 ADAM_BETAS = (0.9, 0.999)
@@ -188,8 +190,8 @@ class CarliniWagnerL2(Attack):
         logits = ctx.logits(x_new)
         l2 = (x_new - x).flatten(1).pow(2).sum(dim=1)
         margin = cw_margin(logits, labels, ctx.targeted)
-        loss = l2 + const * margin.clamp_min(-self.confidence)
+        kappa = max(self.confidence, MARGIN_TOL)
+        loss = l2 + const * margin.clamp_min(-kappa)
         (grad,) = torch.autograd.grad(loss.sum(), w)
-        margin = margin.detach()
-        hit = (margin < 0) & (margin <= -self.confidence)
+        hit = margin.detach() <= -kappa
         return loss.detach(), l2.detach().sqrt(), hit, x_new.detach(), grad

@@ -37,7 +37,7 @@ def load_model(
     size_mb = p.stat().st_size / 2**20
     if size_mb > max_size_mb:
         raise ModelError(
-            f"{p.name} is {size_mb:.0f} MB, over the {max_size_mb:.0f} MB limit", "raise it with --max-model-size"
+            f"{p.name} is {size_mb:.3g} MB, over the {max_size_mb:.3g} MB limit", "raise it with --max-model-size"
         )
     if p.stat().st_size == 0:
         raise ModelError(f"{p.name} is empty")

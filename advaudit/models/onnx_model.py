@@ -74,7 +74,7 @@ def check_external_data(model: Any, model_dir: Path, max_bytes: float) -> bool:
         total += target.stat().st_size
     if total > max_bytes:
         raise ModelError(
-            f"external data is {total / 2**20:.0f} MB, over the {max_bytes / 2**20:.0f} MB limit",
+            f"external data is {total / 2**20:.3g} MB, over the {max_bytes / 2**20:.3g} MB limit",
             "raise it with --max-model-size",
         )
     return found
@@ -250,7 +250,9 @@ class OnnxModel(Model):
         return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
 
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._twin(self.to_model_input(x))
+        with warnings.catch_warnings():  # onnx2torch warns on every call of some converted ops
+            warnings.simplefilter("ignore", UserWarning)
+            out = self._twin(self.to_model_input(x))
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out.reshape(x.shape[0], -1).float()

@@ -81,7 +81,10 @@ class TorchScriptModel(Model):
         try:
             out = self._module(self.to_model_input(x))
         except RuntimeError as exc:
-            raise ModelError(f"{self.path.name} fails on inputs of shape {tuple(x.shape)}: {str(exc).splitlines()[0][:200]}") from None
+            raise ModelError(
+                f"{self.path.name} fails on inputs of shape {tuple(x.shape)}",
+                "check the data shape, --input-shape and --layout",
+            ) from None
         if isinstance(out, (tuple, list)):
             out = out[0]
         return out.reshape(x.shape[0], -1)
