@@ -12,13 +12,19 @@ a sample's step size is halved and its iterate reset to its best point so far wh
 1. fewer than ``rho`` of the steps since the last checkpoint increased the loss, or
 2. its step size was not halved at the last checkpoint and its best loss has not improved since.
 
+The conditions are checked once iterate ``w_j`` has been evaluated, over the ``w_j - w_{j-1}`` steps
+since the last checkpoint; as in the paper (not the reference code), condition 2 applies from the first
+checkpoint on, against the loss of the starting point.
+
 Everything is per sample, batched.  A sample is frozen and dropped from the batch at its first
 adversarial iterate; samples never fooled return their highest-loss point (the paper's ``x_max``).
 
 * ``apgd-ce``: untargeted cross-entropy (targeted mode: minus the cross-entropy of the target).
 * ``apgd-dlr``: AutoAttack's "apgd-t": the targeted DLR loss (eq. 6) towards each of the
   ``n_target_classes`` most likely wrong classes of the clean input in turn, each target run only on
-  the samples still robust; in targeted mode, towards the requested target only.
+  the samples still robust.  In targeted mode it goes towards the requested target only, and since
+  success then means the target beats *every* class, eq. 6 is applied with the best non-target class
+  in place of the true label (the paper defines no targeted-success mode for DLR).
 
 Example::
 
@@ -97,9 +103,9 @@ def _advance(s: _State, x_new: torch.Tensor, loss: torch.Tensor, grad: torch.Ten
     s.increases = s.increases + (loss > s.loss).float()
     s.loss = loss
     better = loss > s.loss_best
-    rows = better.view(-1, *([1] * (x_new.dim() - 1)))
-    s.x_best = torch.where(rows, x_new, s.x_best)
-    s.grad_best = torch.where(rows, grad, s.grad_best)
+    mask = better.view(-1, *([1] * (x_new.dim() - 1)))
+    s.x_best = torch.where(mask, x_new, s.x_best)
+    s.grad_best = torch.where(mask, grad, s.grad_best)
     s.loss_best = torch.where(better, loss, s.loss_best)
 
 
@@ -122,14 +128,16 @@ def apgd_run(
     x: torch.Tensor,
     y: torch.Tensor,
     target: torch.Tensor | None,
+    rows: torch.Tensor,
     steps: int,
     rho: float,
     loss_fn: LossFn,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One APGD run (Algorithm 1) from a random start, with early stopping.
 
-    ``target`` holds the loss targets (``None``: untargeted loss); success is ``ctx.is_adversarial``
-    (with ``target`` as the criterion's target only when ``ctx.targeted``).  Returns ``(x_adv, fooled)``:
+    ``rows`` are the samples' positions in the attack's batch (for ``ctx.queries``); ``target`` holds
+    the loss targets (``None``: untargeted loss); success is ``ctx.is_adversarial`` (with ``target``
+    as the criterion's target only when ``ctx.targeted``).  Returns ``(x_adv, fooled)``:
     the first adversarial iterate, or the highest-loss point where none was found.
     """
     assert ctx.eps is not None
@@ -141,7 +149,7 @@ def apgd_run(
     def evaluate(xa: torch.Tensor, index: torch.Tensor, last: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Loss, gradient (zeros on the last step) and still-robust mask at ``xa``; records the successes."""
         tgt = subset(target, index)
-        logits, loss, grad = loss_and_grad(ctx, xa, y[index], tgt, loss_fn, index, need_grad=not last)
+        logits, loss, grad = loss_and_grad(ctx, xa, y[index], tgt, loss_fn, rows[index], need_grad=not last)
         adv = ctx.is_adversarial(logits, y[index], tgt if ctx.targeted else None)
         out[index[adv]] = xa[adv]
         fooled[index[adv]] = True
@@ -191,7 +199,7 @@ class _APGD(Attack):
         for _ in range(self.restarts):
             if len(todo) == 0:
                 break
-            cand, fooled = apgd_run(ctx, x[todo], y[todo], subset(target, todo), self.steps, self.rho, loss_fn)
+            cand, fooled = apgd_run(ctx, x[todo], y[todo], subset(target, todo), todo, self.steps, self.rho, loss_fn)
             x_adv[todo] = cand
             todo = todo[~fooled]
         return todo
@@ -213,8 +221,16 @@ class APGDCE(_APGD):
 
 
 def _dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Targeted DLR (eq. 6): pull the target's logit above the true label's (untargeted success)."""
     assert target is not None
     return dlr_targeted(logits, y, target)
+
+
+def _dlr_hit_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 6 with the best non-target class in place of the true label: pull the target above all others."""
+    assert target is not None
+    rival = logits.detach().scatter(1, target[:, None], float("-inf")).argmax(dim=1)
+    return dlr_targeted(logits, rival, target)
 
 
 class APGDDLR(_APGD):
@@ -232,17 +248,16 @@ class APGDDLR(_APGD):
         check_positive_int(self.name, "n_target_classes", self.n_target_classes)
 
     def run(self, ctx: AttackContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self._check_classes(ctx.model.num_classes)
         x_adv = x.clone()
         todo = torch.arange(len(x), device=x.device)
         if ctx.targets is not None:
-            self._check_classes(ctx.model.num_classes)
-            self._restarts(ctx, x, y, ctx.targets, x_adv, todo, _dlr_loss)
+            self._restarts(ctx, x, y, ctx.targets, x_adv, todo, _dlr_hit_loss)
             return x_adv
         assert ctx.queries is not None
         ctx.queries += 1
         with torch.no_grad():
             clean = ctx.logits(x)
-        self._check_classes(clean.shape[1])
         wrong = clean.scatter(1, y[:, None], float("-inf"))
         n_targets = min(self.n_target_classes, clean.shape[1] - 1)
         ranked = wrong.topk(n_targets, dim=1).indices
@@ -253,4 +268,6 @@ class APGDDLR(_APGD):
 
     def _check_classes(self, num_classes: int | None) -> None:
         if num_classes is not None and num_classes < 4:
-            raise UsageError(f"attack {self.name!r} needs at least 4 classes (the DLR loss), the model has {num_classes}")
+            raise UsageError(
+                f"attack {self.name!r} needs at least 4 classes (the DLR loss); the model has {num_classes}"
+            )

@@ -90,6 +90,7 @@ def pgd_run(
     x: torch.Tensor,
     y: torch.Tensor,
     target: torch.Tensor | None,
+    rows: torch.Tensor,
     x_start: torch.Tensor,
     steps: int,
     step_size: float,
@@ -97,19 +98,22 @@ def pgd_run(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One PGD run from ``x_start`` with early stopping.
 
-    Returns ``(x_adv, fooled)``: each sample's first adversarial iterate (``fooled`` True) or its last
-    iterate.  ``target`` holds the loss targets (``None`` untargeted); success is ``ctx.is_adversarial``.
+    ``rows`` are the samples' positions in the attack's batch (for ``ctx.queries``); ``target`` holds the
+    loss targets (``None`` untargeted); success is ``ctx.is_adversarial``.  Returns ``(x_adv, fooled)``:
+    each sample's first adversarial iterate (``fooled`` True) or its last iterate.
     """
-    out = x_start.clone()
+    out = torch.empty_like(x_start)
     fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     idx = torch.arange(len(x), device=x.device)
     xa = x_start
     for t in range(steps + 1):
         last = t == steps
-        logits, _, grad = loss_and_grad(ctx, xa, y[idx], subset(target, idx), loss_fn, idx, need_grad=not last)
+        logits, _, grad = loss_and_grad(
+            ctx, xa, y[idx], subset(target, idx), loss_fn, rows[idx], need_grad=not last
+        )
         adv = ctx.is_adversarial(logits, y[idx], subset(target, idx) if ctx.targeted else None)
         fooled[idx[adv]] = True
-        out[idx] = xa
+        out[idx[adv]] = xa[adv]
         keep = ~adv
         idx, xa = idx[keep], xa[keep]
         if last or len(idx) == 0:
@@ -118,6 +122,7 @@ def pgd_run(
         xa = ctx.project(xa + step_size * gradient_step(grad[keep], ctx.norm), x[idx])
         if ctx.progress is not None:
             ctx.progress(1)
+    out[idx] = xa
     return out, fooled
 
 
@@ -159,7 +164,7 @@ class PGD(Attack):
             xs = x[todo]
             start = random_start(ctx, xs) if self.random_start else xs
             cand, fooled = pgd_run(
-                ctx, xs, y[todo], subset(ctx.targets, todo), start, self.steps, self.relative_step * ctx.eps
+                ctx, xs, y[todo], subset(ctx.targets, todo), todo, start, self.steps, self.relative_step * ctx.eps
             )
             x_adv[todo] = cand
             todo = todo[~fooled]
