@@ -26,7 +26,7 @@ queried.  ``queries`` caps the total per sample.
 
 ``p_init=0.8`` is the default of the authors' AutoAttack implementation (and their setting for MNIST);
 the paper uses 0.05 (Linf) and 0.1 (L2) for undefended ImageNet models: lower it for large images.
-Inputs must be images (C, H, W).
+Flat inputs are treated as a single row of features, with windows becoming segments.
 
 Example::
 
@@ -40,7 +40,7 @@ import math
 
 import torch
 
-from ..errors import PluginError, UsageError
+from ..errors import PluginError
 from .base import Attack, AttackContext, rand_uniform
 from .losses import cross_entropy, margin
 
@@ -48,7 +48,7 @@ SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 """Iterations (of a 10 000-query run) after which ``p`` is halved."""
 SCHEDULE_LENGTH = 10_000
 MAX_REDRAWS = 8
-"""Linf: how often a window update that would change nothing is redrawn before its signs are flipped."""
+"""Linf: how often a window update that would change nothing is redrawn (the paper redraws until it does)."""
 
 
 def p_schedule(p_init: float, it: int, budget: int) -> float:
@@ -57,9 +57,23 @@ def p_schedule(p_init: float, it: int, budget: int) -> float:
     return p_init / 2 ** sum(it > b for b in SCHEDULE)
 
 
-def square_side(p: float, h: int, w: int) -> int:
-    """Side of a square window covering about a fraction ``p`` of an image's pixels."""
-    return min(max(int(round(math.sqrt(p * h * w))), 1), h, w)
+def window_shape(p: float, h: int, w: int, odd: bool = False) -> tuple[int, int]:
+    """(rows, cols) of a window covering about a fraction ``p`` of an h x w image.
+
+    A square on images; a segment along the row (or column) when the image is a single row (column),
+    as flat inputs are.  ``odd``: at least 3 and odd (the L2 attack's windows).
+    """
+    area = p * h * w
+    side = int(round(area if min(h, w) == 1 else math.sqrt(area)))
+    if odd:
+        side = max(side, 3)
+        side += 1 - side % 2
+    side = max(side, 1)
+    if h == 1:
+        return 1, min(side, w)
+    if w == 1:
+        return min(side, h), 1
+    return min(side, h, w), min(side, h, w)
 
 
 def random_signs(shape: tuple[int, ...], gen: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -71,30 +85,38 @@ def random_positions(n: int, high: int, gen: torch.Generator, device: torch.devi
     return (rand_uniform((n,), gen, device) * (high + 1)).long().clamp_max(high)
 
 
-def window_mask(vh: torch.Tensor, vw: torch.Tensor, s: int, h: int, w: int) -> torch.Tensor:
-    """Boolean (n, 1, h, w) masks of the s x s windows with top-left corners (vh, vw)."""
+def random_windows(
+    n: int, size: tuple[int, int], h: int, w: int, gen: torch.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corners (rows, cols) of ``n`` windows of ``size`` placed uniformly inside an h x w image."""
+    return random_positions(n, h - size[0], gen, device), random_positions(n, w - size[1], gen, device)
+
+
+def window_mask(corner: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int], h: int, w: int) -> torch.Tensor:
+    """Boolean (n, 1, h, w) masks of the windows of ``size`` at ``corner``."""
+    vh, vw = corner
     rows = torch.arange(h, device=vh.device)
     cols = torch.arange(w, device=vw.device)
-    in_rows = (rows >= vh[:, None]) & (rows < vh[:, None] + s)
-    in_cols = (cols >= vw[:, None]) & (cols < vw[:, None] + s)
+    in_rows = (rows >= vh[:, None]) & (rows < vh[:, None] + size[0])
+    in_cols = (cols >= vw[:, None]) & (cols < vw[:, None] + size[1])
     return (in_rows[:, :, None] & in_cols[:, None, :])[:, None]
 
 
-def window_index(vh: torch.Tensor, vw: torch.Tensor, s: int) -> tuple[torch.Tensor, ...]:
-    """Advanced index selecting each sample's s x s window from a channels-last (n, h, w, c) view."""
-    offsets = torch.arange(s, device=vh.device)
-    rows = (vh[:, None] + offsets)[:, :, None]
-    cols = (vw[:, None] + offsets)[:, None, :]
+def window_index(corner: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """Advanced index selecting each sample's window from a channels-last (n, h, w, c) view."""
+    vh, vw = corner
+    rows = (vh[:, None] + torch.arange(size[0], device=vh.device))[:, :, None]
+    cols = (vw[:, None] + torch.arange(size[1], device=vw.device))[:, None, :]
     return torch.arange(len(vh), device=vh.device)[:, None, None], rows, cols
 
 
 def get_window(t: torch.Tensor, index: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """The (n, c, s, s) windows of ``t`` (n, c, h, w)."""
+    """The (n, c, rows, cols) windows of ``t`` (n, c, h, w)."""
     return t.permute(0, 2, 3, 1)[index].permute(0, 3, 1, 2)
 
 
 def put_window(t: torch.Tensor, index: tuple[torch.Tensor, ...], value: torch.Tensor) -> None:
-    """Write (n, c, s, s) ``value`` into the windows of ``t`` in place."""
+    """Write (n, c, rows, cols) ``value`` into the windows of ``t`` in place."""
     t.permute(0, 2, 3, 1)[index] = value.permute(0, 2, 3, 1)
 
 
@@ -109,10 +131,20 @@ def bump_rectangle(a: int, b: int, device: torch.device) -> torch.Tensor:
     return delta / delta.norm().clamp_min(1e-12)
 
 
-def bumps(s: int, n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
-    """``n`` unit-norm (s, s) updates: a positive bump over a negative one, randomly transposed."""
-    eta = torch.cat([bump_rectangle(s // 2, s, device), -bump_rectangle(s - s // 2, s, device)])
-    eta = eta / eta.norm().clamp_min(1e-12)
+def bump_pair(a: int, b: int, device: torch.device) -> torch.Tensor:
+    """A unit-norm (a, b) update: a positive bump over a negative one (split along the rows)."""
+    eta = torch.cat([bump_rectangle(a // 2, b, device), -bump_rectangle(a - a // 2, b, device)])
+    return eta / eta.norm().clamp_min(1e-12)
+
+
+def bumps(size: tuple[int, int], n: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+    """``n`` (rows, cols) bump pairs: squares are transposed at random, rectangles split along their long side."""
+    rows, cols = size
+    if rows < cols:
+        return bump_pair(cols, rows, device).t().expand(n, rows, cols)
+    eta = bump_pair(rows, cols, device)
+    if rows > cols:
+        return eta.expand(n, rows, cols)
     flip = rand_uniform((n, 1, 1), gen, device) < 0.5
     return torch.where(flip, eta.t(), eta)
 
@@ -131,23 +163,19 @@ class Square(Attack):
             raise PluginError(f"square: p_init must be in (0, 1], got {self.p_init!r}")
 
     def run(self, ctx: AttackContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise UsageError(f"square needs image inputs (C, H, W), not samples of shape {tuple(x.shape[1:])}",
-                             "use substitute")
-        assert ctx.eps is not None
+        images = x if x.dim() == 4 else x.reshape(len(x), 1, 1, -1)  # flat inputs: one row of features
         labels = ctx.targets if ctx.targets is not None else y
-        every = torch.arange(len(x), device=x.device)
-        init = self._init_linf if ctx.norm == "linf" else self._init_l2
-        x_best = init(ctx, x)
-        loss, success = self._evaluate(ctx, x_best, labels, every)
+        linf = ctx.norm == "linf"
+        init, propose = (self._init_linf, self._propose_linf) if linf else (self._init_l2, self._propose_l2)
+        x_best = init(ctx, images)
+        loss, success = self._evaluate(ctx, x_best, labels, torch.arange(len(x), device=x.device), x.shape)
         for it in range(self.queries - 1):
             active = (~success).nonzero().squeeze(1)
             if len(active) == 0:
                 break
             p = p_schedule(float(self.p_init), it, self.queries)
-            propose = self._propose_linf if ctx.norm == "linf" else self._propose_l2
-            x_new = propose(ctx, x[active], x_best[active], p)
-            new_loss, new_success = self._evaluate(ctx, x_new, labels[active], active)
+            x_new = propose(ctx, images[active], x_best[active], p)
+            new_loss, new_success = self._evaluate(ctx, x_new, labels[active], active, x.shape)
             better = (new_loss < loss[active]) | new_success
             keep = active[better]
             loss[keep] = new_loss[better]
@@ -155,15 +183,15 @@ class Square(Attack):
             x_best[keep] = x_new[better]
             if ctx.progress is not None:
                 ctx.progress(1)
-        return x_best
+        return x_best.reshape(x.shape)
 
     # ------------------------------------------------------------------ loss
     @staticmethod
     def _evaluate(
-        ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, index: torch.Tensor
+        ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, shape: torch.Size
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Loss to minimise and success mask for the rows ``index`` of the batch (one query each)."""
-        log_probs = ctx.scores(x, index)
+        log_probs = ctx.scores(x.reshape(len(x), *shape[1:]), index)
         if ctx.targets is not None:
             return cross_entropy(log_probs, labels), ctx.is_adversarial(log_probs, labels, labels)
         return -margin(log_probs, labels), ctx.is_adversarial(log_probs, labels)
@@ -178,37 +206,35 @@ class Square(Attack):
 
     @staticmethod
     def _propose_linf(ctx: AttackContext, x: torch.Tensor, x_best: torch.Tensor, p: float) -> torch.Tensor:
-        """Set one random square per sample to a random +-eps per channel (redrawn while it changes nothing)."""
+        """Set one random window per sample to a random +-eps per channel (redrawn while it changes nothing)."""
         n, c, h, w = x.shape
         assert ctx.eps is not None
-        s = square_side(p, h, w)
         gen = ctx.generator
-        mask = window_mask(random_positions(n, h - s, gen, x.device), random_positions(n, w - s, gen, x.device), s, h, w)
+        size = window_shape(p, h, w)
+        mask = window_mask(random_windows(n, size, h, w, gen, x.device), size, h, w)
         signs = random_signs((n, c, 1, 1), gen, x.device)
         for _ in range(MAX_REDRAWS):
             same = ((ctx.clip(x + ctx.eps * signs) - x_best).abs() < 1e-7) | ~mask
-            unchanged = same.flatten(1).all(dim=1)
+            unchanged = same.flatten(1).all(dim=1)[:, None, None, None]
             if not unchanged.any():
                 break
-            signs = torch.where(unchanged[:, None, None, None], random_signs((n, c, 1, 1), gen, x.device), signs)
-        else:
-            signs = torch.where(unchanged[:, None, None, None], -signs, signs)
+            signs = torch.where(unchanged, random_signs((n, c, 1, 1), gen, x.device), signs)
         return ctx.clip(torch.where(mask, x + ctx.eps * signs, x_best))
 
     # -------------------------------------------------------------------- L2
     @staticmethod
     def _init_l2(ctx: AttackContext, x: torch.Tensor) -> torch.Tensor:
-        """A grid of bumps (5x5 on a square image), each with a random sign per (sample, channel), scaled to norm eps."""
+        """A grid of bumps (5 x 5 on a square image), random sign per (sample, channel), scaled to norm eps."""
         n, c, h, w = x.shape
         assert ctx.eps is not None
-        s = max(min(h, w) // 5, 1)
+        side = max(min(h, w) // 5, 1)
+        th, tw = (side, side) if min(h, w) > 1 else (max(h // 5, 1), max(w // 5, 1))
         delta = torch.zeros_like(x)
-        top, left = (h - s * (h // s)) // 2, (w - s * (w // s)) // 2
-        for vh in range(top, h - s + 1, s):
-            for vw in range(left, w - s + 1, s):
-                eta = bumps(s, 1, ctx.generator, x.device)
-                sign = random_signs((n, c, 1, 1), ctx.generator, x.device)
-                delta[:, :, vh : vh + s, vw : vw + s] += eta * sign
+        top, left = (h - th * (h // th)) // 2, (w - tw * (w // tw)) // 2
+        for vh in range(top, h - th + 1, th):
+            for vw in range(left, w - tw + 1, tw):
+                eta = bumps((th, tw), 1, ctx.generator, x.device)
+                delta[:, :, vh : vh + th, vw : vw + tw] += eta * random_signs((n, c, 1, 1), ctx.generator, x.device)
         return ctx.clip(x + ctx.eps * _unit(delta))
 
     @staticmethod
@@ -217,12 +243,11 @@ class Square(Attack):
         n, c, h, w = x.shape
         assert ctx.eps is not None
         gen = ctx.generator
-        s = max(int(round(math.sqrt(p * h * w))), 3)
-        s = min(s + 1 - s % 2, h, w)
-        vh1, vw1 = random_positions(n, h - s, gen, x.device), random_positions(n, w - s, gen, x.device)
-        vh2, vw2 = random_positions(n, h - s, gen, x.device), random_positions(n, w - s, gen, x.device)
-        mask1, mask2 = window_mask(vh1, vw1, s, h, w), window_mask(vh2, vw2, s, h, w)
-        index1 = window_index(vh1, vw1, s)
+        size = window_shape(p, h, w, odd=True)
+        corner1 = random_windows(n, size, h, w, gen, x.device)
+        corner2 = random_windows(n, size, h, w, gen, x.device)
+        mask1, mask2 = window_mask(corner1, size, h, w), window_mask(corner2, size, h, w)
+        index1 = window_index(corner1, size)
 
         delta = x_best - x
         old = get_window(delta, index1)
@@ -230,7 +255,7 @@ class Square(Attack):
         norm_windows = (delta * (mask1 | mask2)).norm(dim=(2, 3), keepdim=True)  # per channel
         budget = ((ctx.eps**2 - norm_image**2).clamp_min(0.0) / c + norm_windows**2).sqrt()
 
-        new = bumps(s, n, gen, x.device)[:, None] * random_signs((n, c, 1, 1), gen, x.device)
+        new = bumps(size, n, gen, x.device)[:, None] * random_signs((n, c, 1, 1), gen, x.device)
         new = new + old / (old.norm(dim=(2, 3), keepdim=True) + 1e-12)
         new = new / new.norm(dim=(2, 3), keepdim=True).clamp_min(1e-12) * budget
 

@@ -17,8 +17,10 @@ Algorithm (Jacobian-based dataset augmentation):
    (Adam, cross-entropy on the target's labels); then, except after the last round, augment
    S_{r+1} = S_r + {clip(x + lmbda * (hi - lo) * sign(d F_{O(x)}(x) / dx)) : x in S_r} (the gradient of
    the substitute's logit of the target's label) and query the target for the new points' labels.
-3. Craft adversarial examples on the substitute with FGSM or PGD (``steps`` steps of size
-   2.5 eps / steps, from the clean input) and return them: their success is whatever transfers.
+3. Craft adversarial examples on the substitute with FGSM (the default, as in Papernot et al. and
+   paper 002: from a small substitute it transfers better than PGD, 35% against 24% of 200 MNIST
+   images at eps 0.3) or PGD (``steps`` steps of size 2.5 eps / steps) and return them: their
+   success is whatever transfers.
 
 Substitute: a small CNN (conv 32, conv 64, each 3x3 with stride 2 + ReLU; fc ``hidden``; fc to the
 classes) for image inputs, an MLP (two ``hidden`` layers) for flat inputs; inputs are rescaled from
@@ -31,7 +33,7 @@ round; 32 with the defaults).  Crafting queries nothing.
 
 Example::
 
-    out = Substitute(rounds=6, method="pgd")(model, x, y, eps=0.3, norm="linf", seed=0)
+    out = Substitute(rounds=6, method="fgsm")(model, x, y, eps=0.3, norm="linf", seed=0)
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ class Substitute(Attack):
 
     name = "substitute"
     uses_gradients = False
-    defaults: dict = {"rounds": 6, "lmbda": 0.1, "epochs": 10, "method": "pgd", "steps": 20, "hidden": 200}
+    defaults: dict = {"rounds": 6, "lmbda": 0.1, "epochs": 10, "method": "fgsm", "steps": 20, "hidden": 200}
 
     def check_params(self) -> None:
         for key in ("rounds", "epochs", "steps", "hidden"):
@@ -114,7 +116,6 @@ class Substitute(Attack):
         net = build_substitute(tuple(x.shape[1:]), ctx.model.num_classes, self.hidden, ctx.lo, ctx.hi).to(x.device)
         seeded_init(net, ctx.generator)
         self._train(ctx, net, x)
-        net.eval()
         for param in net.parameters():
             param.requires_grad_(False)
         labels = ctx.targets if ctx.targets is not None else y
@@ -124,26 +125,24 @@ class Substitute(Attack):
     def _train(self, ctx: AttackContext, net: nn.Module, seeds: torch.Tensor) -> None:
         """Algorithm 1: alternate training rounds and Jacobian-based augmentation of the data set."""
         data = seeds
-        labels = self._oracle(ctx, seeds)
-        optimiser = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE)
+        labels = self._oracle(ctx, seeds, len(seeds))
+        optimiser = torch.optim.Adam(net.parameters(), lr=LEARNING_RATE, foreach=True)
         for r in range(self.rounds):
             self._fit(ctx, net, optimiser, data, labels)
             if r + 1 < self.rounds:
                 new = self._augment(ctx, net, data, labels)
                 data = torch.cat([data, new])
-                labels = torch.cat([labels, self._oracle(ctx, new)])
+                labels = torch.cat([labels, self._oracle(ctx, new, len(seeds))])
             if ctx.progress is not None:
                 ctx.progress(1)
 
     @staticmethod
-    def _oracle(ctx: AttackContext, data: torch.Tensor) -> torch.Tensor:
-        """The target's labels for ``data``, made of blocks of one descendant per batch sample.
+    def _oracle(ctx: AttackContext, data: torch.Tensor, n: int) -> torch.Tensor:
+        """The target's labels for ``data``: blocks of ``n`` rows, row i of each descending from sample i.
 
         Each block is one :meth:`~AttackContext.scores` call, so every sample is charged one query per
         block (its own descendant's).
         """
-        assert ctx.queries is not None
-        n = len(ctx.queries)
         return torch.cat([ctx.scores(block).argmax(dim=1) for block in data.split(n)])
 
     def _fit(
@@ -151,7 +150,6 @@ class Substitute(Attack):
         labels: torch.Tensor,
     ) -> None:
         """``epochs`` passes of minibatch Adam on cross-entropy, shuffled by the attack's generator."""
-        net.train()
         for _ in range(self.epochs):
             order = rand_uniform((len(data),), ctx.generator, data.device).argsort()
             for batch in order.split(BATCH_SIZE):
