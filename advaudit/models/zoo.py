@@ -161,8 +161,8 @@ class ResNet20(nn.Module):
 class GtsrbCNN(nn.Module):
     """Small CNN for GTSRB: input (N, 3, 32, 32) RGB in [0, 1], output 43 logits.
 
-    Three conv 3x3 + BN + ReLU + max-pool stages (32, 64, 128 channels), then dropout and
-    linear 2048->128, ReLU, linear 128->43 (about 360K parameters).
+    Three conv 3x3 + BN + ReLU + max-pool stages (32, 64, 128 channels), 2x2 average pool,
+    dropout and linear 512->43 (about 116K parameters).
     """
 
     def __init__(self, num_classes: int = 43, dropout: float = 0.3) -> None:
@@ -173,11 +173,10 @@ class GtsrbCNN(nn.Module):
             *self._stage(64, 128),
         )
         self.classifier = nn.Sequential(
+            nn.AvgPool2d(2),
             nn.Flatten(),
             nn.Dropout(dropout),
-            nn.Linear(128 * 4 * 4, 128),
-            nn.ReLU(),
-            nn.Linear(128, num_classes),
+            nn.Linear(128 * 2 * 2, num_classes),
         )
 
     @staticmethod
@@ -214,11 +213,13 @@ def load_resnet20_akamaster(path: str | Path) -> nn.Module:
     ``nn.Sequential(Normalize(mean, std), model)`` to feed it images in [0, 1].
     """
     checkpoint = _load_state_dict(path)
-    state_dict = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
+    state_dict = (
+        checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
+    )
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"{path}: expected a state dict or a dict with 'state_dict'")
     prefix = "module."
-    stripped = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+    stripped = {k[len(prefix) :] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
     model = ResNet20()
     # Old checkpoints lack BatchNorm's num_batches_tracked; BatchNorm fills it in itself when the
     # state dict carries no version metadata, so strict loading still checks every other key.
