@@ -30,10 +30,11 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 
 def _register_commands() -> None:
     from .attack_cmd import attack
+    from .detect_cmd import detect
     from .info_cmd import info
     from .plugins_cmd import plugins
 
-    for command in (info, attack, plugins):
+    for command in (info, attack, detect, plugins):
         cli.add_command(command)
 
 

@@ -193,6 +193,10 @@ class Model(ABC):
         """Raw differentiable outputs; only called when gradients are available."""
         raise NotImplementedError
 
+    def torch_module(self) -> torch.nn.Module | None:
+        """The torch module behind :meth:`logits` (its weights), or None without gradients."""
+        return None
+
     # -------------------------------------------------------------------- probing
     def probe_inputs(self, n: int = PROBE_BATCH, seed: int = 0) -> np.ndarray:
         """A deterministic batch of random inputs inside the value range."""

@@ -249,6 +249,9 @@ class OnnxModel(Model):
             raise ModelError(f"ONNX Runtime failed on {self.path.name}: {_first_line(exc)}") from None
         return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
 
+    def torch_module(self) -> torch.nn.Module | None:
+        return self._twin if self.gradients.available else None
+
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
         with warnings.catch_warnings():  # onnx2torch warns on every call of some converted ops
             warnings.simplefilter("ignore", UserWarning)

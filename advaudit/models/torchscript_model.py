@@ -77,6 +77,9 @@ class TorchScriptModel(Model):
             out = self._torch_forward(torch.from_numpy(x).to(self.device))
         return out.float().cpu().numpy()
 
+    def torch_module(self) -> torch.nn.Module | None:
+        return self._module if self.gradients.available else None
+
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
         try:
             out = self._module(self.to_model_input(x))

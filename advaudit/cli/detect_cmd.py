@@ -1,0 +1,235 @@
+"""``advaudit detect``: Label Change Rate detection (calibrate, detect, evaluate)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.table import Table
+from rich.text import Text
+
+from ..data import load_data, prepare
+from ..detect.evaluate import evaluate as evaluate_lcr
+from ..detect.evaluate import roc_png
+from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, LCRDetector, Mutation, calibrate as calibrate_lcr
+from ..detect.model_mutation import OPERATORS as MODEL_OPERATORS
+from ..detect.mutations import MUTATORS
+from ..errors import EXIT_GATE, EXIT_OK, DataError
+from ..report import base_report, write_json
+from .common import Output, data_options, model_options, open_data, open_model, output_options
+
+MUTATIONS = [*MUTATORS, *MODEL_OPERATORS]
+
+sprt_options = [
+    click.option("--alpha", default=0.05, show_default=True, type=float, help="Bound on reporting an adversarial input as normal."),
+    click.option("--beta", default=0.05, show_default=True, type=float, help="Bound on reporting a normal input as adversarial."),
+    click.option("--mu", default=1.2, show_default=True, type=float, help="Threshold factor: test kappa(x) > mu * kappa_nor."),
+    click.option("--sigma", type=float, help="Indifference region half-width (default min(0.05, mu*kappa_nor/2))."),
+    click.option("--max-mutations", default=500, show_default=True, type=click.IntRange(min=1)),
+]
+
+
+def _apply(options: list[Any]) -> Any:
+    def deco(f: Any) -> Any:
+        for o in reversed(options):
+            f = o(f)
+        return f
+
+    return deco
+
+
+class _DetectGroup(click.Group):
+    """``advaudit detect MODEL ...`` runs detection; ``calibrate`` and ``evaluate`` are subcommands."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().resolve_command(ctx, args)
+
+    def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage("advaudit detect", "MODEL --inputs INPUTS --calibration CALIB [OPTIONS] | calibrate ... | evaluate ...")
+
+
+@click.group(cls=_DetectGroup)
+def detect() -> None:
+    """Flag adversarial inputs by their Label Change Rate under random mutations (nMutant, SPRT).
+
+    \b
+    advaudit detect calibrate MODEL --data CLEAN --out calib.json
+    advaudit detect MODEL --inputs INPUTS --calibration calib.json
+    advaudit detect evaluate MODEL --clean CLEAN --adversarial ADV.npz [--calibration calib.json]
+    """
+
+
+def _mutation(kw: dict[str, Any]) -> Mutation:
+    return Mutation(kw["mutation"], kw["radius"]).check()
+
+
+@detect.command("calibrate")
+@click.argument("model", type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(), help="Clean labelled data.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Calibration JSON to write.")
+@click.option("--mutation", type=click.Choice(MUTATIONS), default=DEFAULT_MUTATION, show_default=True)
+@click.option("--radius", type=float, default=DEFAULT_RADIUS, show_default=True, help="Mutation size (fraction of the value range), or the rate of model mutations.")
+@click.option("--mutations", "n_mutations", type=click.IntRange(min=10), default=200, show_default=True, help="Mutations per input.")
+@model_options
+@data_options
+@output_options
+@click.pass_obj
+def calibrate(out: Output, **kw: Any) -> None:
+    """Estimate kappa_nor (LCR of correctly classified clean inputs + one-sided 99% margin)."""
+    mutation = _mutation(kw)
+    model = open_model(kw)
+    data = open_data(kw["data_path"], model, kw)
+    assert data.y is not None
+    cal = calibrate_lcr(model, data.x, data.y, mutation, n_mutations=kw["n_mutations"], seed=kw["seed"] or 0)
+    cal.save(kw["out_path"])
+    out.info(f"wrote {kw['out_path']}")
+    out.out.print(
+        f"kappa_nor = {cal.kappa_nor:.4f} (mean {cal.lcr_mean:.4f} + margin {cal.margin:.4f}; "
+        f"{cal.n_inputs} inputs x {cal.n_mutations} {mutation.operator} mutations, radius {mutation.radius:g})",
+        highlight=False,
+    )
+
+
+@detect.command("run", hidden=True)
+@click.argument("model", type=click.Path())
+@click.option("--inputs", "inputs_path", required=True, type=click.Path(), help="npz, image folder, or image.")
+@click.option("--calibration", "calibration_path", required=True, type=click.Path(dir_okay=False))
+@_apply(sprt_options)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
+@click.option("--fail-on-adversarial", is_flag=True, help="Exit 1 if any input is flagged adversarial.")
+@model_options
+@data_options
+@output_options
+@click.pass_obj
+def run(out: Output, **kw: Any) -> int:
+    """Detect adversarial inputs with the sequential probability ratio test."""
+    cal = Calibration.load(kw["calibration_path"])
+    model = open_model(kw)
+    cal.check_for(model)
+    data = open_data(kw["inputs_path"], model, kw, need_labels=False)
+    det = LCRDetector(
+        model, cal, alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"],
+        max_mutations=kw["max_mutations"], seed=kw["seed"] or 0,
+    )
+    res = det(data.x)
+    report = base_report(["advaudit", *sys.argv[1:]], kw["seed"] or 0)
+    report.update(
+        {
+            "kind": "detect",
+            "model": {"path": str(model.path), "sha256": model.sha256, "format": model.format},
+            "data": data.dataset.describe(),
+            "calibration": {"path": kw["calibration_path"], "kappa_nor": cal.kappa_nor, "mutation": cal.mutation.settings()},
+            "sprt": {"alpha": det.test.alpha, "beta": det.test.beta, "mu": det.test.mu, "sigma": det.test.sigma},
+            "inputs": [
+                {"index": int(i), "verdict": str(v), "label": int(lab), "lcr": float(r), "mutations": int(m), "error_bound": None if np.isnan(e) else float(e)}
+                for i, v, lab, r, m, e in zip(data.dataset.indices, res.verdict, res.labels, res.lcr, res.mutations, res.error_bound)
+            ],
+            "totals": res.totals(),
+            "passed": not (kw["fail_on_adversarial"] and (res.decision == 1).any()),
+        }
+    )
+    if kw["report_path"]:
+        write_json(kw["report_path"], report)
+        out.info(f"wrote report {kw['report_path']}")
+    if kw["fmt"] == "json":
+        out.json(report)
+    else:
+        t = report["totals"]
+        if kw["fmt"] == "md":
+            click.echo("| index | verdict | label | LCR | mutations | error bound |\n|---|---|---|---|---|---|")
+            for r in report["inputs"]:
+                click.echo(f"| {r['index']} | {r['verdict']} | {r['label']} | {r['lcr']:.3f} | {r['mutations']} | {r['error_bound']} |")
+        else:
+            table = Table(title=f"advaudit detect: {t['adversarial']} adversarial, {t['normal']} normal, {t['undecided']} undecided")
+            for c in ("index", "verdict", "label", "LCR", "mutations", "error bound"):
+                table.add_column(c)
+            for r in report["inputs"][:200]:
+                table.add_row(*(Text(str(v)) for v in (r["index"], r["verdict"], r["label"], f"{r['lcr']:.3f}", r["mutations"], r["error_bound"])))
+            out.out.print(table)
+        out.out.print(f"mean mutations {t['mean_mutations']:.1f}, {t['ms_per_input']:.2f} ms per input", highlight=False)
+    return EXIT_OK if report["passed"] else EXIT_GATE
+
+
+@detect.command("evaluate")
+@click.argument("model", type=click.Path())
+@click.option("--clean", "clean_path", required=True, type=click.Path(), help="Clean labelled data.")
+@click.option("--adversarial", "adv_path", required=True, type=click.Path(), help="Adversarial .npz (from 'advaudit attack --save-adv').")
+@click.option("--calibration", "calibration_path", type=click.Path(dir_okay=False), help="Default: calibrate on the first half of --clean, evaluate on the rest.")
+@click.option("--mutation", type=click.Choice(MUTATIONS), default=DEFAULT_MUTATION, show_default=True)
+@click.option("--radius", type=float, default=DEFAULT_RADIUS, show_default=True)
+@click.option("--lcr-mutations", type=click.IntRange(min=10), default=200, show_default=True, help="Mutations per input for LCR / AUROC.")
+@_apply(sprt_options)
+@click.option("--roc", "roc_path", type=click.Path(dir_okay=False), help="Write the ROC curve PNG.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@model_options
+@data_options
+@output_options
+@click.pass_obj
+def evaluate(out: Output, **kw: Any) -> None:
+    """AUROC of LCR, kappa_nor vs kappa_adv per attack (Table 3), SPRT precision/recall/cost."""
+    model = open_model(kw)
+    clean = open_data(kw["clean_path"], model, kw)
+    adv_ds = load_data(kw["adv_path"])
+    adv = prepare(adv_ds, model, need_labels=False)
+    groups = _groups(Path(kw["adv_path"]), len(adv))
+    x, y = clean.x, clean.y
+    assert y is not None
+    seed = kw["seed"] or 0
+    if kw["calibration_path"]:
+        cal = Calibration.load(kw["calibration_path"])
+        cal.check_for(model)
+    else:
+        half = len(x) // 2
+        cal = calibrate_lcr(model, x[:half], y[:half], _mutation(kw), n_mutations=kw["lcr_mutations"], seed=seed)
+        x, y = x[half:], y[half:]
+        out.info(f"calibrated on {half} clean inputs: kappa_nor {cal.kappa_nor:.4f}; evaluating on the other {len(x)}")
+    ev = evaluate_lcr(
+        model, x, y, adv.x, groups, cal, n_lcr=kw["lcr_mutations"], seed=seed,
+        alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"], max_mutations=kw["max_mutations"],
+    )
+    report = base_report(["advaudit", *sys.argv[1:]], seed)
+    report.update({"kind": "detect-evaluate", "model": {"path": str(model.path), "sha256": model.sha256}, **ev.figures})
+    if kw["roc_path"]:
+        roc_png(kw["roc_path"], ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
+        out.info(f"wrote {kw['roc_path']}")
+    if kw["report_path"]:
+        write_json(kw["report_path"], report)
+        out.info(f"wrote report {kw['report_path']}")
+    if kw["fmt"] == "json":
+        out.json(report)
+        return
+    f = ev.figures
+    t3 = f["table3"]
+    table = Table(title=f"kappa (LCR) and AUROC, {f['mutation']['operator']} radius {f['mutation']['radius']:g}")
+    for c in ("set", "n", "kappa mean +- 99% CI", "AUROC"):
+        table.add_column(c)
+    table.add_row("normal", str(t3["kappa_nor"]["n"]), f"{t3['kappa_nor']['mean']:.4f} +- {t3['kappa_nor']['ci99']:.4f}", "-")
+    for g, v in t3["kappa_adv"].items():
+        table.add_row(Text(g), str(v["n"]), f"{v['mean']:.4f} +- {v['ci99']:.4f}", f"{f['auroc'][g]:.4f}")
+    table.add_row("mean", "", "", f"{f['auroc_mean']:.4f}")
+    out.out.print(table)
+    s = f["sprt"]
+    out.out.print(
+        f"SPRT: precision {s['precision']:.4f}, recall {s['recall']:.4f}, accuracy {s['accuracy']:.4f}, "
+        f"false positives {s['false_positive_rate']:.4f}, undecided {s['undecided']}, "
+        f"mean mutations {s['mean_mutations']:.1f} (adversarial {s['mean_mutations_adversarial'] or 0:.1f}), "
+        f"{s['ms_per_input']:.2f} ms per input",
+        highlight=False,
+    )
+
+
+def _groups(path: Path, n: int) -> np.ndarray:
+    """Attack name of each adversarial example (the 'attack' array of --save-adv files)."""
+    with np.load(path, allow_pickle=False) as f:
+        if "attack" in f.files and len(f["attack"]) == n:
+            return np.array([str(a).split(":")[0] for a in f["attack"]])
+    if n == 0:
+        raise DataError(f"{path.name} holds no adversarial examples")
+    return np.array(["adversarial"] * n)

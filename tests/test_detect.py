@@ -1,0 +1,215 @@
+"""LCR detection: mutation operators, SPRT, calibration, detector, evaluation, STRIP, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from advaudit.attacks.runner import run_attacks
+from advaudit.attacks.suites import AttackChoice
+from advaudit.detect import Calibration, LCRDetector, Mutation, STRIPDetector, auroc, calibrate, label_change_rates
+from advaudit.detect.mutations import MUTATORS
+from advaudit.detect.sprt import ADVERSARIAL, NORMAL, SPRT, UNDECIDED, sprt_round
+from advaudit.errors import DataError, UsageError
+
+from .conftest import SAMPLE_MODELS
+
+MNIST = str(SAMPLE_MODELS / "mnist_cnn.onnx")
+MNIST_DATA = str(SAMPLE_MODELS / "data" / "mnist_test_1k.npz")
+
+
+@pytest.mark.parametrize("name", sorted(MUTATORS))
+def test_mutators_shape_range_grouping_and_determinism(name):
+    x = torch.rand(3, 1, 28, 28)
+    a = MUTATORS[name](x, 5, 0.2, 0.0, 1.0, torch.Generator().manual_seed(1))
+    b = MUTATORS[name](x, 5, 0.2, 0.0, 1.0, torch.Generator().manual_seed(1))
+    assert a.shape == (15, 1, 28, 28)
+    assert torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1
+    assert not torch.equal(a[0], a[1])  # different mutations of the same input
+    # rows i*k..i*k+k-1 stay close to input i
+    d = (a.reshape(3, 5, -1) - x.reshape(3, 1, -1)).abs().mean(dim=2)
+    d_other = (a.reshape(3, 5, -1) - x.roll(1, 0).reshape(3, 1, -1)).abs().mean(dim=2)
+    assert (d < d_other).float().mean() > 0.9
+
+
+def test_sprt_thresholds_and_first_crossing():
+    t = SPRT(kappa_nor=0.05, mu=1.2, sigma=0.03).check()
+    assert t.p1 == pytest.approx(0.09) and t.p0 == pytest.approx(0.03)
+    assert t.upper == pytest.approx(math.log(0.95 / 0.05))
+    # input 0: label changes every time -> adversarial after a few; input 1: never -> normal; 2: too short
+    changes = np.array([[1] * 6, [0] * 6, [0] * 6], dtype=bool)
+    c0 = np.zeros(3, dtype=np.int64)
+    n0 = np.array([0, 200, 0])
+    dec, n, c = sprt_round(t, changes, c0, n0)
+    assert dec[0] == ADVERSARIAL and dec[1] == NORMAL and dec[2] == UNDECIDED
+    k = math.ceil(t.upper / math.log(t.p1 / t.p0))  # changes needed with no non-changes
+    assert n[0] == k and c[0] == k
+    assert t.log_ratio(np.array(c[0]), np.array(n[0])) >= t.upper
+    assert t.log_ratio(np.array(k - 1), np.array(k - 1)) < t.upper  # it decided at the first crossing
+
+
+@pytest.mark.parametrize(
+    "kw", [dict(alpha=0.0), dict(alpha=0.5), dict(beta=0.7), dict(sigma=0.07), dict(sigma=-1.0), dict(mu=0.0)]
+)
+def test_sprt_rejects_bad_parameters(kw):
+    with pytest.raises(UsageError):
+        SPRT(**{"kappa_nor": 0.05, "mu": 1.2, "sigma": 0.03, **kw}).check()
+
+
+@pytest.fixture(scope="module")
+def mnist_detect(mnist_sample):
+    model, data = mnist_sample
+    x, y = data.x, data.y
+    cal = calibrate(model, x[:100], y[:100], Mutation("brightness", 0.35), n_mutations=100)
+    run = run_attacks(model, x[100:200], y[100:200], [AttackChoice("deepfool")], [0.3])
+    adv = run.adv[0.3][run.adv_by[0.3] >= 0]
+    return model, cal, x[100:200][model.predict(x[100:200]).labels == y[100:200]], adv
+
+
+def test_calibration_is_mean_plus_one_sided_99_margin(mnist_detect, mnist_sample):
+    model, cal, _, _ = mnist_detect
+    _, data = mnist_sample
+    x, y = data.x[:100], data.y[:100]
+    lcr = label_change_rates(model, x[model.predict(x).labels == y], cal.mutation, 100)
+    assert cal.lcr_mean == pytest.approx(lcr.mean())
+    assert cal.kappa_nor == pytest.approx(lcr.mean() + 2.3263 * lcr.std(ddof=1) / math.sqrt(len(lcr)), rel=1e-3)
+    assert cal.model_sha256 == model.sha256
+
+
+def test_adversarial_inputs_have_higher_lcr_and_are_detected(mnist_detect):
+    model, cal, normal, adv = mnist_detect
+    assert len(adv) >= 30
+    ln = label_change_rates(model, normal, cal.mutation, 100)
+    la = label_change_rates(model, adv, cal.mutation, 100)
+    assert la.mean() > 5 * ln.mean()
+    assert auroc(ln, la) > 0.95
+    det = LCRDetector(model, cal)
+    res = det(adv)
+    assert (res.decision == ADVERSARIAL).mean() > 0.9
+    assert np.all(res.error_bound[res.decision == ADVERSARIAL] == 0.05)
+    assert res.mutations.mean() < 30
+    same = det(adv)
+    assert np.array_equal(same.decision, res.decision) and np.array_equal(same.mutations, res.mutations)
+
+
+def test_max_mutations_leaves_inputs_undecided(mnist_detect):
+    model, cal, normal, _ = mnist_detect
+    res = LCRDetector(model, cal, max_mutations=3)(normal[:20])
+    assert np.all(res.mutations <= 3)
+    assert (res.decision == UNDECIDED).any() and np.all(np.isnan(res.error_bound[res.decision == UNDECIDED]))
+
+
+def test_calibration_round_trip_and_refusals(mnist_detect, tmp_path):
+    model, cal, _, _ = mnist_detect
+    cal.save(tmp_path / "c.json")
+    back = Calibration.load(tmp_path / "c.json")
+    assert back.kappa_nor == cal.kappa_nor and back.mutation == cal.mutation
+    back.model_sha256 = "0" * 64
+    with pytest.raises(UsageError, match="another model"):
+        LCRDetector(model, back)
+    with pytest.raises(UsageError):
+        cal.check_for(model, Mutation("gaussian", 0.35))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(DataError):
+        Calibration.load(tmp_path / "bad.json")
+
+
+def test_auroc_matches_pairwise_definition():
+    rng = np.random.default_rng(0)
+    neg, pos = rng.integers(0, 5, 40).astype(float), rng.integers(2, 8, 30).astype(float)
+    pairs = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
+    assert auroc(neg, pos) == pytest.approx(pairs)
+
+
+def test_model_mutation_lcr(mnist_sample):
+    model, data = mnist_sample
+    cal = calibrate(model, data.x[:60], data.y[:60], Mutation("gf", 0.05), mutants=8)
+    assert len(cal.mutation.mutants) == 8 and cal.n_mutations == 8
+    before = model.predict(data.x[:20]).outputs
+    lcr = label_change_rates(model, data.x[:20], cal.mutation, len(cal.mutation.mutants))
+    assert np.all((0 <= lcr) & (lcr <= 1))
+    # every mutant keeps >= 90% of the accuracy, and the model is restored afterwards
+    np.testing.assert_allclose(model.predict(data.x[:20]).outputs, before)
+
+
+class _Trojaned(torch.nn.Module):
+    """The sample MNIST CNN with a hand-made backdoor: a bright 3x3 corner patch forces class 0."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        trig = (x[:, :, -4:-1, -4:-1].amin(dim=(1, 2, 3)) > 0.9).float()
+        boost = torch.zeros_like(logits)
+        boost[:, 0] = 50.0
+        return logits + trig[:, None] * boost
+
+
+def test_strip_flags_inputs_that_carry_a_trigger(mnist_sample, tmp_path):
+    from advaudit.models import load_model
+
+    _, data = mnist_sample
+    net = torch.jit.load(str(SAMPLE_MODELS / "mnist_cnn.pt")).eval()
+    path = tmp_path / "trojaned.pt"
+    extra = {"advaudit.json": json.dumps({"range": [0, 1], "input_shape": [1, 28, 28]})}
+    torch.jit.save(torch.jit.trace(_Trojaned(net), torch.zeros(2, 1, 28, 28)), str(path), _extra_files=extra)
+    model = load_model(path)
+    strip = STRIPDetector(model, data.x[:100], overlays=16, frr=0.02)
+    clean = strip(data.x[100:160])
+    assert clean.trojaned.mean() < 0.15
+    stamped = data.x[100:160].copy()
+    stamped[:, :, -4:-1, -4:-1] = 1.0
+    assert np.all(model.predict(stamped).labels == 0)
+    assert strip(stamped).trojaned.mean() > 0.9
+    assert strip(stamped).entropy.mean() < clean.entropy.mean()
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "advaudit", *args], capture_output=True, text=True)
+
+
+def test_cli_calibrate_detect_evaluate(tmp_path):
+    adv, cal, rep, roc = (tmp_path / n for n in ("adv.npz", "cal.json", "r.json", "roc.png"))
+    r = cli("attack", MNIST, "--data", MNIST_DATA, "--offset", "300", "--n", "80", "--attack", "deepfool",
+            "--eps", "0.3", "--save-adv", str(adv), "-q")
+    assert r.returncode == 0, r.stderr
+    r = cli("detect", "calibrate", MNIST, "--data", MNIST_DATA, "--n", "100", "--mutations", "50", "--out", str(cal))
+    assert r.returncode == 0, r.stderr
+    assert "kappa_nor" in r.stdout
+    r = cli("detect", MNIST, "--inputs", str(adv), "--calibration", str(cal), "--report", str(rep), "--fail-on-adversarial")
+    assert r.returncode == 1, r.stderr
+    report = json.loads(rep.read_text())
+    assert report["schema"] == "advaudit.report/1" and report["totals"]["adversarial"] > 0
+    assert {"verdict", "lcr", "mutations", "error_bound"} <= set(report["inputs"][0])
+    r = cli("detect", "evaluate", MNIST, "--clean", MNIST_DATA, "--n", "100", "--adversarial", str(adv),
+            "--calibration", str(cal), "--lcr-mutations", "50", "--roc", str(roc), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    ev = json.loads(r.stdout)
+    assert ev["auroc"]["deepfool"] > 0.9 and 0 <= ev["sprt"]["precision"] <= 1
+    assert roc.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--calibration", "nope.json"], "calibration file not found"),
+        (["--calibration", "CAL", "--alpha", "0.6"], "--alpha"),
+        (["--calibration", "CAL", "--sigma", "5"], "--sigma"),
+    ],
+)
+def test_cli_detect_bad_input(tmp_path, args, needle):
+    cal = tmp_path / "cal.json"
+    r = cli("detect", "calibrate", MNIST, "--data", MNIST_DATA, "--n", "40", "--mutations", "20", "--out", str(cal))
+    assert r.returncode == 0, r.stderr
+    args = [str(cal) if a == "CAL" else a for a in args]
+    r = cli("detect", MNIST, "--inputs", MNIST_DATA, "--n", "5", *args)
+    assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
