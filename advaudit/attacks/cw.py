@@ -27,6 +27,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +38,19 @@ from .base import Attack, AttackContext
 TANH_SCALE = 1.0 - 1e-6
 """Keeps ``atanh`` finite for inputs at the range bounds."""
 CONST_MAX = 1e10
-"""Upper bound of the binary search over ``c``; an upper bound at or above 1e9 means "none found yet"."""
+"""Initial upper bound of the search over ``c`` ("none found yet")."""
+CONST_RATIO = 1.5
+"""A sample's search over ``c`` ends once its bracket ``[lower, upper]`` is narrower than this ratio."""
 MARGIN_TOL = 1e-4
 """Logit margin an iterate must clear to count as adversarial, so the deployment runtime agrees."""
 ABORT_TOL = 0.9999
-"""A sample stops a search step when its loss is above ``ABORT_TOL`` times its loss a check ago."""
+"""A sample has stalled when its loss is above ``ABORT_TOL`` times its best loss at the previous checks."""
+CHECKS = 20
+"""Stall checks per search step."""
+LR_DECAY = 0.5
+"""A stalled sample's learning rate is multiplied by this ..."""
+LR_FLOOR = 0.01
+"""... and the sample stops the search step once its learning rate is below ``LR_FLOOR * lr``."""
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
@@ -80,11 +89,37 @@ class _Best:
         self.x_adv[rows] = x_new[better]
 
 
+@dataclass
+class _ConstSearch:
+    """Per-sample search over ``c``: x10 until a success, /10 until a failure, then bisection."""
+
+    const: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+
+    @classmethod
+    def start(cls, n: int, initial: float, device: torch.device) -> _ConstSearch:
+        full = partial(torch.full, (n,), device=device)
+        return cls(full(float(initial)), full(0.0), full(CONST_MAX))
+
+    def update(self, rows: torch.Tensor, success: torch.Tensor) -> torch.Tensor:
+        """Record which of ``rows`` succeeded at their ``c``; return the rows whose ``c`` is not yet pinned down."""
+        c, lower, upper = self.const[rows], self.lower[rows], self.upper[rows]
+        upper = torch.where(success, torch.minimum(upper, c), upper)
+        lower = torch.where(success, lower, torch.maximum(lower, c))
+        has_upper, has_lower = upper < CONST_MAX, lower > 0
+        step = torch.where(has_upper, c / 10, c * 10)
+        self.const[rows] = torch.where(has_upper & has_lower, (lower + upper) / 2, step)
+        self.lower[rows], self.upper[rows] = lower, upper
+        settled = has_upper & has_lower & (upper <= CONST_RATIO * lower)
+        return rows[~settled]
+
+
 class _Adam:
-    """Element-wise Adam over a shrinking active set (rows can be dropped between steps)."""
+    """Element-wise Adam with a per-sample learning rate over a shrinking active set."""
 
     def __init__(self, like: torch.Tensor, lr: float) -> None:
-        self.lr = lr
+        self.lr = torch.full((len(like),), lr, device=like.device)
         self.m = torch.zeros_like(like)
         self.v = torch.zeros_like(like)
         self.t = 0
@@ -96,9 +131,11 @@ class _Adam:
         self.v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         m_hat = self.m / (1 - b1**self.t)
         v_hat = self.v / (1 - b2**self.t)
-        return w - self.lr * m_hat / (v_hat.sqrt() + ADAM_EPS)
+        lr = self.lr.view(-1, *([1] * (w.dim() - 1)))
+        return w - lr * m_hat / (v_hat.sqrt() + ADAM_EPS)
 
     def keep(self, rows: torch.Tensor) -> None:
+        self.lr = self.lr[rows]
         self.m = self.m[rows]
         self.v = self.v[rows]
 
@@ -112,7 +149,7 @@ class CarliniWagnerL2(Attack):
     defaults: dict = {
         "binary_search_steps": 9,
         "steps": 100,
-        "lr": 0.05,
+        "lr": 0.1,
         "initial_const": 1.0,
         "confidence": 0.0,
     }
@@ -132,17 +169,15 @@ class CarliniWagnerL2(Attack):
     def run(self, ctx: AttackContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         labels = ctx.targets if ctx.targets is not None else y
         n = len(x)
-        const = torch.full((n,), float(self.initial_const), device=x.device)
-        lower = torch.zeros(n, device=x.device)
-        upper = torch.full((n,), CONST_MAX, device=x.device)
+        search = _ConstSearch.start(n, self.initial_const, x.device)
         best = _Best(torch.full((n,), float("inf"), device=x.device), x.clone())
         w0 = to_tanh_space(x, ctx.lo, ctx.hi)
+        rows = torch.arange(n, device=x.device)
         for _ in range(self.binary_search_steps):
-            success = self._search_step(ctx, x, w0, labels, const, best)
-            upper = torch.where(success, torch.minimum(upper, const), upper)
-            lower = torch.where(success, lower, torch.maximum(lower, const))
-            bounded = upper < CONST_MAX / 10
-            const = torch.where(bounded, (lower + upper) / 2, const * 10)
+            success = self._search_step(ctx, x, w0, labels, search.const, best, rows)
+            rows = search.update(rows, success)
+            if len(rows) == 0:
+                break
         return best.x_adv
 
     def _search_step(
@@ -153,15 +188,16 @@ class CarliniWagnerL2(Attack):
         labels: torch.Tensor,
         const: torch.Tensor,
         best: _Best,
+        rows: torch.Tensor,
     ) -> torch.Tensor:
-        """Optimise every sample at its current ``c``; return which samples succeeded at least once."""
+        """Optimise samples ``rows`` at their current ``c``; return which of them succeeded at least once."""
         n = len(x)
-        index = torch.arange(n, device=x.device)
+        index = rows
         success = torch.zeros(n, dtype=torch.bool, device=x.device)
-        w = w0.clone()
+        w = w0[rows]
         adam = _Adam(w, self.lr)
-        prev_loss = torch.full((n,), float("inf"), device=x.device)
-        check_every = max(1, self.steps // 10)
+        best_loss = torch.full((n,), float("inf"), device=x.device)
+        check_every = max(1, self.steps // CHECKS)
         for step in range(self.steps):
             loss, l2, hit, x_new, grad = self._loss_and_grad(ctx, w, x[index], labels[index], const[index])
             assert ctx.queries is not None
@@ -172,14 +208,16 @@ class CarliniWagnerL2(Attack):
             if ctx.progress is not None:
                 ctx.progress(1)
             if (step + 1) % check_every == 0:
-                keep = loss <= ABORT_TOL * prev_loss[index]
-                prev_loss[index] = loss
+                stalled = loss > ABORT_TOL * best_loss[index]
+                best_loss[index] = torch.minimum(loss, best_loss[index])
+                adam.lr[stalled] *= LR_DECAY
+                keep = adam.lr >= self.lr * LR_FLOOR
                 if not keep.all():
                     index, w = index[keep], w[keep]
                     adam.keep(keep)
                     if len(index) == 0:
                         break
-        return success
+        return success[rows]
 
     def _loss_and_grad(
         self, ctx: AttackContext, w: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, const: torch.Tensor

@@ -127,6 +127,21 @@ def build_attacks(choices: list[AttackChoice], model: Model, norm: str, targeted
     return attacks
 
 
+def check_eps(model: Model, eps: list[float], norm: str) -> list[float]:
+    """Sorted unique budgets; each must be positive and fit the value range."""
+    lo, hi = model.spec.range
+    assert model.input_shape is not None
+    largest = (hi - lo) * (1.0 if norm == "linf" else float(np.sqrt(np.prod(model.input_shape))))
+    out = sorted(set(float(e) for e in eps))
+    for e in out:
+        if not 0 < e <= largest:
+            raise UsageError(
+                f"eps {e:g} is outside the value range {lo:g}..{hi:g} for --norm {norm}",
+                f"use 0 < eps <= {largest:g}",
+            )
+    return out
+
+
 def _summary(values: np.ndarray) -> tuple[float | None, float | None]:
     if len(values) == 0:
         return None, None
@@ -152,11 +167,7 @@ def run_attacks(
     progress: Progress | None = None,
 ) -> AttackRun:
     """Attack ``x`` (canonical, model-ready) with every choice at every eps; see module docstring."""
-    lo, hi = model.spec.range
-    eps = sorted(set(float(e) for e in eps))
-    for e in eps:
-        if not 0 < e <= (hi - lo) * (1 if norm == "linf" else np.sqrt(x[0].size)):
-            raise UsageError(f"eps {e:g} is outside the value range {lo:g}..{hi:g} for --norm {norm}")
+    eps = check_eps(model, eps, norm)
     attacks = build_attacks(choices, model, norm, target is not None)
     clean = model.predict(x, batch_size=batch_size)
     correct = clean.labels == y

@@ -9,7 +9,7 @@ import click
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..attacks.runner import AttackRun, run_attacks
+from ..attacks.runner import AttackRun, build_attacks, check_eps, run_attacks
 from ..attacks.suites import SUITES, AttackChoice, get_suite, parse_attack
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..report import parse_gate, write_atomic, write_json
@@ -54,7 +54,8 @@ def attack(out: Output, **kw: Any) -> int:
     model = open_model(kw)
     data = open_data(kw["data_path"], model, kw)
     lo, hi = model.spec.range
-    eps = list(kw["eps"]) or [(8 / 255 if kw["norm"] == "linf" else 0.5) * (hi - lo)]
+    eps = check_eps(model, list(kw["eps"]) or [(8 / 255 if kw["norm"] == "linf" else 0.5) * (hi - lo)], kw["norm"])
+    build_attacks(choices, model, kw["norm"], kw["target"] is not None)  # bad names/params fail before any work
     out.info(
         f"{len(data)} samples, attacks: {', '.join(str(c) for c in choices)}"
         + (" (cascade)" if cascade else "")
