@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         ta_acc, ta_t = torchattacks_run(ta_pgd, net, xt, yt, b)
         pgd = [AttackChoice("pgd", {"steps": 40, "rel_stepsize": 0.01 / eps})]
         aa_acc, aa_t = advaudit_run(model, data.x, data.y, pgd, eps, False, b)
-        rows.append((name, "PGD-40", aa_acc, aa_t, ta_acc, ta_t))
+        rows.append((name, "PGD-40 step 0.01 (both)", aa_acc, aa_t, ta_acc, ta_t))
+        pgd_default = [AttackChoice("pgd", {"steps": 40})]
+        d_acc, d_t = advaudit_run(model, data.x, data.y, pgd_default, eps, False, b)
+        rows.append((name, "PGD-40 advaudit default step", d_acc, d_t, ta_acc, ta_t))
 
         if not args.skip_standard:
             ta_auto = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
