@@ -10,13 +10,30 @@ It minimises ``||delta||_2^2 + c * f(x + delta)`` with Adam in tanh space, ``x' 
 constant ``c`` per sample.  ``f`` is the margin loss of the paper's objective 6: untargeted
 ``max(Z_y - max_{i!=y} Z_i, -kappa)``, targeted ``max(max_{i!=t} Z_i - Z_t, -kappa)``.
 
-Defaults differ from the paper's (``initial_const=1e-3``, ``lr=0.01``, 10,000 steps) on purpose: at
-100 steps per search step those settings leave most images untouched, because ``c = 1e-3`` is far too
-small to flip a label and Adam at ``lr = 0.01`` barely moves pixels sitting at the range bounds (where
-``d x' / d w`` vanishes).  ``initial_const=1.0`` flips almost every image in the first search step and
-the binary search then shrinks the perturbation; ``lr=0.05`` moves saturated pixels within the step
-budget.  Each search step stops early, per sample, once its loss stops improving (as in the original
-code: checked every ``steps // 10`` iterations), which makes the attack several times faster.
+Defaults and schedule differ from the paper's code (``initial_const=1e-3``, Adam at a constant
+``lr=0.01``, up to 10,000 steps, a search step aborted at its first stall) on purpose, so that the
+attack works at 100 steps per search step:
+
+* ``lr=0.1``: Adam moves each tanh-space coordinate by about ``lr`` per step, and pixels sitting at a
+  range bound start at ``atanh(1 - 1e-6) ~ 7.25``, where ``dx'/dw`` vanishes.  At ``lr=0.01`` they
+  barely move in 100 steps and on the bundled MNIST CNN only 28% of the images are fooled, whatever
+  ``c`` (torchattacks' CW fails silently for the same reason); at ``lr=0.1`` all are.
+* Per-sample learning-rate decay replaces the paper's abort: every ``steps // 20`` steps a sample
+  whose loss has not improved has its learning rate halved, and it leaves the search step once that
+  is below 1% of ``lr``.  A large constant ``lr`` cannot settle on small perturbations (CIFAR-10
+  ResNet-20: median L2 0.18 at constant ``lr``, 0.11 with the decay; DeepFool finds 0.13).
+* ``initial_const=1.0`` fools almost every MNIST image in the first search step.  The search over
+  ``c`` multiplies it by 10 until a success and divides it by 10 until a failure (the paper halves),
+  then bisects, so it reaches the small ``c`` CIFAR-10 needs (about 1e-2) in a few steps; a sample's
+  search ends early once ``c`` is bracketed within a factor of 1.5, or once a successful step no
+  longer shrinks its perturbation by 1% (Adam's normalised steps make even a tiny ``c`` "succeed"
+  through its first steps, so lowering ``c`` further would only waste steps).
+* An iterate counts as adversarial only with a logit margin of at least ``MARGIN_TOL`` (the effective
+  ``kappa`` is ``max(confidence, MARGIN_TOL)``), so the deployment runtime, whose outputs differ from
+  the differentiable twin by float rounding, agrees with the attack.
+
+On the bundled MNIST CNN the defaults fool every correctly classified image (median L2 about 1.67) in
+about 450 gradient steps per image.
 
 Example::
 
@@ -40,7 +57,9 @@ TANH_SCALE = 1.0 - 1e-6
 CONST_MAX = 1e10
 """Initial upper bound of the search over ``c`` ("none found yet")."""
 CONST_RATIO = 1.5
-"""A sample's search over ``c`` ends once its bracket ``[lower, upper]`` is narrower than this ratio."""
+"""A sample's search over ``c`` ends once its bracket ``[lower, upper]`` is narrower than this ratio ..."""
+IMPROVE_TOL = 0.99
+"""... or once a successful search step shrinks its best L2 by less than ``1 - IMPROVE_TOL``."""
 MARGIN_TOL = 1e-4
 """Logit margin an iterate must clear to count as adversarial, so the deployment runtime agrees."""
 ABORT_TOL = 0.9999
@@ -102,8 +121,12 @@ class _ConstSearch:
         full = partial(torch.full, (n,), device=device)
         return cls(full(float(initial)), full(0.0), full(CONST_MAX))
 
-    def update(self, rows: torch.Tensor, success: torch.Tensor) -> torch.Tensor:
-        """Record which of ``rows`` succeeded at their ``c``; return the rows whose ``c`` is not yet pinned down."""
+    def update(self, rows: torch.Tensor, success: torch.Tensor, improved: torch.Tensor) -> torch.Tensor:
+        """Record which of ``rows`` succeeded at their ``c``; return the rows still worth another search step.
+
+        A row is done once its bracket is narrower than ``CONST_RATIO``, or once it succeeded without
+        improving its best perturbation: lowering ``c`` further no longer helps.
+        """
         c, lower, upper = self.const[rows], self.lower[rows], self.upper[rows]
         upper = torch.where(success, torch.minimum(upper, c), upper)
         lower = torch.where(success, lower, torch.maximum(lower, c))
@@ -111,7 +134,7 @@ class _ConstSearch:
         step = torch.where(has_upper, c / 10, c * 10)
         self.const[rows] = torch.where(has_upper & has_lower, (lower + upper) / 2, step)
         self.lower[rows], self.upper[rows] = lower, upper
-        settled = has_upper & has_lower & (upper <= CONST_RATIO * lower)
+        settled = (has_upper & has_lower & (upper <= CONST_RATIO * lower)) | (success & ~improved)
         return rows[~settled]
 
 
@@ -174,8 +197,9 @@ class CarliniWagnerL2(Attack):
         w0 = to_tanh_space(x, ctx.lo, ctx.hi)
         rows = torch.arange(n, device=x.device)
         for _ in range(self.binary_search_steps):
+            before = best.l2[rows]
             success = self._search_step(ctx, x, w0, labels, search.const, best, rows)
-            rows = search.update(rows, success)
+            rows = search.update(rows, success, best.l2[rows] < IMPROVE_TOL * before)
             if len(rows) == 0:
                 break
         return best.x_adv
@@ -191,12 +215,11 @@ class CarliniWagnerL2(Attack):
         rows: torch.Tensor,
     ) -> torch.Tensor:
         """Optimise samples ``rows`` at their current ``c``; return which of them succeeded at least once."""
-        n = len(x)
         index = rows
-        success = torch.zeros(n, dtype=torch.bool, device=x.device)
+        success = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        best_loss = torch.full((len(x),), float("inf"), device=x.device)
         w = w0[rows]
         adam = _Adam(w, self.lr)
-        best_loss = torch.full((n,), float("inf"), device=x.device)
         check_every = max(1, self.steps // CHECKS)
         for step in range(self.steps):
             loss, l2, hit, x_new, grad = self._loss_and_grad(ctx, w, x[index], labels[index], const[index])
@@ -222,7 +245,7 @@ class CarliniWagnerL2(Attack):
     def _loss_and_grad(
         self, ctx: AttackContext, w: torch.Tensor, x: torch.Tensor, labels: torch.Tensor, const: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-sample loss, squared L2, success mask, the iterate and d loss / d w."""
+        """Per-sample loss, L2 distance, success mask, the iterate and d loss / d w."""
         w = w.detach().requires_grad_(True)
         x_new = from_tanh_space(w, ctx.lo, ctx.hi)
         logits = ctx.logits(x_new)
