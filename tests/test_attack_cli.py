@@ -211,3 +211,12 @@ def test_gradient_attack_on_model_without_gradients_names_usable_attacks(tmp_pat
     r = cli("attack", path, "--data", MNIST_DATA, "--n", "8", "--attack", "pgd")
     assert r.returncode == 2
     assert "square" in r.stderr and "substitute" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_targeted_only_attack_in_untargeted_run_aims_at_random_classes(mnist_sample):
+    model, data = mnist_sample
+    x, y = data.x[:30], data.y[:30]
+    run = run_attacks(model, x, y, [AttackChoice("jsma")], [1.0], seed=0)
+    ok = run.adv_by[1.0] >= 0
+    assert ok.sum() > 0 and run.rows[0].minimum_norm
+    assert np.all(model.predict(run.adv[1.0][ok]).labels != y[ok])

@@ -65,7 +65,10 @@ def saliency_pairs(
         p, q, found = saliency_pairs(alpha.gather(1, top), beta.gather(1, top), domain.gather(1, top))
         return top.gather(1, p[:, None]).squeeze(1), top.gather(1, q[:, None]).squeeze(1), found
     chunk = max(1, PAIR_BUDGET // (d * d))
-    parts = [_best_pair(alpha[i : i + chunk], beta[i : i + chunk], domain[i : i + chunk]) for i in range(0, len(alpha), chunk)]
+    parts = [
+        _best_pair(alpha[i : i + chunk], beta[i : i + chunk], domain[i : i + chunk])
+        for i in range(0, len(alpha), chunk)
+    ]
     flat = torch.cat([part[0] for part in parts])
     found = torch.cat([part[1] for part in parts])
     return flat // d, flat % d, found
@@ -138,7 +141,9 @@ class JSMA(Attack):
         alpha, total = alpha.flatten(1)[todo], total.flatten(1)[todo]
         return saliency_pairs(sign * alpha, sign * (total - alpha), domain[todo])
 
-    def _change(self, ctx: AttackContext, x_adv: torch.Tensor, domain: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> None:
+    def _change(
+        self, ctx: AttackContext, x_adv: torch.Tensor, domain: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+    ) -> None:
         """Move feature ``cols`` of rows ``rows`` by theta and take it out of the search domain."""
         x_adv[rows, cols] = (x_adv[rows, cols] + self.theta * (ctx.hi - ctx.lo)).clamp(ctx.lo, ctx.hi)
         domain[rows, cols] = False

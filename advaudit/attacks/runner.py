@@ -122,8 +122,6 @@ def build_attacks(choices: list[AttackChoice], model: Model, norm: str, targeted
             raise UsageError(f"attack {a.name!r} supports --norm {'/'.join(a.norms)}, not {norm}")
         if targeted and not a.supports_targeted:
             raise UsageError(f"attack {a.name!r} has no targeted mode")
-        if not targeted and not a.supports_untargeted:
-            raise UsageError(f"attack {a.name!r} is targeted only", "add --targeted --target least-likely|random|LABEL")
     return attacks
 
 
@@ -173,6 +171,9 @@ def run_attacks(
     correct = clean.labels == y
     assert model.num_classes is not None
     targets = choose_targets(target, y, clean.log_probs, model.num_classes, seed)
+    # Targeted-only attacks (JSMA) in an untargeted run aim at random other classes; any label
+    # change still counts as success.
+    random_targets = choose_targets("random", y, clean.log_probs, model.num_classes, seed)
     robust = {e: correct.copy() for e in eps}
     adv = {e: x.copy() for e in eps}
     adv_by = {e: np.full(len(x), -1) for e in eps}
@@ -188,7 +189,8 @@ def run_attacks(
                 todo &= robust[budget] if budget is not None else np.logical_or.reduce([robust[e] for e in eps])
             start = time.perf_counter()
             ver, queries, rejected = _attack_all(
-                model, attack, x, y, targets, todo, norm, budget, batch_size, seed, progress
+                model, attack, x, y, targets, todo, norm, budget, batch_size, seed, progress,
+                aim=random_targets if targets is None and not attack.supports_untargeted else targets,
             )
             elapsed = time.perf_counter() - start
             measured = ver.linf if norm == "linf" else ver.l2
@@ -257,8 +259,13 @@ def _attack_all(
     batch_size: int,
     seed: int,
     progress: Progress | None,
+    aim: np.ndarray | None = None,
 ) -> tuple[Verified, np.ndarray, np.ndarray]:
-    """Attack the ``todo`` samples in batches; return verdicts for all samples (others: x, failed)."""
+    """Attack the ``todo`` samples in batches; return verdicts for all samples (others: x, failed).
+
+    ``aim`` are the targets handed to the attack (default ``targets``); success is judged against
+    ``targets`` (None: any label change)."""
+    aim = targets if aim is None else aim
     idx = np.flatnonzero(todo)
     x_adv = x.copy()
     queries = np.zeros(len(x), dtype=np.int64)
@@ -269,7 +276,7 @@ def _attack_all(
         b = idx[start : start + batch_size]
         xb = torch.from_numpy(x[b]).to(model.device)
         yb = torch.from_numpy(y[b]).to(model.device)
-        tb = None if targets is None else torch.from_numpy(targets[b]).to(model.device)
+        tb = None if aim is None else torch.from_numpy(aim[b]).to(model.device)
         out = attack(model, xb, yb, eps=eps, norm=attack_norm, targets=tb, seed=_batch_seed(seed, attack.name, eps, int(b[0])))
         x_adv[b] = out.x_adv.cpu().numpy()
         queries[b] = out.queries.cpu().numpy()
