@@ -89,8 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"note: {advtrained} not found; robust network skipped", file=sys.stderr)
 
-    rows = []
+    rows: list[tuple] = []
     eps, b = args.eps, args.batch_size
+
+    def add(row: tuple) -> None:
+        rows.append(row)
+        name, what, a_acc, a_t, p_acc, p_t = row
+        print(f"[{name}] {what}: advaudit {a_acc:.4f} in {a_t:.1f} s, peer {p_acc:.4f} in {p_t:.1f} s", flush=True)
+
     for name, path in nets.items():
         model = load_model(path)
         data = prepare(load_data(SAMPLES / "data" / "mnist_test_1k.npz", n=args.n), model)
@@ -104,23 +110,23 @@ def main(argv: list[str] | None = None) -> int:
         ta_acc, ta_t = torchattacks_run(ta_pgd, net, xt, yt, b)
         pgd = [AttackChoice("pgd", {"steps": 40, "rel_stepsize": 0.01 / eps})]
         aa_acc, aa_t = advaudit_run(model, data.x, data.y, pgd, eps, False, b)
-        rows.append((name, "PGD-40 step 0.01 (both)", aa_acc, aa_t, ta_acc, ta_t))
+        add((name, "PGD-40 step 0.01 (both)", aa_acc, aa_t, ta_acc, ta_t))
         pgd_default = [AttackChoice("pgd", {"steps": 40})]
         d_acc, d_t = advaudit_run(model, data.x, data.y, pgd_default, eps, False, b)
-        rows.append((name, "PGD-40 advaudit default step", d_acc, d_t, ta_acc, ta_t))
+        add((name, "PGD-40 advaudit default step", d_acc, d_t, ta_acc, ta_t))
 
         if not args.skip_standard:
             ta_auto = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
             ta_acc, ta_t = torchattacks_run(ta_auto, net, xt, yt, b)
             suite = get_suite("standard")
             aa_acc, aa_t = advaudit_run(model, data.x, data.y, list(suite.attacks), eps, True, b)
-            rows.append((name, "standard / AutoAttack", aa_acc, aa_t, ta_acc, ta_t))
+            add((name, "standard / AutoAttack", aa_acc, aa_t, ta_acc, ta_t))
 
         if name == "mnist_cnn":
             onnx_model = load_model(SAMPLES / "mnist_cnn.onnx")
             on_acc, on_t = advaudit_run(onnx_model, data.x, data.y, pgd, eps, False, b)
             ts_acc, ts_t = advaudit_run(model, data.x, data.y, pgd, eps, False, b)
-            rows.append((name, "PGD-40 ONNX twin vs TorchScript", on_acc, on_t, ts_acc, ts_t))
+            add((name, "PGD-40 ONNX twin vs TorchScript", on_acc, on_t, ts_acc, ts_t))
 
     print(f"\nn={args.n} MNIST images, Linf eps={eps}, batch {b}, torch threads {torch.get_num_threads()}, CPU")
     head = f"{'network':<18} {'attack':<32} {'advaudit acc':>12} {'time s':>8} {'peer acc':>9} {'time s':>8} {'time ratio':>10}"
