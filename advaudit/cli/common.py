@@ -41,7 +41,7 @@ class Output:
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
-def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+def compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     def apply(f: F) -> F:
         for d in reversed(decorators):
             f = d(f)
@@ -61,12 +61,12 @@ def _set_verbose(ctx: click.Context, _: click.Parameter, value: int) -> None:
 
 
 # -q/-v work before the subcommand (global) and after it.
-output_options = _compose(
+output_options = compose(
     click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet, help="Results only, no progress or messages."),
     click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbose, help="More detail on stderr."),
 )
 
-model_options = _compose(
+model_options = compose(
     click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="YAML input spec (range, mean, std, layout, class_names, input_shape)."),
     click.option("--range", "value_range", metavar="LO,HI", help="Value range of the model's natural inputs, e.g. 0,1 or 0,255."),
     click.option("--mean", metavar="M[,M,M]", help="Per-channel mean the model subtracts (normalisation done by advaudit)."),
@@ -77,7 +77,7 @@ model_options = _compose(
     click.option("--max-model-size", default=2048.0, show_default=True, type=float, metavar="MB", help="Refuse model files larger than this."),
 )
 
-data_options = _compose(
+data_options = compose(
     click.option("--data-format", type=click.Choice(FORMATS), help="Data format (default: from the path; cifar10-batch only when named)."),
     click.option("--labels", "labels_path", type=click.Path(dir_okay=False), help="IDX labels file (default: the sibling *labels-idx1* file)."),
     click.option("--n", "n", type=int, help="Use at most N samples."),

@@ -19,26 +19,17 @@ from ..detect.model_mutation import OPERATORS as MODEL_OPERATORS
 from ..detect.mutations import MUTATORS
 from ..errors import EXIT_GATE, EXIT_OK, DataError
 from ..report import base_report, write_json
-from .common import Output, data_options, model_options, open_data, open_model, output_options
+from .common import Output, compose, data_options, model_options, open_data, open_model, output_options
 
 MUTATIONS = [*MUTATORS, *MODEL_OPERATORS]
 
-sprt_options = [
+sprt_options = compose(
     click.option("--alpha", default=0.05, show_default=True, type=float, help="Bound on reporting an adversarial input as normal."),
     click.option("--beta", default=0.05, show_default=True, type=float, help="Bound on reporting a normal input as adversarial."),
     click.option("--mu", default=1.2, show_default=True, type=float, help="Threshold factor: test kappa(x) > mu * kappa_nor."),
     click.option("--sigma", type=float, help="Indifference region half-width (default min(0.05, mu*kappa_nor/2))."),
     click.option("--max-mutations", default=500, show_default=True, type=click.IntRange(min=1)),
-]
-
-
-def _apply(options: list[Any]) -> Any:
-    def deco(f: Any) -> Any:
-        for o in reversed(options):
-            f = o(f)
-        return f
-
-    return deco
+)
 
 
 class _DetectGroup(click.Group):
@@ -99,7 +90,7 @@ def calibrate(out: Output, **kw: Any) -> None:
 @click.argument("model", type=click.Path())
 @click.option("--inputs", "inputs_path", required=True, type=click.Path(), help="npz, image folder, or image.")
 @click.option("--calibration", "calibration_path", required=True, type=click.Path(dir_okay=False))
-@_apply(sprt_options)
+@sprt_options
 @click.option("--report", "report_path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
 @click.option("--fail-on-adversarial", is_flag=True, help="Exit 1 if any input is flagged adversarial.")
@@ -164,7 +155,7 @@ def run(out: Output, **kw: Any) -> int:
 @click.option("--mutation", type=click.Choice(MUTATIONS), default=DEFAULT_MUTATION, show_default=True)
 @click.option("--radius", type=float, default=DEFAULT_RADIUS, show_default=True)
 @click.option("--lcr-mutations", type=click.IntRange(min=10), default=200, show_default=True, help="Mutations per input for LCR / AUROC.")
-@_apply(sprt_options)
+@sprt_options
 @click.option("--roc", "roc_path", type=click.Path(dir_okay=False), help="Write the ROC curve PNG.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
