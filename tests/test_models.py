@@ -466,3 +466,20 @@ def test_twin_forward_emits_no_warnings(tmp_path: Path) -> None:
         grad = _input_grad(model.logits, x, torch.tensor([0, 1, 2]))
     assert model.has_gradients and grad.shape == x.shape
     assert [str(w.message)[:100] for w in caught] == []
+
+
+def test_torchscript_query_path_agrees_with_predict(tmp_path: Path) -> None:
+    """Bulk queries go through a frozen, inference-optimised copy that must agree with the module."""
+    net = small_cnn(side=8)
+    path = tmp_path / "m.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.save(torch.jit.trace(net, torch.zeros(1, 1, 8, 8)), str(path),
+                       _extra_files={"advaudit.json": json.dumps({"input_shape": [1, 8, 8]})})
+    model = load_model(path)
+    x = rng_images(64, (1, 8, 8))
+    plain, fast = model.predict(x), model.query(x)
+    assert model._fast is not False  # built on first query (None only when freezing is unavailable)
+    np.testing.assert_array_equal(plain.labels, fast.labels)
+    np.testing.assert_allclose(fast.outputs, plain.outputs, atol=1e-4)
+    assert model.query(x[:0]).outputs.shape[0] == 0

@@ -64,7 +64,7 @@ class AttackContext:
 
         ``index`` gives the rows' positions in the batch so per-sample query counts stay right.
         """
-        pred = self.model.predict(x.detach())
+        pred = self.model.query(x.detach())
         if self.queries is not None:
             if index is None:
                 self.queries += 1

@@ -34,7 +34,11 @@ from .sprt import ADVERSARIAL, NORMAL, SPRT, UNDECIDED, sprt_round
 CALIBRATION_SCHEMA = "advaudit.calibration/1"
 Z_99 = 2.3263478740408408  # one-sided 99% normal quantile
 DEFAULT_MUTATION = "brightness"
-DEFAULT_RADIUS = 0.35
+DEFAULT_RADIUS = 0.6
+"""Chosen on MNIST images 9000-9399 (held out from every benchmark set): brightness radius 0.6 gives
+kappa_nor about 0.11 on the sample MNIST model (near the paper's regime, so the SPRT decides a normal
+input in about 26 mutations) and the best mean AUROC over FGSM, C&W, JSMA and BB of the radii tried
+(0.25: 0.90, 0.35: 0.95, 0.5: 0.94, 0.6: 0.95, 0.75: 0.95 including WL)."""
 DEFAULT_RATE = 0.01
 MAX_BATCH_IMAGES = 8192
 
@@ -149,7 +153,7 @@ class _Sampler:
         for i in range(0, len(x), per):
             xt = torch.from_numpy(x[i : i + per])
             xm = op(xt, k, self.mutation.radius, self.lo, self.hi, self.gen)
-            pred = self.model.predict(xm.numpy(), batch_size=MAX_BATCH_IMAGES).labels
+            pred = self.model.query(xm.numpy(), batch_size=MAX_BATCH_IMAGES).labels
             out[i : i + per] = pred.reshape(-1, k) != labels[i : i + per, None]
         return out
 
@@ -158,7 +162,7 @@ def label_change_rates(
     model: Model, x: np.ndarray, mutation: Mutation, n_mutations: int = 200, seed: int = 0
 ) -> np.ndarray:
     """LCR of each input estimated from ``n_mutations`` mutations (no early stopping)."""
-    labels = model.predict(x).labels
+    labels = model.query(x).labels
     return _Sampler(model, mutation, seed).changes(x, labels, n_mutations, 0).mean(axis=1)
 
 
@@ -264,7 +268,7 @@ class LCRDetector:
     def __call__(self, x: np.ndarray) -> Detections:
         start = time.perf_counter()
         n = len(x)
-        labels = self.model.predict(x).labels
+        labels = self.model.query(x).labels
         decision = np.full(n, UNDECIDED)
         used = np.zeros(n, dtype=np.int64)
         changed = np.zeros(n, dtype=np.int64)

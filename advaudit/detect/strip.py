@@ -58,7 +58,7 @@ class STRIPDetector:
         for i in range(0, len(x), per):
             xb = x[i : i + per]
             blends = np.clip(xb[:, None] + self.clean[pick[i : i + per]] - lo, lo, hi)
-            p = self.model.predict(blends.reshape(-1, *x.shape[1:]), batch_size=8192).probs
+            p = self.model.query(blends.reshape(-1, *x.shape[1:]), batch_size=8192).probs
             ent = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1)
             out[i : i + per] = ent.reshape(len(xb), self.overlays).mean(axis=1)
         return out

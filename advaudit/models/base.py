@@ -141,6 +141,26 @@ class Model(ABC):
         outputs = np.concatenate(outs).astype(np.float32, copy=False)
         return Prediction(outputs.argmax(axis=1).astype(np.int64), outputs, self.output_kind)
 
+    def query(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> Prediction:
+        """Like :meth:`predict`, through the runtime's fastest equivalent path, for bulk queries.
+
+        Score-based attacks and mutation-based detectors make thousands of queries per input; they
+        call this.  It is :meth:`predict` unless a format has a faster inference path that was
+        checked to agree with the deployment runtime (TorchScript: a frozen, inference-optimised
+        copy).  Final verdicts (adversarial-example verification, clean accuracy) always use
+        :meth:`predict`.
+        """
+        xs = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        xs = np.ascontiguousarray(xs, dtype=np.float32)
+        if len(xs) == 0 or self.fixed_batch is not None:
+            return self.predict(xs, batch_size)
+        outs = [self._query_forward(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+        outputs = np.concatenate(outs).astype(np.float32, copy=False)
+        return Prediction(outputs.argmax(axis=1).astype(np.int64), outputs, self.output_kind)
+
+    def _query_forward(self, x: np.ndarray) -> np.ndarray:
+        return self._deploy_forward(x)
+
     def _run_deploy(self, x: np.ndarray) -> np.ndarray:
         """Run a chunk, honouring a fixed batch size by looping over padded sub-batches."""
         if self.fixed_batch is None:
