@@ -213,3 +213,11 @@ def test_cli_detect_bad_input(tmp_path, args, needle):
     args = [str(cal) if a == "CAL" else a for a in args]
     r = cli("detect", MNIST, "--inputs", MNIST_DATA, "--n", "5", *args)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("kappa,sigma", [(0.05, 0.03), (0.11, 0.05), (0.01, 0.005)])
+def test_sprt_min_normal_is_the_first_acceptance(kappa: float, sigma: float) -> None:
+    t = SPRT(kappa_nor=kappa, mu=1.2, sigma=sigma).check()
+    n = t.min_normal
+    zero = np.zeros(1)
+    assert t.log_ratio(zero, np.array([n])) <= t.lower < t.log_ratio(zero, np.array([n - 1]))

@@ -274,7 +274,9 @@ class LCRDetector:
         changed = np.zeros(n, dtype=np.int64)
         sampler = _Sampler(self.model, self.calibration.mutation, self.seed)
         active = np.arange(n)
-        done, k = 0, 8
+        # first round: just enough mutations for an input without label changes to be accepted as
+        # normal (most inputs are); then rounds double for the inputs still undecided
+        done, k = 0, max(8, self.test.min_normal)
         while len(active) and done < self.max_mutations:
             k = min(k, self.max_mutations - done)
             changes = sampler.changes(x[active], labels[active], k, done)

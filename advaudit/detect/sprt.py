@@ -66,6 +66,11 @@ class SPRT:
     def lower(self) -> float:
         return math.log(self.beta / (1 - self.alpha))
 
+    @property
+    def min_normal(self) -> int:
+        """The fewest mutations that can accept H0: all of them without a label change."""
+        return max(1, math.ceil(self.lower / math.log((1 - self.p1) / (1 - self.p0)) - 1e-9))
+
     def log_ratio(self, c: np.ndarray, n: np.ndarray) -> np.ndarray:
         return c * math.log(self.p1 / self.p0) + (n - c) * math.log((1 - self.p1) / (1 - self.p0))
 
