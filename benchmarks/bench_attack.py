@@ -3,6 +3,7 @@
     pip install -e ".[dev,bench]"
     python benchmarks/bench_attack.py                 # 1000 MNIST images, eps 0.3, everything
     python benchmarks/bench_attack.py --n 200 --skip-standard
+    python benchmarks/bench_attack.py --n 200 --nets lenet5_advtrained --only-standard
 
 Networks: the bundled ``sample_models/mnist_cnn`` (not robust) and the PGD-trained LeNet5 of
 ``../shared/data/models`` (robust).  Images: the bundled MNIST test subset (images 8000-8999, held
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=250)
     ap.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--skip-standard", action="store_true", help="skip the (slow) standard suite / AutoAttack")
+    ap.add_argument("--nets", default="mnist_cnn,lenet5_advtrained", help="comma-separated networks to run")
+    ap.add_argument("--equal-steps", action="store_true",
+                    help="also run the standard suite with torchattacks' APGD step count (10 instead of AutoAttack's 100)")
+    ap.add_argument("--only-standard", action="store_true", help="run only the standard suite / AutoAttack rows")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="advaudit-bench-"))
@@ -97,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         name, what, a_acc, a_t, p_acc, p_t = row
         print(f"[{name}] {what}: advaudit {a_acc:.4f} in {a_t:.1f} s, peer {p_acc:.4f} in {p_t:.1f} s", flush=True)
 
+    wanted = {n.strip() for n in args.nets.split(",") if n.strip()}
+    nets = {k: v for k, v in nets.items() if k in wanted}
     for name, path in nets.items():
         model = load_model(path)
         data = prepare(load_data(SAMPLES / "data" / "mnist_test_1k.npz", n=args.n), model)
@@ -106,14 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         run_attacks(model, data.x[:8], data.y[:8], [AttackChoice("fgsm")], [eps])
         torchattacks.FGSM(net, eps=eps)(xt[:8], yt[:8])
 
-        ta_pgd = torchattacks.PGD(net, eps=eps, alpha=0.01, steps=40, random_start=True)
-        ta_acc, ta_t = torchattacks_run(ta_pgd, net, xt, yt, b)
         pgd = [AttackChoice("pgd", {"steps": 40, "rel_stepsize": 0.01 / eps})]
-        aa_acc, aa_t = advaudit_run(model, data.x, data.y, pgd, eps, False, b)
-        add((name, "PGD-40 step 0.01 (both)", aa_acc, aa_t, ta_acc, ta_t))
-        pgd_default = [AttackChoice("pgd", {"steps": 40})]
-        d_acc, d_t = advaudit_run(model, data.x, data.y, pgd_default, eps, False, b)
-        add((name, "PGD-40 advaudit default step", d_acc, d_t, ta_acc, ta_t))
+        if not args.only_standard:
+            ta_pgd = torchattacks.PGD(net, eps=eps, alpha=0.01, steps=40, random_start=True)
+            ta_acc, ta_t = torchattacks_run(ta_pgd, net, xt, yt, b)
+            aa_acc, aa_t = advaudit_run(model, data.x, data.y, pgd, eps, False, b)
+            add((name, "PGD-40 step 0.01 (both)", aa_acc, aa_t, ta_acc, ta_t))
+            pgd_default = [AttackChoice("pgd", {"steps": 40})]
+            d_acc, d_t = advaudit_run(model, data.x, data.y, pgd_default, eps, False, b)
+            add((name, "PGD-40 advaudit default step", d_acc, d_t, ta_acc, ta_t))
 
         if not args.skip_standard:
             ta_auto = torchattacks.AutoAttack(net, norm="Linf", eps=eps, version="standard", n_classes=10, seed=0)
@@ -121,8 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             suite = get_suite("standard")
             aa_acc, aa_t = advaudit_run(model, data.x, data.y, list(suite.attacks), eps, True, b)
             add((name, "standard / AutoAttack", aa_acc, aa_t, ta_acc, ta_t))
+            if args.equal_steps:  # torchattacks' AutoAttack runs its APGDs with 10 steps (its default)
+                ten = [AttackChoice(c.name, {**c.params, "steps": 10}) if c.name.startswith("apgd") else c for c in suite.attacks]
+                e_acc, e_t = advaudit_run(model, data.x, data.y, ten, eps, True, b)
+                add((name, "standard, APGD 10 steps / AA", e_acc, e_t, ta_acc, ta_t))
 
-        if name == "mnist_cnn":
+        if name == "mnist_cnn" and not args.only_standard:
             onnx_model = load_model(SAMPLES / "mnist_cnn.onnx")
             on_acc, on_t = advaudit_run(onnx_model, data.x, data.y, pgd, eps, False, b)
             ts_acc, ts_t = advaudit_run(model, data.x, data.y, pgd, eps, False, b)
