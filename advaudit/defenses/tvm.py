@@ -30,24 +30,6 @@ def _grad(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return z[..., 1:, :] - z[..., :-1, :], z[..., :, 1:] - z[..., :, :-1]
 
 
-def _grad_t(pv: torch.Tensor, ph: torch.Tensor) -> torch.Tensor:
-    """Adjoint of :func:`_grad`."""
-    out = torch.zeros(*pv.shape[:-2], pv.shape[-2] + 1, pv.shape[-1], dtype=pv.dtype, device=pv.device)
-    out[..., :-1, :] -= pv
-    out[..., 1:, :] += pv
-    out[..., :, :-1] -= ph
-    out[..., :, 1:] += ph
-    return out
-
-
-def _project(p: torch.Tensor, radius: float, norm: int, dim: int) -> torch.Tensor:
-    """Project onto the ball of the dual norm of ``norm`` (groups along ``dim``) of ``radius``."""
-    if norm == 1:  # dual of l1 is linf: element-wise
-        return p.clamp(-radius, radius)
-    scale = (p.norm(dim=dim, keepdim=True) / radius).clamp_min(1.0)
-    return p / scale
-
-
 def tv_objective(z: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, weight: float, norm: int = 2) -> torch.Tensor:
     """Guo et al.'s objective per (image, channel): shape (N, C)."""
     data = (mask * (z - x)).flatten(2).norm(dim=2)
@@ -64,24 +46,48 @@ def total_variation(z: torch.Tensor) -> torch.Tensor:
 
 
 def tv_reconstruct(x: torch.Tensor, mask: torch.Tensor, weight: float, norm: int = 2, iters: int = 100) -> torch.Tensor:
-    """Minimise Guo et al.'s objective for every image and channel of ``x`` (N, C, H, W) at once."""
+    """Minimise Guo et al.'s objective for every image and channel of ``x`` (N, C, H, W) at once.
+
+    Chambolle-Pock iterations with in-place buffers (the loop is memory-bound).  ``mask`` (1 = kept)
+    broadcasts against ``x``.
+    """
+    x = x.contiguous()
     z = x.clone()
-    z_bar = z.clone()
-    pv = torch.zeros_like(z[..., 1:, :])
-    ph = torch.zeros_like(z[..., :, 1:])
-    tau = sigma = STEP
-    if weight <= 0:
+    if weight <= 0 or x.shape[-1] < 2 or x.shape[-2] < 2:
         return z
+    mask = mask.to(x.dtype).expand_as(x)
+    tau = sigma = STEP
+    zb = x.clone()
+    v = torch.empty_like(x)
+    r = torch.empty_like(x)
+    pv = torch.zeros_like(x[..., 1:, :])
+    ph = torch.zeros_like(x[..., :, 1:])
+    gv = torch.empty_like(pv)
+    gh = torch.empty_like(ph)
     for _ in range(iters):
-        gv, gh = _grad(z_bar)
-        pv = _project(pv + sigma * gv, weight, norm, dim=-1)  # vertical differences grouped by row
-        ph = _project(ph + sigma * gh, weight, norm, dim=-2)  # horizontal differences grouped by column
-        v = z - tau * _grad_t(pv, ph)
-        r = mask * (v - x)
-        rn = r.flatten(2).norm(dim=2).clamp_min(1e-12)[..., None, None]
-        z_new = v - r * torch.clamp(tau / rn, max=1.0)  # prox of tau * ||M (z - x)||_2
-        z_bar = 2.0 * z_new - z
-        z = z_new
+        # dual step: p <- proj(p + sigma * grad(z_bar)), rows (vertical) / columns (horizontal) as groups
+        torch.sub(zb[..., 1:, :], zb[..., :-1, :], out=gv)
+        torch.sub(zb[..., :, 1:], zb[..., :, :-1], out=gh)
+        pv.add_(gv, alpha=sigma)
+        ph.add_(gh, alpha=sigma)
+        if norm == 1:
+            pv.clamp_(-weight, weight)
+            ph.clamp_(-weight, weight)
+        else:
+            pv.div_(pv.square().sum(dim=-1, keepdim=True).sqrt_().div_(weight).clamp_min_(1.0))
+            ph.div_(ph.square().sum(dim=-2, keepdim=True).sqrt_().div_(weight).clamp_min_(1.0))
+        # primal step: v = z - tau * grad^T p, then the prox of tau * ||M (z - x)||_2
+        v.copy_(z)
+        v[..., :-1, :].add_(pv, alpha=tau)
+        v[..., 1:, :].sub_(pv, alpha=tau)
+        v[..., :, :-1].add_(ph, alpha=tau)
+        v[..., :, 1:].sub_(ph, alpha=tau)
+        torch.sub(v, x, out=r).mul_(mask)
+        shrink = r.square().sum(dim=(-2, -1), keepdim=True).sqrt_().clamp_min_(1e-12).reciprocal_().mul_(tau).clamp_max_(1.0)
+        v.sub_(r.mul_(shrink))
+        # over-relaxation: z_bar = 2 v - z; then z <- v
+        torch.sub(v, z, out=zb).add_(v)
+        z, v = v, z
     return z
 
 
