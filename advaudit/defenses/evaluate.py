@@ -61,6 +61,7 @@ class ModeRow:
     robust_accuracy: float
     success_rate: float
     time_s: float
+    undefended: float | None = None  # blind only: the same candidates on the undefended model
 
 
 @dataclass
@@ -123,7 +124,8 @@ class DefenseEval:
                     "note": m.note or None,
                     "results": [
                         {"attack": r.attack, "eps": r.eps, "robust_accuracy": r.robust_accuracy,
-                         "success_rate": r.success_rate, "time_s": r.time_s}
+                         "success_rate": r.success_rate, "time_s": r.time_s,
+                         "robust_accuracy_undefended": r.undefended}
                         for r in m.rows
                     ],
                 }
@@ -200,14 +202,17 @@ def evaluate_defense(
                 for e in ([budget] if budget is not None else eps):
                     x_fin = finalise(x, cand, lo, hi, norm, e)
                     correct = defended_labels(verifier, x_fin, draws, batch_size) == y[None]
+                    und = None
                     if mode == "blind":
-                        und_robust[e] &= model.predict(x_fin, batch_size=batch_size).labels == y
+                        und_ok = model.predict(x_fin, batch_size=batch_size).labels == y
+                        und_robust[e] &= und_ok
+                        und = float((clean_und & und_ok).mean())
                     survived = clean_def & correct
                     robust[e] &= correct
                     n_correct = max(int(clean_def.sum()), 1)
                     rows.append(ModeRow(
                         mode, str(choice), e, float(survived.mean()),
-                        float((clean_def & ~correct).sum() / n_correct), time.perf_counter() - t0,
+                        float((clean_def & ~correct).sum() / n_correct), time.perf_counter() - t0, und,
                     ))
         results[mode] = ModeResult(mode, {e: float(robust[e].mean()) for e in eps}, rows, time.perf_counter() - start_mode)
 
