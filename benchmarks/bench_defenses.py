@@ -49,15 +49,19 @@ DATASETS = {  # model, data, linf eps (FGSM, PGD), l2 eps (C&W L2, DeepFool), k-
     "cifar10": ("cifar10_resnet20.onnx", "cifar10_test_1k.npz", 8 / 255, 0.5, 50),
 }
 LINF_ATTACKS = [AttackChoice("fgsm"), AttackChoice("pgd", {"steps": 20})]
-L2_ATTACKS = [AttackChoice("cw-l2", {"binary_search_steps": 4, "steps": 100}), AttackChoice("deepfool", {"steps": 20})]
 
 
-def paper_defences(k: int, tvm_iters: int) -> list[str]:
+def l2_attacks(cw_binary: int, cw_steps: int) -> list[AttackChoice]:
+    return [AttackChoice("cw-l2", {"binary_search_steps": cw_binary, "steps": cw_steps}),
+            AttackChoice("deepfool", {"steps": 20})]
+
+
+def paper_defences(k: int, tvm_iters: int, kmeans_iters: int = 20) -> list[str]:
     """The paper's five transformations at its hyperparameters (VQ-VAE added separately)."""
     return [
         "jpeg:quality=90",
         "gaussian:sigma_x=0,sigma_y=0.3",
-        f"kmeans:k={k}",
+        f"kmeans:k={k},iters={kmeans_iters}",
         f"tvm:drop=0.5,weight=0.03,iters={tvm_iters}",
     ]
 
@@ -67,7 +71,8 @@ def table(args: argparse.Namespace) -> None:
     model = load_model(SAMPLES / model_file)
     data = prepare(load_data(SAMPLES / "data" / data_file, n=args.n), model)
     assert data.y is not None
-    specs = args.defenses or paper_defences(k, args.tvm_iters)
+    specs = args.defenses or paper_defences(k, args.tvm_iters, args.kmeans_iters)
+    l2_set = l2_attacks(args.cw_binary, args.cw_steps)
     if args.vqvae:
         specs = [*specs, f"vqvae:path={args.vqvae}"]
     print(f"# {args.dataset}: {model_file}, first {len(data)} images of {data_file}, linf eps {eps:g} "
@@ -82,10 +87,10 @@ def table(args: argparse.Namespace) -> None:
                 model, data.x, data.y, stack, attacks, [e], norm=norm, modes=("blind", "bpda", "bpda+eot"),
                 eot=args.eot, eval_draws=args.eval_draws, batch_size=args.batch_size, seed=0,
             )
-            for attacks, e, norm in ((LINF_ATTACKS, eps, "linf"), (L2_ATTACKS, eps2, "l2"))
+            for attacks, e, norm in ((LINF_ATTACKS, eps, "linf"), (l2_set, eps2, "l2"))
         ]
         worst = {m: 1.0 for m in ("undefended", "blind", "bpda", "bpda+eot")}
-        for ev, attacks in zip(evs, (LINF_ATTACKS, L2_ATTACKS)):
+        for ev, attacks in zip(evs, (LINF_ATTACKS, l2_set)):
             d = ev.to_dict()
             by = {m: {r["attack"]: r for r in v["results"]} for m, v in d["modes"].items()}
             for a in attacks:
@@ -149,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--eot", type=int, default=5)
     t.add_argument("--eval-draws", type=int, default=3)
     t.add_argument("--tvm-iters", type=int, default=30)
+    t.add_argument("--kmeans-iters", type=int, default=20)
+    t.add_argument("--cw-binary", type=int, default=4, help="C&W binary-search steps")
+    t.add_argument("--cw-steps", type=int, default=100, help="C&W Adam steps per binary-search step")
     t.add_argument("--batch-size", type=int, default=100)
     t.add_argument("--defenses", nargs="*", help="defence specs (default: the paper's)")
     t.add_argument("--vqvae", help="a VQ-VAE file for an extra vqvae row")
