@@ -63,7 +63,8 @@ class Defense(ABC):
 
     def spec(self) -> str:
         """The ``NAME:key=value,...`` text that rebuilds this defence."""
-        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.params.items()) if self.params else self.name
+        items = [f"{k}={v}" for k, v in self.params.items() if v is not None]
+        return self.name + ":" + ",".join(items) if items else self.name
 
     def fits(self, shape: tuple[int, ...]) -> None:
         """Raise :class:`DataError` if the defence cannot handle inputs of shape (C, H, W)."""
