@@ -105,6 +105,7 @@ def table(args: argparse.Namespace) -> None:
                             else d["modes"][m]["robust_accuracy"]) for m in worst}
             for w in ev.warnings:
                 print(f"  warning ({ev.norm}): {w}", flush=True)
+        print(f"{spec:40s} {'(clean accuracy undefended: ' + format(100 * evs[0].clean_accuracy_undefended, '.1f') + '%)':34s}", flush=True)
         print(f"{spec:40s} {'worst case over the four attacks':34s} {100 * evs[0].clean_accuracy:6.1f}% "
               + " ".join(f"{100 * worst[m]:6.1f}%" for m in ("undefended", "blind", "bpda"))
               + f" {100 * worst['bpda+eot']:7.1f}% {time.perf_counter() - t0:7.0f}", flush=True)
