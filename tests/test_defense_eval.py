@@ -39,6 +39,17 @@ def test_bpda_beats_blind_and_the_gap_is_flagged(jpeg_eval):
     assert any("only looks strong under blind" in w for w in ev.warnings)
 
 
+def test_undefended_column_attacks_every_sample_the_undefended_model_gets_right(mnist_sample):
+    model, data = mnist_sample
+    # 1-bit quantisation after a strong blur ruins clean accuracy; the undefended figure must not inherit that
+    ev = evaluate_defense(
+        model, data.x[:16], data.y[:16], build_stack(["gaussian:sigma=3", "bit-depth:bits=1"]),
+        [AttackChoice("pgd", {"steps": 10})], [0.3], modes=("blind",), seed=0,
+    )
+    assert ev.clean_accuracy < ev.clean_accuracy_undefended
+    assert ev.undefended_robust_by_eps[0.3] <= 0.1
+
+
 def test_verification_goes_through_the_real_defence(mnist_sample, jpeg_eval):
     model, data = mnist_sample
     defended = DefendedModel(model, build_stack(["jpeg:quality=50"]))

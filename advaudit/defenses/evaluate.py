@@ -198,7 +198,9 @@ def evaluate_defense(
             for budget in budgets:
                 t0 = time.perf_counter()
                 aim = None if attack.supports_untargeted else random_targets
-                cand = _candidates(attacker, attack, x, y, aim, todo, norm, budget, batch_size, seed, mode, progress)
+                # blind also attacks what only the undefended model gets right: its own column needs them
+                which = todo | clean_und if mode == "blind" else todo
+                cand = _candidates(attacker, attack, x, y, aim, which, norm, budget, batch_size, seed, mode, progress)
                 for e in ([budget] if budget is not None else eps):
                     x_fin = finalise(x, cand, lo, hi, norm, e)
                     correct = defended_labels(verifier, x_fin, draws, batch_size) == y[None]
