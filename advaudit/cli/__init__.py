@@ -30,11 +30,12 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 
 def _register_commands() -> None:
     from .attack_cmd import attack
+    from .defend_cmd import defend
     from .detect_cmd import detect
     from .info_cmd import info
     from .plugins_cmd import plugins
 
-    for command in (info, attack, detect, plugins):
+    for command in (info, attack, detect, defend, plugins):
         cli.add_command(command)
 
 

@@ -11,9 +11,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..attacks.runner import AttackRun, build_attacks, check_eps, run_attacks
 from ..attacks.suites import SUITES, AttackChoice, get_suite, parse_attack
+from ..defenses import build_stack
+from ..defenses.defended import stack_spec
+from ..defenses.evaluate import evaluate_defense, parse_modes
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..report import parse_gate, write_atomic, write_json
 from ..report.attack_report import attack_markdown, attack_report, attack_table
+from ..report.defense_report import defense_markdown, defense_report, defense_table
 from ..report.images import example_grid
 from .common import Output, output_options, data_options, model_options, open_data, open_model
 
@@ -34,6 +38,10 @@ EXAMPLE_ROWS = 8
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
 @click.option("--fail-under", "fail_under", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC < VALUE: robust_accuracy, clean_accuracy, robust_accuracy@EPS.")
+@click.option("--defense", "defense_args", multiple=True, metavar="NAME[:k=v,...]", help="Put a defence in front of the model, repeatable (stacked in order); e.g. jpeg:quality=75.")
+@click.option("--adaptive", type=click.Choice(["blind", "bpda", "bpda+eot", "all"]), help="With --defense: how the attacker treats the defence (default: all).")
+@click.option("--eot", "eot", type=click.IntRange(min=1), default=10, show_default=True, help="With --defense: random draws averaged per gradient in bpda+eot.")
+@click.option("--eval-draws", "eval_draws", type=click.IntRange(min=1), help="With --defense: seeded draws of randomised defences to verify under (default 5; 1 for deterministic stacks).")
 @model_options
 @data_options
 @output_options
@@ -43,12 +51,21 @@ def attack(out: Output, **kw: Any) -> int:
 
     Every adversarial example is re-checked in the model's deployment runtime (ONNX Runtime for
     .onnx) inside the eps ball and the value range; only verified ones count.
+
+    With --defense the model is the defence stack followed by MODEL, and each --adaptive mode is
+    reported side by side: blind (adversarials made on the undefended model, then purified), bpda
+    (gradients through the defence approximated) and bpda+eot (averaged over --eot random draws).
+    Verification runs the real defences, then the deployment runtime.
     """
     gates = [parse_gate(g) for g in kw["fail_under"]]
     choices, cascade = _choices(kw["suite"], kw["attack_args"])
     if kw["targeted"] != (kw["target"] is not None):
         raise UsageError("--targeted and --target go together", "e.g. --targeted --target least-likely")
     seed = 0 if kw["seed"] is None else kw["seed"]
+    if not kw["defense_args"] and kw["adaptive"]:
+        raise UsageError("--adaptive needs --defense", "e.g. --defense jpeg:quality=75 --adaptive all")
+    if kw["defense_args"]:
+        return _attack_defended(out, kw, choices, gates, seed)
 
     out.info(f"loading {kw['model']} ...")
     model = open_model(kw)
@@ -83,6 +100,49 @@ def attack(out: Output, **kw: Any) -> int:
         click.echo(attack_markdown(report), nl=False)
     else:
         out.out.print(attack_table(report))
+        for w in report["warnings"]:
+            out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+        for g in report["gates"]:
+            status = "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]"
+            out.out.print(f"gate {g['metric']} >= {g['threshold']:g}: {g['value']:.4f} {status}")
+    return EXIT_OK if report["passed"] else EXIT_GATE
+
+
+def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice], gates: list[Any], seed: int) -> int:
+    """``--defense``: evaluate the defence stack under blind / BPDA / BPDA+EOT attacks."""
+    for flag in ("targeted", "save_adv", "examples"):
+        if kw[flag]:
+            raise UsageError(f"--{flag.replace('_', '-')} is not supported with --defense")
+    stack = build_stack(kw["defense_args"])  # bad names/params fail before any work
+    modes = parse_modes(kw["adaptive"] or "all")
+    out.info(f"loading {kw['model']} ...")
+    model = open_model(kw)
+    data = open_data(kw["data_path"], model, kw)
+    assert model.input_shape is not None and data.y is not None
+    for d in stack:
+        d.fits(tuple(model.input_shape))
+    lo, hi = model.spec.range
+    eps = check_eps(model, list(kw["eps"]) or [(8 / 255 if kw["norm"] == "linf" else 0.5) * (hi - lo)], kw["norm"])
+    build_attacks(choices, model, kw["norm"], False)
+    out.info(
+        f"{len(data)} samples, defence {stack_spec(stack)}, modes {', '.join(modes)}, attacks: "
+        f"{', '.join(str(c) for c in choices)}, {kw['norm']} eps {', '.join(f'{e:g}' for e in eps)}"
+    )
+    with _progress(out) as progress:
+        ev = evaluate_defense(
+            model, data.x, data.y, stack, choices, eps, modes=modes, norm=kw["norm"], eot=kw["eot"],
+            eval_draws=kw["eval_draws"], batch_size=kw["batch_size"], seed=seed, progress=progress,
+        )
+    report = defense_report(ev, model, data, ["advaudit", *sys.argv[1:]], seed, gates)
+    if kw["report_path"]:
+        write_json(kw["report_path"], report)
+        out.info(f"wrote report {kw['report_path']}")
+    if kw["fmt"] == "json":
+        out.json(report)
+    elif kw["fmt"] == "md":
+        click.echo(defense_markdown(report), nl=False)
+    else:
+        out.out.print(defense_table(report))
         for w in report["warnings"]:
             out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
         for g in report["gates"]:
