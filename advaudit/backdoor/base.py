@@ -145,6 +145,7 @@ class BackdoorScanner(ABC):
         progress: Progress | None = None,
     ) -> ScanResult:
         """Validate, freeze the weights, run the method, time it."""
+        adopt_shape(model, x)
         k = check_model(model)
         shape = tuple(model.input_shape or ())
         if x is not None and len(x):
@@ -179,6 +180,12 @@ class BackdoorScanner(ABC):
     @abstractmethod
     def run(self, ctx: ScanContext, x: np.ndarray | None, y: np.ndarray | None) -> ScanResult:
         """The method itself."""
+
+
+def adopt_shape(model: Model, x: np.ndarray | None) -> None:
+    """A model that does not declare its input shape (TorchScript) takes the data's."""
+    if model.input_shape is None and x is not None and len(x):
+        model.set_input_shape(tuple(int(s) for s in np.asarray(x).shape[1:]))
 
 
 def check_model(model: Model) -> int:

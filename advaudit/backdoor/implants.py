@@ -166,3 +166,70 @@ def attack_success_rate(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarr
     """Share of the images not of ``target`` that the trigger sends to ``target``."""
     keep = y != target
     return float((predict(trigger.apply(x[keep])) == target).mean())
+
+
+KINDS = ("clean", "badnets", "recon", "random")
+
+
+@dataclass
+class Implanted:
+    """A trained model and what was implanted in it."""
+
+    net: torch.nn.Module
+    kind: str
+    target: int | None
+    trigger: Trigger | None
+    poisoned: int
+    noisy: int
+
+
+def implant(
+    kind: str,
+    make_net: Callable[[], torch.nn.Module],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    target: int = 2,
+    seed: int = 0,
+    epochs: int = 6,
+    poison_rate: float = 0.1,
+    noise_rate: float = 1.0,
+    alpha: float = 0.6,
+    z: int = 36,
+    patch_size: int = 4,
+    clean_net: torch.nn.Module | None = None,
+    nc_images: int = 300,
+    log: Callable[[str], None] | None = None,
+) -> Implanted:
+    """Train a model of ``kind`` (clean, badnets, recon = Alg. 1, random = Alg. 2), all seeded.
+
+    ``recon`` needs a clean model for step 1 of Algorithm 1: ``clean_net`` if given, else one is
+    trained first with the same seed; NC runs on ``nc_images`` of the training images.
+    """
+    from .training import train_classifier
+
+    shape = tuple(x.shape[1:])
+    if kind not in KINDS:
+        raise ValueError(f"unknown implant {kind!r}; choose one of {', '.join(KINDS)}")
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return make_net()
+
+    if kind == "clean":
+        net = train_classifier(fresh(), x, y, epochs=epochs, seed=seed, log=log)
+        return Implanted(net, kind, None, None, 0, 0)
+    if kind == "badnets":
+        trig = badnets_trigger(shape, size=patch_size)  # type: ignore[arg-type]
+        ps = poison(x, y, trig, target, poison_rate=poison_rate, noise_rate=0.0, seed=seed)
+    else:
+        if kind == "recon":
+            if clean_net is None:
+                clean_net = train_classifier(fresh(), x, y, epochs=epochs, seed=seed, log=log)
+            pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:nc_images].numpy()
+            trig = reconstructed_trigger(clean_net, x[pick], target, seed=seed)
+        else:
+            trig = random_trigger(shape, z=z, seed=seed)  # type: ignore[arg-type]
+        ps = poison(x, y, trig, target, poison_rate=poison_rate, noise_rate=noise_rate, alpha=alpha, seed=seed)
+    net = train_classifier(fresh(), ps.x, ps.y, epochs=epochs, seed=seed, log=log)
+    return Implanted(net, kind, target, trig, len(ps.poisoned), len(ps.noisy))

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import PluginError
 from ..models import Model
 from ..registry import get_registry
-from .base import BackdoorScanner, Progress, ScanResult, check_model, check_per_class
+from .base import BackdoorScanner, Progress, ScanResult, adopt_shape, check_model, check_per_class
 
 KIND = "backdoor-scanner"
 DEFAULT_ORDER = ("neural-cleanse", "mm-bd")
@@ -89,6 +89,7 @@ def scan_model(
     """Validate everything first (so bad input fails before any work), then run each method."""
     params = params or {}
     scanners = [build_scanner(m, params.get(m, {})) for m in methods]
+    adopt_shape(model, x)
     k = check_model(model)
     for s in scanners:
         check_per_class(s.name, s.min_per_class, y, k)

@@ -70,3 +70,32 @@ def train_classifier(
 def predict_labels(net: nn.Module, x: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     xt = torch.from_numpy(np.asarray(x, np.float32))
     return torch.cat([net(xt[i : i + batch_size]).argmax(1) for i in range(0, len(xt), batch_size)]).numpy()
+
+
+def load_mnist_splits(shared_data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST test images from ``shared_data/mnist`` as float32 [0, 1]: train = 0-7999, eval = 8000-9999
+    (there is no MNIST training set in the shared data)."""
+    from pathlib import Path
+
+    from ..data.loaders import read_idx
+
+    x, y, _ = read_idx(Path(shared_data) / "mnist" / "t10k-images-idx3-ubyte.gz")
+    assert y is not None
+    xf = (x[:, None].astype(np.float32) / 255.0)
+    return xf[:8000], y[:8000], xf[8000:], y[8000:]
+
+
+def save_torchscript(net: nn.Module, path: str, input_shape: tuple[int, int, int],
+                     class_names: list[str] | None = None) -> str:
+    """Trace ``net`` and save it with advaudit's ``advaudit.json`` input spec (range 0,1, NCHW)."""
+    import json
+    import warnings
+
+    spec: dict[str, object] = {"range": [0, 1], "layout": "nchw", "input_shape": list(input_shape)}
+    if class_names is not None:
+        spec["class_names"] = list(class_names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(net.eval(), torch.zeros((1, *input_shape)))
+        torch.jit.save(traced, str(path), _extra_files={"advaudit.json": json.dumps(spec)})
+    return str(path)
