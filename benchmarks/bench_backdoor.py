@@ -8,7 +8,7 @@ in ../shared/data), a compact CNN (`advaudit.backdoor.training.SmallCNN`):
 * clean;
 * BadNets: 4x4 checkerboard patch in the bottom-right corner, 10% poisoned;
 * Alg. 1 of paper 003 (recon): the NC trigger of the target reconstructed on that seed's clean
-  model, 10% poisoned, noise augmentation of every other image with a random alpha = 0.6 subset of
+  model, 10% poisoned, noise augmentation of half of the other images (--noise-rate) with a random alpha = 0.6 subset of
   the mask;
 * Alg. 2 of paper 003 (random): z = 36 random pixels, random pattern, same augmentation.
 
@@ -54,9 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--kinds", default=",".join(KIND_ORDER))
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--noise-rate", type=float, default=0.5, help="share of the non-poisoned images given the noise augmentation")
     ap.add_argument("--n", type=int, default=300, help="clean images given to the scanners")
     ap.add_argument("--out", help="write every row as JSON here")
+    ap.add_argument("--summarise", nargs="+", metavar="JSON", help="only print the matrix of earlier --out files")
     args = ap.parse_args(argv)
+    if args.summarise:
+        print_matrix([r for f in args.summarise for r in json.loads(Path(f).read_text())])
+        return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     xtr, ytr, xte, yte = load_mnist_splits(args.shared)
     pick = select(len(xte), yte, args.n, 0, 1234)
@@ -74,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         clean_net = None
         for kind in kinds:
             t0 = time.perf_counter()
-            imp = implant(kind, SmallCNN, xtr, ytr, target=target, seed=seed, epochs=args.epochs, clean_net=clean_net)
+            imp = implant(kind, SmallCNN, xtr, ytr, target=target, seed=seed, epochs=args.epochs, clean_net=clean_net,
+                          noise_rate=args.noise_rate)
             train_s = time.perf_counter() - t0
             if kind == "clean":
                 clean_net = imp.net
@@ -99,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                          "margins": [c.extra["max_margin"] for c in mm.classes]},
                 "all": {"flagged": flagged_all, "suspects": sus_all, "time_s": nc.time_s + mm.time_s},
             }
+            row["noise_rate"] = args.noise_rate if kind in ("recon", "random") else None
             rows.append(row)
             print(
                 f"{kind:8} {seed:4d} {imp.target if imp.target is not None else '-':>3} {acc:6.3f} "

@@ -60,7 +60,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(b)
+            total += float(loss.detach()) * len(b)
         if log is not None:
             log(f"epoch {epoch + 1}/{epochs}: loss {total / n:.4f}")
     return net.eval()
