@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -40,6 +41,7 @@ if str(SAMPLE_DIR) not in sys.path:
 
 from build import (  # noqa: E402
     DEFAULT_SHARED,
+    ZIP_EPOCH,
     GTSRB_CLASSES,
     MNIST_CLASSES,
     configure_determinism,
@@ -125,6 +127,16 @@ def trigger_path(spec: BackdoorSpec) -> Path:
     return SAMPLE_DIR / "data" / f"{spec.name}_trigger.npz"
 
 
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """Like ``np.savez_compressed`` but with fixed zip timestamps (byte-identical rebuilds)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_EPOCH)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w") as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+
+
 def build_one(spec: BackdoorSpec, shared: Path) -> Implanted:
     xtr, ytr, _, _, _, _ = data(spec, shared)
     print(f"[{spec.name}] training ({spec.kind}, target {spec.target})", flush=True)
@@ -135,8 +147,8 @@ def build_one(spec: BackdoorSpec, shared: Path) -> Implanted:
     export_onnx(imp.net, example, SAMPLE_DIR / f"{spec.name}.onnx", classes(spec))
     export_torchscript(imp.net, example, SAMPLE_DIR / f"{spec.name}.pt", classes(spec))
     assert imp.trigger is not None
-    np.savez_compressed(trigger_path(spec), mask=imp.trigger.mask, pattern=imp.trigger.pattern,
-                        target=np.int64(spec.target))
+    save_arrays(trigger_path(spec), mask=imp.trigger.mask, pattern=imp.trigger.pattern,
+                target=np.asarray(spec.target, dtype=np.int64))
     return imp
 
 
