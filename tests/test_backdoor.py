@@ -87,9 +87,12 @@ def test_cost_schedule_follows_the_reference_code_per_label():
 
 def test_gamma_fit_and_max_margin_pvalue():
     rng = np.random.default_rng(0)
-    fit = fit_gamma(rng.gamma(5.0, 2.0, size=20000))
+    sample = rng.gamma(5.0, 2.0, size=20000)
+    fit = fit_gamma(sample, loc=0.0)
     assert fit.shape == pytest.approx(5.0, rel=0.05) and fit.scale == pytest.approx(2.0, rel=0.05)
-    assert fit.cdf(fit.shape * fit.scale) == pytest.approx(0.56, abs=0.02)  # Gamma(5) median/mean ratio
+    assert fit.cdf(10.0) == pytest.approx(0.5595, abs=0.01)  # P(Gamma(5, 2) <= its mean)
+    free = fit_gamma(sample + 30.0)  # location fitted too
+    assert free.loc == pytest.approx(30.0, abs=1.5) and free.shape == pytest.approx(5.0, rel=0.3)
     top, p, _ = max_margin_pvalue(np.array([20.0, 22, 19, 25, 21, 23, 60, 20, 24, 22]))
     assert top == 6 and p < 1e-3
     top, p, _ = max_margin_pvalue(np.array([20.0, 22, 19, 25, 21, 23, 26, 20, 24, 22]))

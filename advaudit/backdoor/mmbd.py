@@ -22,10 +22,10 @@ likelihood) to the K-1 statistics other than the largest, and the largest is tes
 of K draws: ``p = 1 - F(r_max)^K``; the model is flagged when ``p < 0.05`` and the suspected target
 is ``argmax r_k``.  The search is batched: all classes and restarts form one (K x R) batch.
 
-Departures from the reference code: the Gamma is fitted with its location fixed at 0 (scipy's
-three-parameter fit is unstable on 9-42 values; when a statistic is <= 0 the values are shifted so
-the smallest is slightly positive); the optimiser is Adam on the input with projection, ``restarts``
-random starts per class (the best margin over restarts and steps is the statistic).
+Departures from the reference code: the three-parameter Gamma fit (scipy's ``gamma.fit``, not a
+dependency here) is a profile likelihood over a log grid of locations below the smallest statistic
+(:func:`fit_gamma`); the optimiser is Adam on the input with projection, ``restarts`` random starts
+per class (the best margin over restarts and steps is the statistic).
 """
 
 from __future__ import annotations
@@ -52,32 +52,37 @@ class GammaFit:
                                             torch.tensor(z, dtype=torch.float64)))
 
 
-def fit_gamma(values: np.ndarray) -> GammaFit:
-    """Maximum-likelihood Gamma (location 0 unless a value is <= 0, then shifted) by Newton's method."""
-    v = np.asarray(values, dtype=np.float64)
-    loc = 0.0
-    if v.min() <= 0:
-        spread = float(v.max() - v.min()) or 1.0
-        loc = float(v.min()) - 1e-3 * spread
-    u = v - loc
-    mean = float(u.mean())
-    s = math.log(mean) - float(np.log(u).mean())
-    if s <= 1e-12:  # all equal: an (almost) point mass
-        return GammaFit(1e8, mean / 1e8, loc)
-    a = (3 - s + math.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s)  # Minka's start
-    for _ in range(50):
-        at = torch.tensor(a, dtype=torch.float64)
-        f = math.log(a) - float(torch.special.digamma(at)) - s
-        df = 1 / a - float(torch.special.polygamma(1, at))
-        step = f / df
-        a_new = a - step
-        if a_new <= 0:
-            a_new = a / 2
-        if abs(a_new - a) < 1e-10 * a:
-            a = a_new
-            break
-        a = a_new
-    return GammaFit(a, mean / a, loc)
+def _shape_scale(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gamma MLE of (shape, scale) for each row of positive ``u`` (R, n), Newton on the shape."""
+    mean = u.mean(dim=1)
+    s = (mean.log() - u.log().mean(dim=1)).clamp_min(1e-12)
+    a = (3 - s + ((s - 3) ** 2 + 24 * s).sqrt()) / (12 * s)  # Minka's start
+    for _ in range(60):
+        f = a.log() - torch.special.digamma(a) - s
+        df = 1 / a - torch.special.polygamma(1, a)
+        a_new = a - f / df
+        a = torch.where(a_new > 0, a_new, a / 2)
+    return a, mean / a
+
+
+def fit_gamma(values: np.ndarray, loc: float | None = None) -> GammaFit:
+    """Maximum-likelihood Gamma fit.  With ``loc`` given, a two-parameter fit of ``values - loc``;
+    without, the location is fitted too (as the reference code's ``scipy.stats.gamma.fit``) by profile
+    likelihood over locations ``min - t * spread`` for t in [0.01, 1000] (log grid; locations closer to
+    the smallest value make the likelihood unbounded for shapes below 1)."""
+    v = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    if loc is not None:
+        a, sc = _shape_scale((v - loc)[None])
+        return GammaFit(float(a[0]), float(sc[0]), float(loc))
+    spread = float(v.max() - v.min())
+    if spread <= 0:
+        return GammaFit(1e8, max(abs(float(v[0])), 1.0) / 1e8, float(v[0]) - max(abs(float(v[0])), 1.0))
+    locs = float(v.min()) - spread * torch.logspace(-2, 3, 300, dtype=torch.float64)
+    u = v[None] - locs[:, None]
+    a, sc = _shape_scale(u)
+    ll = ((a[:, None] - 1) * u.log() - u / sc[:, None]).sum(dim=1) - len(v) * (a * sc.log() + torch.lgamma(a))
+    i = int(torch.argmax(torch.nan_to_num(ll, nan=-math.inf)))
+    return GammaFit(float(a[i]), float(sc[i]), float(locs[i]))
 
 
 def max_margin_pvalue(stats: np.ndarray) -> tuple[int, float, GammaFit]:
