@@ -686,6 +686,11 @@ def write_readme(reports: list[Report]) -> None:
         "numpy": np.__version__,
     }
     parts = [README_HEADER.format(opset=OPSET), *map(model_card, reports)]
+    # keep the section that build_backdoor.py maintains between its markers
+    old = (SAMPLE_DIR / "README.md").read_text() if (SAMPLE_DIR / "README.md").exists() else ""
+    start, end = "<!-- backdoor-models:start -->", "<!-- backdoor-models:end -->"
+    if start in old and end in old:
+        parts.append(start + old.split(start, 1)[1].split(end, 1)[0] + end + "\n")
     parts.append(README_FOOTER.format(subsets=subsets, threads=THREADS_TEXT, **versions))
     (SAMPLE_DIR / "README.md").write_text("\n".join(parts))
 

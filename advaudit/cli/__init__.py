@@ -34,8 +34,9 @@ def _register_commands() -> None:
     from .detect_cmd import detect
     from .info_cmd import info
     from .plugins_cmd import plugins
+    from .scan_backdoor_cmd import scan_backdoor
 
-    for command in (info, attack, detect, defend, plugins):
+    for command in (info, attack, scan_backdoor, detect, defend, plugins):
         cli.add_command(command)
 
 

@@ -1,0 +1,97 @@
+"""Run one or several backdoor scanners and combine their verdicts.
+
+The combined verdict is ``backdoored`` when any method flags; the suspected targets are the union,
+ordered by the first method that named them.  The per-class table of the combined result is the
+first trigger-reconstruction method's (Neural Cleanse), with each other method's flags merged in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import PluginError
+from ..models import Model
+from ..registry import get_registry
+from .base import BackdoorScanner, Progress, ScanResult, adopt_shape, check_model, check_per_class
+
+KIND = "backdoor-scanner"
+DEFAULT_ORDER = ("neural-cleanse", "mm-bd")
+
+
+@dataclass
+class CombinedScan:
+    results: list[ScanResult]
+    time_s: float = 0.0
+    verdict: str = field(init=False)
+    suspected_targets: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.verdict = "backdoored" if any(r.backdoored for r in self.results) else "clean"
+        seen: list[int] = []
+        for r in self.results:
+            seen += [t for t in r.suspected_targets if t not in seen]
+        self.suspected_targets = seen
+
+    @property
+    def primary(self) -> ScanResult:
+        """The result whose per-class table heads the report (one with trigger norms if any)."""
+        for r in self.results:
+            if r.masks is not None:
+                return r
+        return self.results[0]
+
+    def classes(self) -> list[dict[str, Any]]:
+        rows = [c.to_dict() for c in self.primary.classes]
+        for r in self.results:
+            if r is self.primary:
+                continue
+            for row, c in zip(rows, r.classes):
+                row["flagged"] = bool(row["flagged"] or c.flagged)
+                row[f"flagged_by_{r.method}"] = c.flagged
+        if len(self.results) > 1:
+            for row, c in zip(rows, self.primary.classes):
+                row[f"flagged_by_{self.primary.method}"] = c.flagged
+        return rows
+
+
+def method_names(method: str) -> list[str]:
+    """``all`` -> every registered scanner (built-ins first, in DEFAULT_ORDER); else the one name."""
+    names = get_registry().names(KIND)
+    if method == "all":
+        ordered = [n for n in DEFAULT_ORDER if n in names]
+        return ordered + sorted(n for n in names if n not in ordered)
+    if method not in names:
+        raise PluginError(f"unknown backdoor scanner {method!r}", f"available: {', '.join(names + ['all'])}")
+    return [method]
+
+
+def build_scanner(name: str, params: dict[str, Any]) -> BackdoorScanner:
+    cls = get_registry().get(KIND, name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise PluginError(f"{name}: {exc}") from None
+
+
+def scan_model(
+    model: Model,
+    x: np.ndarray | None,
+    y: np.ndarray | None,
+    *,
+    methods: list[str] | tuple[str, ...] = ("neural-cleanse",),
+    params: dict[str, dict[str, Any]] | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> CombinedScan:
+    """Validate everything first (so bad input fails before any work), then run each method."""
+    params = params or {}
+    scanners = [build_scanner(m, params.get(m, {})) for m in methods]
+    adopt_shape(model, x)
+    k = check_model(model)
+    for s in scanners:
+        check_per_class(s.name, s.min_per_class, y, k)
+    results = [s.scan(model, x, y, seed=seed, progress=progress) for s in scanners]
+    return CombinedScan(results, sum(r.time_s for r in results))
