@@ -1,0 +1,1 @@
+"""Adversarial training (``advaudit harden``): inner maximisation, training loop, export."""
