@@ -34,7 +34,7 @@ def test_pgd_training_matches_closed_form_logistic(eps: float) -> None:
     theta_cf, b_cf, hist = train_logistic_closed_form(x, y, eps, epochs=400, lr=0.05)
     assert hist[-1] < hist[0]
     net = LogisticTwoClass(x.shape[1])
-    res = adversarial_train(net, x, y, eps, "pgd", epochs=400, steps=10, lr=0.05, batch_size=len(x),
+    res = adversarial_train(net, x, y, eps, "pgd", epochs=400, steps=3, step_size=eps, lr=0.05, batch_size=len(x),
                             bounds=(-1e6, 1e6), schedule="constant", ramp=0.0, seed=0)
     theta_pgd, b_pgd = res.module.parameters_flat()
     cos = float(theta_cf @ theta_pgd / (np.linalg.norm(theta_cf) * np.linalg.norm(theta_pgd)))

@@ -31,10 +31,11 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 def _register_commands() -> None:
     from .attack_cmd import attack
     from .detect_cmd import detect
+    from .harden_cmd import harden_cmd
     from .info_cmd import info
     from .plugins_cmd import plugins
 
-    for command in (info, attack, detect, plugins):
+    for command in (info, attack, detect, harden_cmd, plugins):
         cli.add_command(command)
 
 

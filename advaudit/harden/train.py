@@ -96,7 +96,8 @@ class HardenResult:
 
 def trainable_copy(module: torch.nn.Module) -> torch.nn.Module:
     """A deep copy of ``module`` whose floating-point parameters require gradients."""
-    twin = copy.deepcopy(module)
+    with torch.no_grad():  # ScriptModule deep copies clone parameters; keep the clones leaves
+        twin = copy.deepcopy(module)
     for p in twin.parameters():
         if p.is_floating_point():
             p.requires_grad_(True)
