@@ -78,8 +78,12 @@ def test_harden_torchscript_keeps_format_and_extra_file(tmp_path, capsys):
     with zipfile.ZipFile(out) as z:
         names = {n.split("/", 1)[1] for n in z.namelist()}
     assert "extra/advaudit.json" in names and "extra/advaudit-harden.json" in names
-    model = load_model(out)
+    model, orig = load_model(out), load_model(MNIST_PT)
     assert model.spec.range == (0.0, 1.0)
+    x = np.load(DATA)["x"][:16].astype(np.float32) / 255  # uint8 (N, 1, 28, 28)
+    model.set_input_shape((1, 28, 28))
+    orig.set_input_shape((1, 28, 28))
+    assert np.abs(model.predict(x).outputs - orig.predict(x).outputs).max() > 1e-2  # weights were trained
 
 
 @pytest.mark.parametrize(

@@ -90,12 +90,9 @@ def export_onnx(model: Model, module: torch.nn.Module, path: str | Path, x_check
     data = out.SerializeToString()
 
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    ref = _torch_outputs(module, xin if not fixed else np.resize(xin, (fixed, *xin.shape[1:])))
-    if fixed:
-        got = np.concatenate([sess.run(None, {in_name: ref_in})[0].reshape(fixed, -1)
-                              for ref_in in [np.resize(xin, (fixed, *xin.shape[1:])).astype(np.float32)]])
-    else:
-        got = sess.run(None, {in_name: xin.astype(np.float32)})[0].reshape(len(xin), -1)
+    xin = np.resize(xin, (fixed, *xin.shape[1:])).astype(np.float32) if fixed else xin.astype(np.float32)
+    ref = _torch_outputs(module, xin)
+    got = np.asarray(sess.run(None, {in_name: xin})[0], dtype=np.float32).reshape(len(xin), -1)
     diff = _max_rel_diff(got, ref)
     agree = float((got.argmax(1) == ref.argmax(1)).mean())
     if not np.isfinite(diff) or diff > tol:
