@@ -32,11 +32,12 @@ def _register_commands() -> None:
     from .attack_cmd import attack
     from .defend_cmd import defend
     from .detect_cmd import detect
+    from .harden_cmd import harden_cmd
     from .info_cmd import info
     from .plugins_cmd import plugins
     from .scan_backdoor_cmd import scan_backdoor
 
-    for command in (info, attack, scan_backdoor, detect, defend, plugins):
+    for command in (info, attack, scan_backdoor, detect, defend, harden_cmd, plugins):
         cli.add_command(command)
 
 

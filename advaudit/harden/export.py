@@ -1,0 +1,147 @@
+"""Export a hardened module in the input model's format, and check the export.
+
+* ONNX: ``torch.onnx.export`` (TorchScript-based exporter, ``dynamo=False``, as ``sample_models/build.py``)
+  of the fine-tuned module with the original input/output names, batch dimension (dynamic or fixed)
+  and opset; every ``metadata_props`` entry of the original (the ``advaudit.*`` input spec included)
+  is copied, plus ``advaudit-harden`` (a JSON record of the training).  The file is then loaded in ONNX
+  Runtime and its outputs compared with the torch module on check inputs; a mismatch above the
+  tolerance is an error and nothing is written.
+* TorchScript: ``torch.jit.save`` of the fine-tuned script module with the original's extra file
+  ``advaudit.json`` (and ``advaudit-harden.json``); reloaded and compared the same way.
+
+The file is written atomically (:func:`advaudit.report.writer.write_atomic`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from ..models import Model
+from ..report.writer import write_atomic
+
+EXPORT_TOL = 1e-3  # max |exported - torch| logit difference, relative to max(1, max |logit|)
+EXTRA_FILE = "advaudit.json"
+
+
+def _max_rel_diff(got: np.ndarray, ref: np.ndarray) -> float:
+    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+    return float(np.max(np.abs(got - ref))) / scale if ref.size else 0.0
+
+
+def _torch_outputs(module: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = module(torch.from_numpy(x))
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out.reshape(len(x), -1).float().numpy()
+
+
+def _model_inputs(model: Model, x_check: np.ndarray) -> np.ndarray:
+    """Canonical check inputs -> what the network itself takes (normalised, its layout, its batch)."""
+    t = model.to_model_input(torch.from_numpy(np.ascontiguousarray(x_check, dtype=np.float32)))
+    return t.numpy()
+
+
+def export_onnx(model: Model, module: torch.nn.Module, path: str | Path, x_check: np.ndarray,
+                record: dict[str, Any] | None = None, tol: float = EXPORT_TOL) -> dict[str, Any]:
+    """Export ``module`` (the fine-tuned twin of the ONNX ``model``) to ``path``; return the check."""
+    import onnx
+    import onnxruntime as ort
+
+    proto = model._proto  # the original graph (loaded by OnnxModel)
+    in_name = model.details["input_name"]
+    out_name = proto.graph.output[0].name
+    dims = model.details["input_dims"]
+    fixed = dims[0] if dims and isinstance(dims[0], int) and dims[0] > 0 else None
+    opset = model.details.get("opset") or 17
+    opset = min(max(int(opset), 9), 20)
+    xin = _model_inputs(model, x_check)
+    batch = fixed or 2
+    example = torch.from_numpy(np.resize(xin, (batch, *xin.shape[1:])).astype(np.float32))
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.eval(), (example,), buf, input_names=[in_name], output_names=[out_name],
+                dynamic_axes=None if fixed else {in_name: {0: "batch"}, out_name: {0: "batch"}},
+                opset_version=opset, dynamo=False,
+            )
+    except Exception as exc:
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        raise ModelError(f"cannot export the hardened model to ONNX: {text}",
+                         "save it as TorchScript instead (load the model as .pt)") from None
+    out = onnx.load_from_string(buf.getvalue())
+    props = {p.key: p.value for p in proto.metadata_props}
+    if record is not None:
+        props["advaudit-harden"] = json.dumps(record, sort_keys=True, default=str)
+    onnx.helper.set_model_props(out, props)
+    onnx.checker.check_model(out)
+    data = out.SerializeToString()
+
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    xin = np.resize(xin, (fixed, *xin.shape[1:])).astype(np.float32) if fixed else xin.astype(np.float32)
+    ref = _torch_outputs(module, xin)
+    got = np.asarray(sess.run(None, {in_name: xin})[0], dtype=np.float32).reshape(len(xin), -1)
+    diff = _max_rel_diff(got, ref)
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    if not np.isfinite(diff) or diff > tol:
+        raise ModelError(f"the ONNX export disagrees with the trained torch module (max rel diff {diff:.3g})",
+                         "report this model; save as TorchScript instead")
+    write_atomic(path, lambda p: p.write_bytes(data))
+    return {"format": "onnx", "path": str(path), "opset": opset, "check_n": int(len(ref)),
+            "max_rel_diff": diff, "argmax_agreement": agree, "tolerance": tol}
+
+
+def _read_extra(path: Path) -> dict[str, str]:
+    """The extra files (``<archive>/extra/NAME``) of a TorchScript archive, without unpickling."""
+    out: dict[str, str] = {}
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            parts = name.split("/")
+            if len(parts) == 3 and parts[1] == "extra" and parts[2]:
+                out[parts[2]] = z.read(name).decode("utf-8", errors="replace")
+    return out
+
+
+def export_torchscript(model: Model, module: torch.nn.Module, path: str | Path, x_check: np.ndarray,
+                       record: dict[str, Any] | None = None, tol: float = EXPORT_TOL) -> dict[str, Any]:
+    """Save the fine-tuned script ``module`` with the original extra files; reload and compare."""
+    extra = _read_extra(model.path)
+    if record is not None:
+        extra["advaudit-harden.json"] = json.dumps(record, sort_keys=True, default=str)
+    if not isinstance(module, torch.jit.ScriptModule):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = torch.jit.trace(module.eval(), torch.from_numpy(_model_inputs(model, x_check[:2])))
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(module, buf, _extra_files=extra)
+        data = buf.getvalue()
+        back = torch.jit.load(io.BytesIO(data), map_location="cpu")
+    xin = _model_inputs(model, x_check)
+    diff = _max_rel_diff(_torch_outputs(back, xin), _torch_outputs(module, xin))
+    if not np.isfinite(diff) or diff > tol:
+        raise ModelError(f"the reloaded TorchScript export disagrees with the trained module (max rel diff {diff:.3g})")
+    write_atomic(path, lambda p: p.write_bytes(data))
+    return {"format": "torchscript", "path": str(path), "check_n": int(len(xin)), "max_rel_diff": diff,
+            "tolerance": tol, "extra_files": sorted(extra)}
+
+
+def export_hardened(model: Model, module: torch.nn.Module, path: str | Path, x_check: np.ndarray,
+                    record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export in the input model's format (``model.format``)."""
+    if model.format == "onnx":
+        return export_onnx(model, module, path, x_check, record)
+    return export_torchscript(model, module, path, x_check, record)
