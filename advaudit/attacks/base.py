@@ -25,8 +25,9 @@ from typing import Any, Callable, ClassVar, final
 
 import torch
 
-from ..errors import PluginError, UsageError
+from ..errors import UsageError
 from ..models import Model
+from ..params import Parametrised
 
 NORMS = ("linf", "l2")
 
@@ -120,7 +121,7 @@ class AttackOutput:
     queries: torch.Tensor
 
 
-class Attack(ABC):
+class Attack(Parametrised, ABC):
     """Base class of every attack: capabilities as class attributes, one :meth:`run` to write."""
 
     kind: ClassVar[str] = "attack"
@@ -131,29 +132,7 @@ class Attack(ABC):
     supports_targeted: ClassVar[bool] = True
     supports_untargeted: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            known = ", ".join(f"{k}={v}" for k, v in self.defaults.items()) or "none"
-            raise PluginError(f"attack {self.name!r} has no parameter {sorted(unknown)[0]!r}", f"parameters: {known}")
-        self.params: dict[str, Any] = dict(self.defaults)
-        for key, value in params.items():
-            self.params[key] = _coerce(self.name, key, value, self.defaults[key])
-        self.check_params()
-
-    def check_params(self) -> None:
-        """Override to validate hyperparameters (raise :class:`PluginError`)."""
-
-    def __getattr__(self, key: str) -> Any:
-        params = self.__dict__.get("params", {})
-        if key in params:
-            return params[key]
-        raise AttributeError(key)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{type(self).__name__}({args})"
+    noun: ClassVar[str] = "attack"
 
     @final
     def __call__(
@@ -198,26 +177,6 @@ class Attack(ABC):
     @abstractmethod
     def run(self, ctx: AttackContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return adversarial candidates for ``x``; count model calls in ``ctx.queries``."""
-
-
-def _coerce(attack: str, key: str, value: Any, default: Any) -> Any:
-    """Cast a CLI string (``steps=40``) to the type of the parameter's default."""
-    if not isinstance(value, str) or isinstance(default, str):
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float) or default is None:
-            return float(value)
-    except ValueError:
-        raise PluginError(f"attack {attack!r}: {key}={value!r} is not a valid {type(default).__name__}") from None
-    return value
 
 
 def rand_uniform(shape: tuple[int, ...] | torch.Size, gen: torch.Generator, device: torch.device) -> torch.Tensor:

@@ -211,15 +211,17 @@ class Square(Attack):
         assert ctx.eps is not None
         gen = ctx.generator
         size = window_shape(p, h, w)
-        mask = window_mask(random_windows(n, size, h, w, gen, x.device), size, h, w)
+        index = window_index(random_windows(n, size, h, w, gen, x.device), size)
+        x_win, best_win = get_window(x, index), get_window(x_best, index)  # (n, c, rows, cols)
         signs = random_signs((n, c, 1, 1), gen, x.device)
         for _ in range(MAX_REDRAWS):
-            same = ((ctx.clip(x + ctx.eps * signs) - x_best).abs() < 1e-7) | ~mask
-            unchanged = same.flatten(1).all(dim=1)[:, None, None, None]
+            unchanged = ((ctx.clip(x_win + ctx.eps * signs) - best_win).abs() < 1e-7).flatten(1).all(dim=1)
             if not unchanged.any():
                 break
-            signs = torch.where(unchanged, random_signs((n, c, 1, 1), gen, x.device), signs)
-        return ctx.clip(torch.where(mask, x + ctx.eps * signs, x_best))
+            signs = torch.where(unchanged[:, None, None, None], random_signs((n, c, 1, 1), gen, x.device), signs)
+        out = x_best.clone()
+        put_window(out, index, ctx.clip(x_win + ctx.eps * signs))
+        return out
 
     # -------------------------------------------------------------------- L2
     @staticmethod

@@ -16,7 +16,7 @@ from ..harden.export import export_hardened
 from ..harden.train import METHODS, EpochStats
 from ..models import load_model
 from ..report import write_json
-from ..report.writer import base_report
+from ..report.writer import base_report, model_section
 from .attack_cmd import _progress
 from .common import Output, data_options, model_options, open_data, open_model, output_options
 
@@ -110,8 +110,7 @@ def harden_cmd(out: Output, **kw: Any) -> int:
     report = base_report(["advaudit", *sys.argv[1:]], seed)
     report.update({
         "kind": "harden",
-        "model": {"path": str(model.path), "sha256": model.sha256, "format": model.format,
-                  "gradient_source": model.gradients.source, "spec": model.spec.to_dict()},
+        "model": model_section(model),
         "hardened": {"path": str(hardened.path), "sha256": hardened.sha256, "format": hardened.format, "export": export},
         "train_data": train.dataset.describe(),
         "eval_data": test.dataset.describe(),

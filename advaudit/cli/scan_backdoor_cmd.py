@@ -15,6 +15,7 @@ from ..backdoor.scan import CombinedScan, method_names, scan_model
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..registry import get_registry
 from ..report import base_report, write_json
+from ..report.writer import model_section
 from .attack_cmd import _progress
 from .common import Output, data_options, model_options, open_data, open_model, output_options
 
@@ -101,8 +102,7 @@ def build_report(scan: CombinedScan, model: Any, data: Any, seed: int, kw: dict[
     report.update(
         {
             "kind": "scan-backdoor",
-            "model": {"path": str(model.path), "sha256": model.sha256, "format": model.format,
-                      "num_classes": model.num_classes, "gradients": model.gradients.source},
+            "model": model_section(model),
             "data": None if data is None else data.dataset.describe(),
             "methods": [r.method for r in scan.results],
             "verdict": scan.verdict,

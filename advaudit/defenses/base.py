@@ -27,9 +27,10 @@ from typing import Any, ClassVar, final
 import torch
 
 from ..errors import DataError, PluginError
+from ..params import Parametrised
 
 
-class Defense(ABC):
+class Defense(Parametrised, ABC):
     """Base class of every input-purification defence (see the module docstring)."""
 
     kind: ClassVar[str] = "defense"
@@ -37,29 +38,7 @@ class Defense(ABC):
     randomized: ClassVar[bool] = False
     differentiable: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            known = ", ".join(f"{k}={v}" for k, v in self.defaults.items()) or "none"
-            raise PluginError(f"defence {self.name!r} has no parameter {sorted(unknown)[0]!r}", f"parameters: {known}")
-        self.params: dict[str, Any] = dict(self.defaults)
-        for key, value in params.items():
-            self.params[key] = coerce(self.name, key, value, self.defaults[key])
-        self.check_params()
-
-    def check_params(self) -> None:
-        """Override to validate hyperparameters (raise :class:`PluginError`)."""
-
-    def __getattr__(self, key: str) -> Any:
-        params = self.__dict__.get("params", {})
-        if key in params:
-            return params[key]
-        raise AttributeError(key)
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{type(self).__name__}({args})"
+    noun: ClassVar[str] = "defence"
 
     def spec(self) -> str:
         """The ``NAME:key=value,...`` text that rebuilds this defence."""
@@ -121,27 +100,6 @@ def _to_unit(x: torch.Tensor, bounds: tuple[float, float], name: str) -> tuple[t
     if not hi > lo:
         raise DataError(f"defence {name!r}: bad value range {lo:g},{hi:g}")
     return ((x - lo) / (hi - lo)).clamp(0.0, 1.0), lo, hi
-
-
-def coerce(component: str, key: str, value: Any, default: Any) -> Any:
-    """Cast a CLI string (``quality=75``) to the type of the parameter's default."""
-    if not isinstance(value, str) or (isinstance(default, str)):
-        return value
-    try:
-        if isinstance(default, bool):
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float) or default is None:
-            return float(value)
-    except ValueError:
-        kind = "bool" if isinstance(default, bool) else type(default).__name__ if default is not None else "number"
-        raise PluginError(f"defence {component!r}: {key}={value!r} is not a valid {kind}") from None
-    return value
 
 
 def need(cond: bool, name: str, message: str) -> None:

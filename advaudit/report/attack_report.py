@@ -11,7 +11,7 @@ from ..attacks.runner import AttackRun
 from ..data import PreparedData
 from ..models import Model
 from .gates import Gate, evaluate_gates
-from .writer import base_report
+from .writer import base_report, model_section
 
 
 def attack_report(
@@ -23,16 +23,7 @@ def attack_report(
     report.update(
         {
             "kind": "attack",
-            "model": {
-                "path": str(model.path),
-                "sha256": model.sha256,
-                "format": model.format,
-                "gradient_source": model.gradients.source if model.has_gradients else None,
-                "gradients_note": model.gradients.note or None,
-                "output_kind": model.output_kind,
-                "num_classes": model.num_classes,
-                "spec": model.spec.to_dict(),
-            },
+            "model": model_section(model),
             "data": {**data.dataset.describe()},
             "norm": run.norm,
             "eps": run.eps,

@@ -35,6 +35,20 @@ def base_report(command: list[str] | str, seed: int | None) -> dict[str, Any]:
     }
 
 
+def model_section(model: Any) -> dict[str, Any]:
+    """The ``model`` part of every report: what was audited, fingerprinted by sha256."""
+    return {
+        "path": str(model.path),
+        "sha256": model.sha256,
+        "format": model.format,
+        "gradient_source": model.gradients.source if model.has_gradients else None,
+        "gradients_note": model.gradients.note or None,
+        "output_kind": model.output_kind,
+        "num_classes": model.num_classes,
+        "spec": model.spec.to_dict(),
+    }
+
+
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Write through a temporary file in the same folder, then rename: never a half-written file."""
     target = Path(path)

@@ -1,0 +1,64 @@
+"""Hyperparameters shared by every configurable component (attacks, defences).
+
+A component declares ``defaults`` (name -> default value); ``Component(steps="40")`` checks the
+names, casts strings from the command line (``NAME:key=value``) to the default's type, and exposes
+the values as attributes (``self.steps``).  Errors are one-line :class:`PluginError` messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .errors import PluginError
+
+
+class Parametrised:
+    """Mixin: hyperparameters from ``defaults``, validated and cast, readable as attributes."""
+
+    name: ClassVar[str] = "?"
+    noun: ClassVar[str] = "component"  # how errors name the kind ("attack", "defence")
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        unknown = set(params) - set(self.defaults)
+        if unknown:
+            known = ", ".join(f"{k}={v}" for k, v in self.defaults.items()) or "none"
+            raise PluginError(f"{self.noun} {self.name!r} has no parameter {sorted(unknown)[0]!r}", f"parameters: {known}")
+        self.params: dict[str, Any] = dict(self.defaults)
+        for key, value in params.items():
+            self.params[key] = coerce(f"{self.noun} {self.name!r}", key, value, self.defaults[key])
+        self.check_params()
+
+    def check_params(self) -> None:
+        """Override to validate hyperparameters (raise :class:`PluginError`)."""
+
+    def __getattr__(self, key: str) -> Any:
+        params = self.__dict__.get("params", {})
+        if key in params:
+            return params[key]
+        raise AttributeError(key)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({args})"
+
+
+def coerce(owner: str, key: str, value: Any, default: Any) -> Any:
+    """Cast a CLI string (``steps=40``) to the type of the parameter's default."""
+    if not isinstance(value, str) or isinstance(default, str):
+        return value
+    try:
+        if isinstance(default, bool):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float) or default is None:
+            return float(value)
+    except ValueError:
+        kind = "bool" if isinstance(default, bool) else type(default).__name__ if default is not None else "number"
+        raise PluginError(f"{owner}: {key}={value!r} is not a valid {kind}") from None
+    return value
