@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from .errors import PluginError
+from .errors import PluginError, UsageError
 
 
 class Parametrised:
@@ -62,3 +62,33 @@ def coerce(owner: str, key: str, value: Any, default: Any) -> Any:
         kind = "bool" if isinstance(default, bool) else type(default).__name__ if default is not None else "number"
         raise PluginError(f"{owner}: {key}={value!r} is not a valid {kind}") from None
     return value
+
+
+def parse_spec(text: str, noun: str) -> tuple[str, dict[str, str]]:
+    """``NAME:key=value,...`` (``pgd:steps=20``, ``tvm:drop=0.5``) -> (name, {key: value})."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise UsageError(f"empty {noun} name in {text!r}", "write NAME or NAME:key=value,...")
+    params: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"{noun} parameter {item!r} in {text!r} is not key=value")
+        params[key.strip()] = value.strip()
+    return name, params
+
+
+def build(kind: str, name: str, base: type, params: dict[str, Any]) -> Any:
+    """Instantiate the registered component ``name`` of ``kind``, checking it derives from ``base``."""
+    from .registry import get_registry
+
+    noun = getattr(base, "noun", kind)
+    cls = get_registry().get(kind, name)
+    try:
+        component = cls(**params)
+    except TypeError as exc:
+        raise PluginError(f"cannot build {noun} {name!r}: {exc}") from None
+    if not isinstance(component, base):
+        raise PluginError(f"plugin {name!r} is not an advaudit {base.__name__}")
+    return component

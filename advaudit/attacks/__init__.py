@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import PluginError
-from ..registry import get_registry
+from ..params import build
 from .base import Attack, AttackContext, AttackOutput, lp_norm, project_delta
 
 __all__ = ["Attack", "AttackContext", "AttackOutput", "get_attack", "lp_norm", "project_delta"]
@@ -17,11 +16,4 @@ __all__ = ["Attack", "AttackContext", "AttackOutput", "get_attack", "lp_norm", "
 
 def get_attack(name: str, **params: Any) -> Attack:
     """Build the registered attack ``name`` with ``params``."""
-    cls = get_registry().get("attack", name)
-    try:
-        attack = cls(**params)
-    except TypeError as exc:
-        raise PluginError(f"cannot build attack {name!r}: {exc}") from None
-    if not isinstance(attack, Attack):
-        raise PluginError(f"plugin {name!r} is not an advaudit Attack")
-    return attack
+    return build("attack", name, Attack, params)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from ..params import parse_spec
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,7 @@ SUITES: dict[str, Suite] = {
 
 def parse_attack(text: str) -> AttackChoice:
     """``pgd:steps=20,restarts=2`` -> AttackChoice("pgd", {"steps": "20", "restarts": "2"})."""
-    name, _, rest = text.partition(":")
-    name = name.strip()
-    if not name:
-        raise UsageError(f"empty attack name in {text!r}", "write NAME or NAME:key=value,...")
-    params: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in rest.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"attack parameter {item!r} in {text!r} is not key=value")
-        params[key.strip()] = value.strip()
+    name, params = parse_spec(text, "attack")
     return AttackChoice(name, params)
 
 
