@@ -15,7 +15,7 @@ from ..defenses import build_stack
 from ..defenses.defended import stack_spec
 from ..defenses.evaluate import evaluate_defense, parse_modes
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
-from ..report import parse_gate, write_atomic, write_json
+from ..report import parse_gate, write_atomic
 from ..report.attack_report import attack_markdown, attack_report, attack_table
 from ..report.defense_report import defense_markdown, defense_report, defense_table
 from ..report.images import example_grid
@@ -85,9 +85,7 @@ def attack(out: Output, **kw: Any) -> int:
             target=kw["target"], batch_size=kw["batch_size"], seed=seed, progress=progress,
         )
     report = attack_report(run, model, data, ["advaudit", *sys.argv[1:]], seed, gates)
-    if kw["report_path"]:
-        write_json(kw["report_path"], report)
-        out.info(f"wrote report {kw['report_path']}")
+    out.report(kw["report_path"], report)
     if kw["save_adv"]:
         _save_adv(kw["save_adv"], run, choices)
         out.info(f"wrote adversarial examples {kw['save_adv']}")
@@ -134,9 +132,7 @@ def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice
             eval_draws=kw["eval_draws"], batch_size=kw["batch_size"], seed=seed, progress=progress,
         )
     report = defense_report(ev, model, data, ["advaudit", *sys.argv[1:]], seed, gates)
-    if kw["report_path"]:
-        write_json(kw["report_path"], report)
-        out.info(f"wrote report {kw['report_path']}")
+    out.report(kw["report_path"], report)
     if kw["fmt"] == "json":
         out.json(report)
     elif kw["fmt"] == "md":

@@ -13,6 +13,7 @@ from rich.console import Console
 from ..data import PreparedData, load_data, prepare
 from ..data.loaders import FORMATS
 from ..models import Model, load_model
+from ..report.writer import write_json
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +37,12 @@ class Output:
     def debug(self, message: str) -> None:
         if self.verbose and not self.quiet:
             self.err.print(f"[dim]{message}[/dim]", highlight=False)
+
+    def report(self, path: str | None, report: dict[str, Any]) -> None:
+        """Write ``report`` as JSON to ``path`` (atomically), if a path was given, and say so."""
+        if path:
+            write_json(path, report)
+            self.info(f"wrote report {path}")
 
     def json(self, payload: Any) -> None:
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")

@@ -18,7 +18,7 @@ from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, LCRDetec
 from ..detect.model_mutation import OPERATORS as MODEL_OPERATORS
 from ..detect.mutations import MUTATORS
 from ..errors import EXIT_GATE, EXIT_OK, DataError
-from ..report import base_report, write_json
+from ..report import base_report
 from .common import Output, compose, data_options, model_options, open_data, open_model, output_options
 
 MUTATIONS = [*MUTATORS, *MODEL_OPERATORS]
@@ -125,9 +125,7 @@ def run(out: Output, **kw: Any) -> int:
             "passed": not (kw["fail_on_adversarial"] and (res.decision == 1).any()),
         }
     )
-    if kw["report_path"]:
-        write_json(kw["report_path"], report)
-        out.info(f"wrote report {kw['report_path']}")
+    out.report(kw["report_path"], report)
     if kw["fmt"] == "json":
         out.json(report)
     else:
@@ -190,9 +188,7 @@ def evaluate(out: Output, **kw: Any) -> None:
     if kw["roc_path"]:
         roc_png(kw["roc_path"], ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
         out.info(f"wrote {kw['roc_path']}")
-    if kw["report_path"]:
-        write_json(kw["report_path"], report)
-        out.info(f"wrote report {kw['report_path']}")
+    out.report(kw["report_path"], report)
     if kw["fmt"] == "json":
         out.json(report)
         return

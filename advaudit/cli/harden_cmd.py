@@ -15,8 +15,7 @@ from ..harden.evaluate import evaluate_suites
 from ..harden.export import export_hardened
 from ..harden.train import METHODS, EpochStats
 from ..models import load_model
-from ..report import write_json
-from ..report.writer import base_report, model_section
+from ..report import base_report, model_section
 from .attack_cmd import _progress
 from .common import Output, data_options, model_options, open_data, open_model, output_options
 
@@ -124,9 +123,7 @@ def harden_cmd(out: Output, **kw: Any) -> int:
         "after": after,
         "summary": _summary(before, after, suites),
     })
-    if kw["report_path"]:
-        write_json(kw["report_path"], report)
-        out.info(f"wrote report {kw['report_path']}")
+    out.report(kw["report_path"], report)
     if kw["fmt"] == "json":
         out.json(report)
     else:

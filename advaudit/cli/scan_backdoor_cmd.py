@@ -14,8 +14,7 @@ from ..backdoor.images import write_trigger_pngs
 from ..backdoor.scan import CombinedScan, method_names, scan_model
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..registry import get_registry
-from ..report import base_report, write_json
-from ..report.writer import model_section
+from ..report import base_report, model_section
 from .attack_cmd import _progress
 from .common import Output, data_options, model_options, open_data, open_model, output_options
 
@@ -88,9 +87,7 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
             )
             report["triggers_dir"] = kw["triggers_dir"]
             out.info(f"wrote {len(files)} trigger images to {kw['triggers_dir']}")
-    if kw["report_path"]:
-        write_json(kw["report_path"], report)
-        out.info(f"wrote report {kw['report_path']}")
+    out.report(kw["report_path"], report)
     render(out, report, kw["fmt"])
     if kw["fail_on_backdoor"] and scan.verdict == "backdoored":
         return EXIT_GATE
