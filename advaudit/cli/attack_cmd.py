@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 import numpy as np
@@ -70,8 +70,7 @@ def attack(out: Output, **kw: Any) -> int:
     out.info(f"loading {kw['model']} ...")
     model = open_model(kw)
     data = open_data(kw["data_path"], model, kw)
-    lo, hi = model.spec.range
-    eps = check_eps(model, list(kw["eps"]) or [(8 / 255 if kw["norm"] == "linf" else 0.5) * (hi - lo)], kw["norm"])
+    eps = _eps(model, kw)
     build_attacks(choices, model, kw["norm"], kw["target"] is not None)  # bad names/params fail before any work
     out.info(
         f"{len(data)} samples, attacks: {', '.join(str(c) for c in choices)}"
@@ -92,18 +91,7 @@ def attack(out: Output, **kw: Any) -> int:
     if kw["examples"]:
         _examples(kw["examples"], run, model.spec.class_names, model.spec.range)
         out.info(f"wrote examples {kw['examples']}")
-    if kw["fmt"] == "json":
-        out.json(report)
-    elif kw["fmt"] == "md":
-        click.echo(attack_markdown(report), nl=False)
-    else:
-        out.out.print(attack_table(report))
-        for w in report["warnings"]:
-            out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
-        for g in report["gates"]:
-            status = "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]"
-            out.out.print(f"gate {g['metric']} >= {g['threshold']:g}: {g['value']:.4f} {status}")
-    return EXIT_OK if report["passed"] else EXIT_GATE
+    return _render(out, report, kw["fmt"], attack_markdown, attack_table)
 
 
 def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice], gates: list[Any], seed: int) -> int:
@@ -119,8 +107,7 @@ def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice
     assert model.input_shape is not None and data.y is not None
     for d in stack:
         d.fits(tuple(model.input_shape))
-    lo, hi = model.spec.range
-    eps = check_eps(model, list(kw["eps"]) or [(8 / 255 if kw["norm"] == "linf" else 0.5) * (hi - lo)], kw["norm"])
+    eps = _eps(model, kw)
     build_attacks(choices, model, kw["norm"], False)
     out.info(
         f"{len(data)} samples, defence {stack_spec(stack)}, modes {', '.join(modes)}, attacks: "
@@ -133,12 +120,26 @@ def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice
         )
     report = defense_report(ev, model, data, ["advaudit", *sys.argv[1:]], seed, gates)
     out.report(kw["report_path"], report)
-    if kw["fmt"] == "json":
+    return _render(out, report, kw["fmt"], defense_markdown, defense_table)
+
+
+def _eps(model: Any, kw: dict[str, Any]) -> list[float]:
+    """The --eps values, checked; default 8/255 of the value range (Linf) or half of it (L2)."""
+    lo, hi = model.spec.range
+    default = (8 / 255 if kw["norm"] == "linf" else 0.5) * (hi - lo)
+    return check_eps(model, list(kw["eps"]) or [default], kw["norm"])
+
+
+def _render(
+    out: Output, report: dict[str, Any], fmt: str, markdown: Callable[[dict], str], table: Callable[[dict], Any]
+) -> int:
+    """Print the report in ``fmt`` (warnings and gates after a table); the exit code from its gates."""
+    if fmt == "json":
         out.json(report)
-    elif kw["fmt"] == "md":
-        click.echo(defense_markdown(report), nl=False)
+    elif fmt == "md":
+        click.echo(markdown(report), nl=False)
     else:
-        out.out.print(defense_table(report))
+        out.out.print(table(report))
         for w in report["warnings"]:
             out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
         for g in report["gates"]:
