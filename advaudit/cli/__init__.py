@@ -35,9 +35,10 @@ def _register_commands() -> None:
     from .harden_cmd import harden_cmd
     from .info_cmd import info
     from .plugins_cmd import plugins
+    from .report_cmd import report
     from .scan_backdoor_cmd import scan_backdoor
 
-    for command in (info, attack, scan_backdoor, detect, defend, harden_cmd, plugins):
+    for command in (info, attack, scan_backdoor, detect, defend, harden_cmd, plugins, report):
         cli.add_command(command)
 
 

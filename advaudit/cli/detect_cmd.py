@@ -19,6 +19,7 @@ from ..detect.model_mutation import OPERATORS as MODEL_OPERATORS
 from ..detect.mutations import MUTATORS
 from ..errors import EXIT_GATE, EXIT_OK, DataError
 from ..report import base_report
+from ..report.roc import downsample_roc
 from .common import Output, compose, data_options, model_options, open_data, open_model, output_options
 
 MUTATIONS = [*MUTATORS, *MODEL_OPERATORS]
@@ -184,7 +185,8 @@ def evaluate(out: Output, **kw: Any) -> None:
         alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"], max_mutations=kw["max_mutations"],
     )
     report = base_report(["advaudit", *sys.argv[1:]], seed)
-    report.update({"kind": "detect-evaluate", "model": {"path": str(model.path), "sha256": model.sha256}, **ev.figures})
+    report.update({"kind": "detect-evaluate", "model": {"path": str(model.path), "sha256": model.sha256}, **ev.figures,
+                   "roc": downsample_roc(ev.fpr, ev.tpr)})
     if kw["roc_path"]:
         roc_png(kw["roc_path"], ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
         out.info(f"wrote {kw['roc_path']}")

@@ -1,0 +1,70 @@
+"""Number and text formatting shared by the HTML, Markdown and JUnit renderers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+HEADLINE = {"attack": "robust_accuracy", "defense": "robust_accuracy", "scan-backdoor": "verdict", "detect": "auroc"}
+PERCENT_METRICS = ("accuracy", "success_rate", "precision", "recall", "false_positive_rate")
+
+
+def value(v: Any, digits: int = 4) -> str:
+    """A metric value for display: numbers to ``digits`` significant digits, ``-`` for missing."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "NaN"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def pct(v: Any, digits: int = 1) -> str:
+    if v is None or not isinstance(v, (int, float)) or isinstance(v, bool):
+        return value(v)
+    if isinstance(v, float) and math.isnan(v):
+        return "NaN"
+    return f"{100 * v:.{digits}f}%"
+
+
+def metric(name: str, v: Any) -> str:
+    """Percentages for accuracies and rates, plain values otherwise."""
+    base = name.split("@")[0].split(".")[-1]
+    if any(base.endswith(p) or base.startswith(p) for p in PERCENT_METRICS) and isinstance(v, (int, float)) and not isinstance(v, bool):
+        return pct(v)
+    return value(v)
+
+
+def seconds(v: Any) -> str:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "-"
+    return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
+
+
+def headline(step: dict[str, Any]) -> tuple[str, Any]:
+    """The step's headline metric (the one its bare name gates on) and its value."""
+    name = HEADLINE.get(step.get("kind", ""), "")
+    metrics = step.get("metrics") or {}
+    if name in metrics:
+        return name, metrics[name]
+    if metrics:
+        k = next(iter(metrics))
+        return k, metrics[k]
+    return "", None
+
+
+def gate_counts(audit: dict[str, Any]) -> tuple[int, int]:
+    gates = audit.get("gates") or []
+    return sum(1 for g in gates if g.get("passed")), len(gates)
+
+
+def one_line(text: Any, limit: int = 400) -> str:
+    s = " ".join(str(text).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."

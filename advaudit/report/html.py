@@ -1,0 +1,557 @@
+"""One self-contained HTML file for any advaudit report: inline CSS, inline SVG charts, images as data URIs.
+
+No script, no external reference: the file can be attached to a CI run, mailed, or printed.  Every
+string taken from the report is HTML-escaped (model paths and class names are untrusted input).
+"""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .. import __version__
+from . import fmt
+from .normalize import as_audit
+from .svg import PALETTE, Series, line_chart
+
+MAX_IMAGE_BYTES = 8 * 1024 * 1024
+MAX_TABLE_ROWS = 500
+_IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+
+CSS = """
+:root { --pass: #15803d; --fail: #b91c1c; --ink: #111827; --muted: #6b7280; --line: #e5e7eb; --soft: #f9fafb;
+        --warn: #92400e; --warnbg: #fffbeb; --failbg: #fef2f2; --passbg: #f0fdf4; }
+* { box-sizing: border-box; }
+html { -webkit-text-size-adjust: 100%; }
+body { margin: 0; color: var(--ink); background: #f3f4f6; font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto,
+       "Helvetica Neue", Arial, "Noto Sans", "DejaVu Sans", sans-serif; }
+code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 12.5px; }
+.banner { color: #fff; padding: 22px 0 20px; }
+.banner.pass { background: var(--pass); }
+.banner.fail { background: var(--fail); }
+.wrap { max-width: 1120px; margin: 0 auto; padding: 0 24px; }
+.banner .kicker { text-transform: uppercase; letter-spacing: .08em; font-size: 12px; opacity: .85; }
+.banner h1 { margin: 2px 0 6px; font-size: 30px; line-height: 1.2; }
+.banner h1 .verdict { display: inline-block; padding: 0 12px; margin-right: 10px; border: 2px solid rgba(255,255,255,.85);
+                      border-radius: 6px; }
+.banner .facts { display: flex; flex-wrap: wrap; gap: 4px 28px; font-size: 13.5px; }
+.banner .facts b { font-weight: 600; opacity: .85; margin-right: 4px; }
+.banner code { font-size: 12.5px; overflow-wrap: anywhere; }
+main.wrap { padding-top: 18px; padding-bottom: 32px; }
+section.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 20px 18px; margin: 0 0 18px; }
+h2 { font-size: 19px; margin: 0 0 10px; display: flex; align-items: center; gap: 10px; flex-wrap: wrap; }
+h3 { font-size: 15px; margin: 16px 0 8px; }
+h2 .sub { font-size: 13px; font-weight: 400; color: var(--muted); }
+table { border-collapse: collapse; width: 100%; margin: 6px 0 4px; font-size: 13px; }
+th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: right; vertical-align: top; }
+th { background: var(--soft); font-weight: 600; color: #374151; white-space: nowrap; }
+th:first-child, td:first-child, td.l, th.l { text-align: left; }
+td.reason { text-align: left; color: #374151; }
+tr.bad td { background: var(--failbg); }
+tr.flagged td { background: #fee2e2; font-weight: 600; }
+.pill { display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 12px; font-weight: 700; color: #fff;
+        letter-spacing: .03em; white-space: nowrap; }
+.pill.pass, .pill.done, .pill.clean { background: var(--pass); }
+.pill.fail, .pill.failed, .pill.backdoored { background: var(--fail); }
+.pill.info { background: #4b5563; }
+.figures { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0 10px; }
+.fig { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 6px 12px; min-width: 130px; }
+.fig .k { color: var(--muted); font-size: 12px; }
+.fig .v { font-size: 18px; font-weight: 650; }
+.row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
+.row > * { flex: 0 0 auto; max-width: 100%; }
+figure { margin: 6px 0; display: table; }
+figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); image-rendering: pixelated; }
+figcaption { display: table-caption; caption-side: bottom; color: var(--muted); font-size: 12px; margin-top: 4px; }
+svg.chart { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
+svg .grid { stroke: #eef0f3; stroke-width: 1; }
+svg .frame { fill: none; stroke: #9ca3af; stroke-width: 1; }
+svg .diag { stroke: #9ca3af; stroke-width: 1.2; stroke-dasharray: 5 4; }
+svg .tick { font-size: 11px; fill: #4b5563; }
+svg .axis { font-size: 12px; fill: #111827; }
+svg .legend { font-size: 12px; fill: #111827; }
+svg .ct { font-size: 13px; font-weight: 600; fill: #111827; }
+.note { color: var(--muted); font-size: 12.5px; margin: 6px 0; }
+.missing { color: var(--warn); background: var(--warnbg); border: 1px dashed #f59e0b; border-radius: 6px; padding: 8px 12px;
+           margin: 6px 0; font-size: 13px; }
+.error { color: var(--fail); background: var(--failbg); border: 1px solid #fecaca; border-radius: 6px; padding: 8px 12px; }
+ul.warnings { margin: 0; padding-left: 20px; }
+ul.warnings li { color: var(--warn); margin: 3px 0; }
+dl.kv { display: grid; grid-template-columns: 170px 1fr; gap: 3px 14px; margin: 0; font-size: 13px; }
+dl.kv dt { color: var(--muted); }
+dl.kv dd { margin: 0; overflow-wrap: anywhere; }
+.cols { display: grid; grid-template-columns: 1fr 1fr; gap: 8px 32px; }
+.steps td:first-child { font-weight: 600; }
+footer { color: var(--muted); font-size: 12px; text-align: center; padding: 4px 0 24px; }
+@media (max-width: 820px) { .cols { grid-template-columns: 1fr; } }
+@page { size: A4; margin: 12mm; }
+@media print {
+  body { background: #fff; font-size: 11.5px; }
+  .banner, .pill, tr.bad td, tr.flagged td { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  .wrap { max-width: none; padding: 0; }
+  section.card { border: none; padding: 0; margin: 0 0 14px; }
+  figure, svg.chart, tr, .figures { break-inside: avoid; }
+  h2, h3 { break-after: avoid; }
+  figure img.tall { max-height: 230mm; }
+}
+"""
+
+
+def e(v: Any) -> str:
+    """HTML-escape anything (quotes too: safe in attributes)."""
+    return escape("" if v is None else str(v), quote=True)
+
+
+# ---------------------------------------------------------------------------------------------- parts
+
+
+def _table(cols: Sequence[str], rows: Iterable[Sequence[Any]], row_classes: Sequence[str] | None = None,
+           left: Sequence[int] = (0,), limit: int = MAX_TABLE_ROWS, what: str = "rows") -> str:
+    rows = list(rows)
+    head = "".join(f'<th class="l">{e(c)}</th>' if i in left else f"<th>{e(c)}</th>" for i, c in enumerate(cols))
+    body = []
+    for r_i, row in enumerate(rows[:limit]):
+        cls = f' class="{row_classes[r_i]}"' if row_classes and row_classes[r_i] else ""
+        cells = "".join(f'<td class="l">{c}</td>' if i in left else f"<td>{c}</td>" for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    note = ""
+    if len(rows) > limit:
+        note = f'<p class="note">First {limit} of {len(rows)} {e(what)} shown; the JSON report holds them all.</p>'
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
+
+
+def _figures(items: Iterable[tuple[str, str]]) -> str:
+    cells = "".join(f'<div class="fig"><div class="k">{e(k)}</div><div class="v">{e(v)}</div></div>' for k, v in items)
+    return f'<div class="figures">{cells}</div>'
+
+
+def _pill(text: str, cls: str) -> str:
+    return f'<span class="pill {e(cls)}">{e(text)}</span>'
+
+
+def _kv(items: Iterable[tuple[str, Any]], code: Sequence[str] = ()) -> str:
+    out = []
+    for k, v in items:
+        shown = "-" if v is None or v == "" else (f"<code>{e(v)}</code>" if k in code else e(v))
+        out.append(f"<dt>{e(k)}</dt><dd>{shown}</dd>")
+    return f'<dl class="kv">{"".join(out)}</dl>'
+
+
+def _resolve(base_dir: Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else base_dir / p
+
+
+def embed_image(base_dir: Path, rel: str | None, name: str, caption: str = "", tall: bool = False) -> str:
+    """``<figure>`` with the artifact as a data URI, or a visible note when it cannot be embedded."""
+    if not rel:
+        return f'<div class="missing">No {e(name)} image in this report.</div>'
+    path = _resolve(base_dir, rel)
+    try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            return f'<div class="missing">Artifact {e(name)} (<code>{e(rel)}</code>) is {size / 1e6:.1f} MB: too large to embed.</div>'
+        data = path.read_bytes()
+    except OSError:
+        return f'<div class="missing">Artifact {e(name)} not found: <code>{e(rel)}</code> (relative to the report\'s folder).</div>'
+    mime = next((m for magic, m in _IMAGE_TYPES if data.startswith(magic)), None)
+    if mime is None:
+        return f'<div class="missing">Artifact {e(name)} (<code>{e(rel)}</code>) is not a PNG, JPEG or GIF image.</div>'
+    uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+    cls = ' class="tall"' if tall else ""
+    cap = f"<figcaption>{e(caption)}</figcaption>" if caption else ""
+    return f'<figure><img{cls} src="{uri}" alt="{e(name)}">{cap}</figure>'
+
+
+def _eps_points(clean: float | None, by_eps: dict[str, Any]) -> list[tuple[float, float]]:
+    pts = [(float(k), float(v)) for k, v in by_eps.items() if isinstance(v, (int, float))]
+    pts.sort()
+    if isinstance(clean, (int, float)):
+        pts = [(0.0, float(clean))] + [p for p in pts if p[0] > 0]
+    return pts
+
+
+# ---------------------------------------------------------------------------------------------- steps
+
+
+def _attack_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+    m = step.get("metrics") or {}
+    eps = r.get("eps") or []
+    n = (r.get("data") or {}).get("n")
+    parts = [_figures([
+        ("clean accuracy", fmt.pct(r.get("clean_accuracy"))),
+        (f"robust accuracy (eps {fmt.value(max(eps)) if eps else '-'})", fmt.pct(r.get("robust_accuracy"))),
+        ("success rate", fmt.pct(m.get("success_rate"))),
+        ("samples", fmt.value(n)),
+        ("norm", str(r.get("norm", "-"))),
+    ])]
+    chart = line_chart(
+        [Series("worst case over attacks", _eps_points(r.get("clean_accuracy"), r.get("robust_accuracy_by_eps") or {}), PALETTE[0])]
+        + _per_attack_series(r),
+        x_label=f"eps ({r.get('norm', '')})", y_label="accuracy", title="Accuracy vs eps (eps 0: clean accuracy)",
+    )
+    art = step.get("artifacts") or {}
+    grid = embed_image(base_dir, art.get("examples"), "examples",
+                       "Adversarial examples: clean | perturbation (magnified) | adversarial, predicted label and confidence.",
+                       tall=True) if "examples" in art else ""
+    parts.append(f'<div class="row"><div>{chart}</div><div>{grid}</div></div>')
+    cols = ("attack", "eps", "robust acc", "success", "verified", "Linf mean/med", "L2 mean/med", "queries", "time")
+    rows = [[
+        e(x.get("attack")), e(fmt.value(x.get("eps"))), fmt.pct(x.get("robust_accuracy")), fmt.pct(x.get("success_rate")),
+        f"{e(x.get('verified'))}/{e(x.get('attacked'))}",
+        f"{fmt.value(x.get('mean_linf'), 3)}/{fmt.value(x.get('median_linf'), 3)}",
+        f"{fmt.value(x.get('mean_l2'), 3)}/{fmt.value(x.get('median_l2'), 3)}",
+        fmt.value(x.get("mean_queries"), 4), fmt.seconds(x.get("time_s")),
+    ] for x in r.get("results") or []]
+    parts.append("<h3>Results per attack and eps</h3>" + _table(cols, rows))
+    return "".join(parts)
+
+
+def _per_attack_series(r: dict[str, Any]) -> list[Series]:
+    """One dashed curve per attack when several ran (the worst case is their per-sample minimum)."""
+    by: dict[str, list[tuple[float, float]]] = {}
+    for x in r.get("results") or []:
+        if isinstance(x.get("eps"), (int, float)) and isinstance(x.get("robust_accuracy"), (int, float)):
+            by.setdefault(str(x.get("attack")), []).append((float(x["eps"]), float(x["robust_accuracy"])))
+    if len(by) < 2 or len(by) > 6:
+        return []
+    clean = r.get("clean_accuracy")
+    out = []
+    for i, (name, pts) in enumerate(by.items()):
+        pts = sorted(pts)
+        if isinstance(clean, (int, float)):
+            pts = [(0.0, float(clean))] + [p for p in pts if p[0] > 0]
+        out.append(Series(name, pts, PALETTE[(i + 1) % len(PALETTE)], dashed=True))
+    return out
+
+
+def _defense_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+    from .defense_report import _table_rows
+
+    d = r["defense"]
+    draws = f"; expected over {d.get('eval_draws')} seeded draws" if d.get("randomized") else ""
+    parts = [
+        f'<p>Defence stack <code>{e(d.get("spec"))}</code> in front of the model{e(draws)}. '
+        "The honest robust accuracy is the lowest over the adaptive modes run.</p>",
+        _figures([
+            ("clean accuracy, undefended", fmt.pct(d.get("clean_accuracy_undefended"))),
+            ("clean accuracy, defended", fmt.pct(d.get("clean_accuracy"))),
+            (f"honest robust accuracy (eps {fmt.value(max(d.get('eps') or [0]))})", fmt.pct(d.get("robust_accuracy"))),
+            ("samples", fmt.value(d.get("n"))),
+        ]),
+    ]
+    series = []
+    und = d.get("robust_accuracy_undefended_by_eps")
+    if und:
+        series.append(Series("undefended", _eps_points(d.get("clean_accuracy_undefended"), und), "#6b7280", dashed=True))
+    for i, (mode, md) in enumerate((d.get("modes") or {}).items()):
+        series.append(Series(mode, _eps_points(d.get("clean_accuracy"), md.get("robust_accuracy_by_eps") or {}), PALETTE[i % len(PALETTE)]))
+    parts.append(line_chart(series, x_label=f"eps ({d.get('norm', '')})", y_label="accuracy",
+                            title="Accuracy vs eps per adaptive mode (eps 0: clean accuracy)"))
+    try:
+        cols, rows = _table_rows(d)
+    except (KeyError, TypeError, ValueError):
+        cols, rows = [], []
+    if cols:
+        parts.append("<h3>Blind, BPDA and BPDA+EOT side by side</h3>"
+                     + _table(cols, [[e(c) for c in row] for row in rows]))
+    notes = [f"{mode}: {md['note']}" for mode, md in (d.get("modes") or {}).items() if md.get("note")]
+    if notes:
+        parts.append("".join(f'<p class="note">{e(n)}</p>' for n in notes))
+    return "".join(parts)
+
+
+def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+    verdict = str(r.get("verdict", "-"))
+    targets = ", ".join(map(str, r.get("suspected_targets") or [])) or "none"
+    names = ((r.get("model") or {}).get("spec") or {}).get("class_names") or []
+    parts = [f'<p>Verdict {_pill(verdict.upper(), verdict)} &nbsp; suspected target class(es): <b>{e(targets)}</b> '
+             f'&nbsp; methods: {e(", ".join(r.get("methods") or []))} &nbsp; {e(fmt.seconds(r.get("time_s")))}</p>']
+    lines = []
+    for name, ev in (r.get("evidence") or {}).items():
+        if name == "neural-cleanse":
+            lines.append(f"neural-cleanse: {ev.get('verdict')}; median mask L1 {fmt.value(ev.get('median_l1'))}, max anomaly index "
+                         f"{fmt.value(ev.get('max_anomaly_index'))} (threshold {fmt.value(ev.get('anomaly_threshold'))})")
+        elif name == "mm-bd":
+            lines.append(f"mm-bd: {ev.get('verdict')}; largest max-margin {fmt.value(ev.get('top_margin'))} (class {ev.get('top_class')}), "
+                         f"p-value {fmt.value(ev.get('p_value'), 3)} (alpha {fmt.value(ev.get('alpha'))})")
+        else:
+            lines.append(f"{name}: {ev.get('verdict')}")
+    if lines:
+        parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>")
+    mm = (r.get("evidence") or {}).get("mm-bd")
+    classes = r.get("classes") or []
+    show_margin = mm is not None or any("max_margin" in c for c in classes)
+    cols = ["label", "class", "mask L1", "anomaly index", "ASR"] + (["max margin"] if show_margin else []) + ["flagged"]
+    rows, classes_css = [], []
+    for i, c in enumerate(classes):
+        margin = c.get("max_margin")
+        if margin is None and mm is not None and i < len(mm.get("classes") or []):
+            margin = mm["classes"][i].get("max_margin")
+        label = c.get("label")
+        cname = names[label] if isinstance(label, int) and 0 <= label < len(names) else ""
+        row = [e(label), e(cname), fmt.value(c.get("mask_l1")), fmt.value(c.get("anomaly_index"), 3), fmt.pct(c.get("asr"))]
+        if show_margin:
+            row.append(fmt.value(margin))
+        row.append(_pill("FLAGGED", "fail") if c.get("flagged") else "")
+        rows.append(row)
+        classes_css.append("flagged" if c.get("flagged") else "")
+    art = step.get("artifacts") or {}
+    overview = embed_image(base_dir, art.get("triggers_overview"), "reconstructed triggers",
+                           "Reconstructed triggers per class (mask, pattern, mask x pattern); flagged classes are marked.") \
+        if art.get("triggers_overview") else '<p class="note">No reconstructed-trigger images (run with --triggers-dir, or a method that reconstructs none).</p>'
+    parts.append("<h3>Reconstructed triggers</h3>" + overview)
+    parts.append("<h3>Per class</h3>" + _table(cols, rows, classes_css, left=(0, 1), what="classes"))
+    return "".join(parts)
+
+
+def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+    s = r.get("sprt") or {}
+    mut = r.get("mutation") or {}
+    auroc_all = r.get("auroc_all")
+    parts = [
+        f"<p>Label Change Rate under <code>{e(mut.get('operator'))}</code> mutations (radius {e(fmt.value(mut.get('radius')))}, "
+        f"{e(r.get('lcr_mutations', '-'))} per input); {e(r.get('n_normal', '-'))} normal inputs, "
+        f"{e(sum((r.get('n_adversarial') or {}).values()))} adversarial.</p>",
+        _figures([
+            ("AUROC (all)", fmt.value(auroc_all)),
+            ("AUROC (mean over attacks)", fmt.value(r.get("auroc_mean"))),
+            ("SPRT precision", fmt.pct(s.get("precision"))),
+            ("SPRT recall", fmt.pct(s.get("recall"))),
+            ("false positive rate", fmt.pct(s.get("false_positive_rate"))),
+            ("ms per input", fmt.value(s.get("ms_per_input"), 3)),
+        ]),
+    ]
+    roc = r.get("roc") or {}
+    fpr, tpr = roc.get("fpr") or [], roc.get("tpr") or []
+    if fpr and len(fpr) == len(tpr):
+        chart = line_chart([Series(f"LCR (AUROC {fmt.value(auroc_all)})", list(zip(fpr, tpr)), PALETTE[1], markers=False)],
+                           x_label="false positive rate", y_label="true positive rate", x_max=1.0, percent_x=False,
+                           percent_y=False, width=430, height=400, diagonal=True, title=f"ROC curve, AUROC {fmt.value(auroc_all)}")
+    elif (step.get("artifacts") or {}).get("roc"):
+        chart = embed_image(base_dir, step["artifacts"]["roc"], "ROC curve")
+    else:
+        chart = '<div class="missing">This report holds no ROC points (reports from before advaudit 0.1 omit them).</div>'
+    t3 = r.get("table3") or {}
+    kn = t3.get("kappa_nor") or {}
+    rows = [["normal", e(kn.get("n")), f"{fmt.value(kn.get('mean'))} &plusmn; {fmt.value(kn.get('ci99'), 3)}", "-"]]
+    for g, v in (t3.get("kappa_adv") or {}).items():
+        rows.append([e(g), e(v.get("n")), f"{fmt.value(v.get('mean'))} &plusmn; {fmt.value(v.get('ci99'), 3)}",
+                     fmt.value((r.get("auroc") or {}).get(g))])
+    table = "<h3>AUROC per attack</h3>" + _table(("set", "n", "LCR mean \u00b1 99% CI", "AUROC"), rows)
+    sprt_rows = [[e(k.replace("_", " ")), e(fmt.value(s.get(k)))] for k in ("alpha", "beta", "mu", "sigma", "p0", "p1", "accuracy", "undecided",
+                                                           "mean_mutations", "mean_mutations_adversarial", "mean_mutations_normal") if k in s]
+    table += "<h3>SPRT</h3>" + _table(("figure", "value"), sprt_rows)
+    parts.append(f'<div class="row"><div>{chart}</div><div style="flex:1 1 380px">{table}</div></div>')
+    return "".join(parts)
+
+
+def _detect_run_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+    t = r.get("totals") or {}
+    cal = r.get("calibration") or {}
+    parts = [_figures([
+        ("inputs", fmt.value(t.get("n"))), ("adversarial", fmt.value(t.get("adversarial"))),
+        ("normal", fmt.value(t.get("normal"))), ("undecided", fmt.value(t.get("undecided"))),
+        ("kappa_nor", fmt.value(cal.get("kappa_nor"))), ("ms per input", fmt.value(t.get("ms_per_input"), 3)),
+    ])]
+    inputs = r.get("inputs") or []
+    rows = [[e(x.get("index")), e(x.get("verdict")), e(x.get("label")), fmt.value(x.get("lcr"), 3), e(x.get("mutations")),
+             fmt.value(x.get("error_bound"))] for x in inputs]
+    css = ["flagged" if x.get("verdict") == "adversarial" else "" for x in inputs]
+    parts.append(_table(("index", "verdict", "label", "LCR", "mutations", "error bound"), rows, css, left=(0, 1), what="inputs"))
+    return "".join(parts)
+
+
+def _harden_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+    h = r.get("hardened") or {}
+    parts = [f"<p>Adversarial training (<code>{e(r.get('method'))}</code>, Linf eps {e(fmt.value(r.get('eps')))}); hardened model "
+             f"<code>{e(h.get('path'))}</code>, sha256 <code>{e(h.get('sha256'))}</code>.</p>"]
+    rows = []
+    for x in r.get("summary") or []:
+        label = str(x.get("metric", "")).replace("_", " ") + (f" ({x['suite']})" if x.get("suite") else "")
+        ch = x.get("change")
+        rows.append([e(label), fmt.pct(x.get("before")), fmt.pct(x.get("after")),
+                     "-" if not isinstance(ch, (int, float)) else f"{100 * ch:+.1f} pts"])
+    parts.append(_table(("metric", "before", "after", "change"), rows))
+    return "".join(parts)
+
+
+def _step_body(step: dict[str, Any], base_dir: Path) -> str:
+    if step.get("status") != "done" or not isinstance(step.get("report"), dict):
+        return f'<div class="error">Step failed: {e(step.get("error") or "no report")}</div>'
+    r = step["report"]
+    kind = r.get("kind")
+    try:
+        if kind == "attack":
+            return _defense_step(step, r, base_dir) if "defense" in r else _attack_step(step, r, base_dir)
+        if kind == "scan-backdoor":
+            return _scan_step(step, r, base_dir)
+        if kind == "detect-evaluate":
+            return _detect_eval_step(step, r, base_dir)
+        if kind == "detect":
+            return _detect_run_step(step, r, base_dir)
+        if kind == "harden":
+            return _harden_step(step, r, base_dir)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed section must not sink the page
+        return f'<div class="missing">This step\'s report could not be drawn ({e(type(exc).__name__)}: {e(exc)}).</div>'
+    return f'<p class="note">No renderer for step reports of kind {e(kind)}.</p>'
+
+
+def _step_section(i: int, step: dict[str, Any], base_dir: Path) -> str:
+    status = str(step.get("status", "done"))
+    kind = str(step.get("kind", ""))
+    artifacts = step.get("artifacts") or {}
+    art = ""
+    if artifacts:
+        art = '<p class="note">Artifacts: ' + ", ".join(f"{e(k)} <code>{e(v)}</code>" for k, v in artifacts.items()) + "</p>"
+    metrics = step.get("metrics") or {}
+    mrow = ""
+    if metrics:
+        mrow = "<details><summary class=\"note\">All metrics of this step</summary>" + _table(
+            ("metric", "value"), [[e(k), e(fmt.metric(k, v))] for k, v in metrics.items()]) + "</details>"
+    return (
+        f'<section class="card step" id="step-{i}"><h2>{e(step.get("name"))} <span class="sub">{e(kind)}</span> '
+        f'{_pill(status.upper(), status)} <span class="sub">{e(fmt.seconds(step.get("time_s")))}</span></h2>'
+        f"{_step_body(step, base_dir)}{mrow}{art}</section>"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- page
+
+
+def _banner(a: dict[str, Any]) -> str:
+    verdict = "pass" if a.get("verdict") == "pass" else "fail"
+    model = a.get("model") or {}
+    passed, total = fmt.gate_counts(a)
+    steps = a.get("steps") or []
+    failed_steps = [s for s in steps if s.get("status") != "done"]
+    source = a.get("source_kind", "audit")
+    title = "advaudit audit" if source == "audit" else f"advaudit {source}"
+    facts = [
+        f"<span><b>model</b><code>{e(model.get('path', '-'))}</code></span>",
+        f"<span><b>sha256</b><code>{e(model.get('sha256', '-'))}</code></span>",
+        f"<span><b>gates</b>{passed} of {total} passed</span>",
+        f"<span><b>steps</b>{len(steps) - len(failed_steps)} of {len(steps)} done</span>",
+    ]
+    created = (a.get("meta") or {}).get("created")
+    if created:
+        facts.append(f"<span><b>created</b>{e(created)}</span>")
+    return (
+        f'<header class="banner {verdict}" id="verdict"><div class="wrap"><div class="kicker">{e(title)} report</div>'
+        f'<h1><span class="verdict">{verdict.upper()}</span>{_verdict_line(a, passed, total, failed_steps)}</h1>'
+        f'<div class="facts">{"".join(facts)}</div></div></header>'
+    )
+
+
+def _verdict_line(a: dict[str, Any], passed: int, total: int, failed_steps: list[dict[str, Any]]) -> str:
+    if a.get("verdict") == "pass":
+        return "all gates passed" if total else "no gate failed"
+    bits = []
+    if total - passed:
+        bits.append(f"{total - passed} gate{'s' if total - passed != 1 else ''} failed")
+    if failed_steps:
+        bits.append(f"{len(failed_steps)} step{'s' if len(failed_steps) != 1 else ''} failed")
+    return e(", ".join(bits) or "the report did not pass")
+
+
+def _gates_section(a: dict[str, Any]) -> str:
+    gates = a.get("gates") or []
+    if not gates:
+        return '<section class="card" id="gates"><h2>Gates</h2><p class="note">No gates were set: nothing to pass or fail.</p></section>'
+    rows, css = [], []
+    for g in gates:
+        baseline = fmt.value(g.get("baseline"))
+        if g.get("regressed"):
+            baseline += " (regressed)"
+        rows.append([
+            f"<code>{e(g.get('gate'))}</code>", e(fmt.value(g.get("value"))), e(fmt.value(g.get("threshold"))), e(baseline),
+            _pill("PASS", "pass") if g.get("passed") else _pill("FAIL", "fail"), e(fmt.one_line(g.get("reason", ""))),
+        ])
+        css.append("" if g.get("passed") else "bad")
+    table = _table(("gate", "value", "threshold", "baseline", "result", "reason"), rows, css, left=(0, 5))
+    b = a.get("baseline")
+    note = ""
+    if isinstance(b, dict):
+        match = b.get("sha256_match")
+        note = (f'<p class="note">Baseline <code>{e(b.get("path"))}</code>, tolerance {e(fmt.value(b.get("tolerance")))}'
+                + ("" if match is None else ("; same model" if match else "; a different model (sha256 differs)")) + ".</p>")
+    return f'<section class="card" id="gates"><h2>Gates</h2>{table}{note}</section>'
+
+
+def _steps_overview(a: dict[str, Any]) -> str:
+    steps = a.get("steps") or []
+    if len(steps) < 2:
+        return ""
+    rows = []
+    for i, s in enumerate(steps):
+        name, v = fmt.headline(s)
+        status = str(s.get("status", ""))
+        rows.append([f'<a href="#step-{i}">{e(s.get("name"))}</a>', e(s.get("kind")), _pill(status.upper(), status),
+                     e(f"{name} {fmt.metric(name, v)}" if name else "-"), e(fmt.seconds(s.get("time_s")))])
+    return ('<section class="card steps"><h2>Steps</h2>'
+            + _table(("step", "kind", "status", "headline", "time"), rows, left=(0, 1, 3)) + "</section>")
+
+
+def _warnings_section(a: dict[str, Any]) -> str:
+    ws = a.get("warnings") or []
+    body = "<ul class=\"warnings\">" + "".join(f"<li>{e(w)}</li>" for w in ws) + "</ul>" if ws else '<p class="note">No warnings.</p>'
+    return f'<section class="card" id="warnings"><h2>Warnings <span class="sub">{len(ws)}</span></h2>{body}</section>'
+
+
+def _fingerprint_section(a: dict[str, Any]) -> str:
+    m = a.get("model") or {}
+    env = a.get("environment") or {}
+    meta = a.get("meta") or {}
+    model_kv = _kv([
+        ("path", m.get("path")), ("sha256", m.get("sha256")), ("format", m.get("format")),
+        ("gradients", m.get("gradient_source")), ("gradients note", m.get("gradients_note")),
+        ("output", m.get("output_kind")), ("classes", m.get("num_classes")),
+        ("value range", ((m.get("spec") or {}).get("range"))),
+    ], code=("path", "sha256"))
+    env_kv = _kv([
+        ("advaudit", env.get("advaudit") or meta.get("advaudit")), ("python", env.get("python") or meta.get("python")),
+        ("torch", env.get("torch") or meta.get("torch")), ("onnxruntime", env.get("onnxruntime")),
+        ("numpy", env.get("numpy") or meta.get("numpy")), ("platform", env.get("platform") or meta.get("platform")),
+        ("device", env.get("device")), ("workers", env.get("workers")),
+    ])
+    b = a.get("baseline") if isinstance(a.get("baseline"), dict) else {}
+    run_kv = _kv([
+        ("seed", a.get("seed")), ("command", a.get("command")), ("created", meta.get("created")),
+        ("config sha256", a.get("config_sha256")), ("baseline", b.get("path")), ("schema", a.get("schema")),
+    ], code=("command", "config sha256", "baseline"))
+    return (
+        '<section class="card" id="fingerprint"><h2>Model and environment</h2><div class="cols">'
+        f"<div><h3>Model</h3>{model_kv}</div><div><h3>Environment</h3>{env_kv}</div></div>"
+        f"<h3>Run</h3>{run_kv}</section>"
+    )
+
+
+def render_html(report: dict[str, Any], base_dir: Path | str = ".") -> str:
+    """The whole report as one self-contained HTML page; artifact paths resolve against ``base_dir``."""
+    a = as_audit(report)
+    base = Path(base_dir)
+    model = a.get("model") or {}
+    title = f"advaudit {a.get('verdict', '').upper()}: {model.get('path', '')}"
+    body = [
+        _banner(a),
+        '<main class="wrap">',
+        _gates_section(a),
+        _steps_overview(a),
+        *(_step_section(i, s, base) for i, s in enumerate(a.get("steps") or [])),
+        _warnings_section(a),
+        _fingerprint_section(a),
+        f"<footer>advaudit {e(__version__)} &middot; {e(a.get('schema'))} &middot; generated from {_article(str(a.get('source_kind')))} {e(a.get('source_kind'))} report</footer>",
+        "</main>",
+    ]
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>" + "".join(body) + "</body></html>\n"
+    )
+
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"

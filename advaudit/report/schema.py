@@ -1,0 +1,69 @@
+"""The published JSON Schema of ``advaudit.report/1`` (advaudit/schemas/report.schema.json) and its check."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Iterable
+
+from ..errors import DataError
+from .writer import SCHEMA
+
+SCHEMA_FILE = "report.schema.json"
+
+
+@lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """The report JSON Schema (draft 2020-12), shipped as package data."""
+    text = resources.files("advaudit").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+@lru_cache(maxsize=1)
+def _validator() -> Any:
+    from jsonschema import Draft202012Validator
+
+    schema = load_schema()
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+def json_path(path: Iterable[Any]) -> str:
+    """``deque(['steps', 0, 'metrics', 'auroc'])`` -> ``steps[0].metrics.auroc`` (``$`` for the root)."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "$"
+
+
+def report_errors(report: Any) -> list[str]:
+    """Every schema violation as ``PATH: message``, the most relevant first."""
+    from jsonschema.exceptions import best_match, relevance
+
+    errors = list(_validator().iter_errors(report))
+    if not errors:
+        return []
+    best = best_match(errors)
+    ordered = [best] + sorted((e for e in errors if e is not best), key=relevance)
+    return [f"{json_path(e.absolute_path)}: {_short(e.message)}" for e in ordered]
+
+
+def validate_report(report: Any) -> None:
+    """Raise :class:`DataError` naming the offending JSON path if ``report`` breaks the schema."""
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+        found = report.get("schema") if isinstance(report, dict) else type(report).__name__
+        raise DataError(f"not an advaudit report (schema {found!r}, expected {SCHEMA!r})",
+                        "give a JSON file written by an advaudit command's --report or by advaudit audit")
+    errors = report_errors(report)
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise DataError(f"report does not match the {SCHEMA} schema: {errors[0]}{more}")
+
+
+def _short(message: str, limit: int = 160) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."
