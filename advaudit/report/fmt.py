@@ -37,7 +37,7 @@ def pct(v: Any, digits: int = 1) -> str:
 def metric(name: str, v: Any) -> str:
     """Percentages for accuracies and rates, plain values otherwise."""
     base = name.split("@")[0].split(".")[-1]
-    if any(base.endswith(p) or base.startswith(p) for p in PERCENT_METRICS) and isinstance(v, (int, float)) and not isinstance(v, bool):
+    if any(p in base for p in PERCENT_METRICS) and isinstance(v, (int, float)) and not isinstance(v, bool):
         return pct(v)
     return value(v)
 

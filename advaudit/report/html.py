@@ -447,7 +447,7 @@ def _banner(a: dict[str, Any]) -> str:
 
 def _verdict_line(a: dict[str, Any], passed: int, total: int, failed_steps: list[dict[str, Any]]) -> str:
     if a.get("verdict") == "pass":
-        return "all gates passed" if total else "no gate failed"
+        return "all gates passed" if total else "no gates were set"
     bits = []
     if total - passed:
         bits.append(f"{total - passed} gate{'s' if total - passed != 1 else ''} failed")

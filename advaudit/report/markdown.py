@@ -19,7 +19,7 @@ MAX_WARNINGS = 30
 def cell(v: Any) -> str:
     """Text safe inside a Markdown table cell (no HTML, no column breaks)."""
     s = " ".join(str("" if v is None else v).split())
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;").replace("`", "'")
+    return s.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("`", "'")
 
 
 def code(v: Any) -> str:
@@ -30,7 +30,7 @@ def code(v: Any) -> str:
 
 def table(cols: Sequence[str], rows: Iterable[Sequence[Any]], limit: int = MAX_ROWS, what: str = "rows") -> list[str]:
     rows = list(rows)
-    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" if i == 0 else "--:" for i in range(len(cols))) + "|"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows[:limit]]
     if len(rows) > limit:
         out.append(f"\n_{len(rows) - limit} more {what} not shown; see the JSON or HTML report._")

@@ -170,7 +170,10 @@ def as_audit(report: dict[str, Any]) -> dict[str, Any]:
     model = report.get("model") or {}
     warnings = [f"{name}: {w}" for w in report.get("warnings", []) or []]
     if kind == "harden":
-        warnings += [f"{name}: {w}" for side in ("before", "after") for w in report[side].get("warnings", []) or []]
+        for side in ("before", "after"):
+            ws = report[side].get("warnings") or {}
+            for suite, items in (ws.items() if isinstance(ws, dict) else [("", ws)]):
+                warnings += [f"{name} ({side}{', ' + suite if suite else ''}): {w}" for w in items or []]
     return {
         "schema": report.get("schema"), "kind": "audit", "source_kind": kind,
         "command": report.get("command", ""), "seed": report.get("seed"), "meta": report.get("meta") or {},
