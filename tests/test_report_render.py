@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -245,6 +246,12 @@ def test_html_escapes_untrusted_strings(runs):
     html = render_html(report, runs[0])
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;&quot;.onnx" in html
     assert "<b>zero</b>" not in html and "&lt;b&gt;zero&lt;/b&gt;" in html
+    # render_html does not validate: even a value of the wrong type ends up escaped
+    attack = copy.deepcopy(runs[2]["attack"])
+    attack["results"][0].update({"attack": "<i>pgd</i>", "mean_queries": "<u>1</u>", "robust_accuracy": "<s>x</s>"})
+    attack["warnings"] = ["<em>w</em>"]
+    html = render_html(attack, runs[0])
+    assert not re.search(r"<(i|u|s|em)>", html)
 
 
 def test_markdown_every_kind(runs, audit):
@@ -312,6 +319,20 @@ def test_junit_strips_characters_xml_forbids(audit):
     report = copy.deepcopy(audit[1])
     report["steps"][4]["error"] = "bad \x00\x07 byte"
     ET.fromstring(render_junit(report))
+
+
+def test_defense_rows_match_the_attack_command_table(runs):
+    from advaudit.report.defense_report import _table_rows
+    from advaudit.report.fmt import defense_rows
+
+    d = runs[2]["defense"]["defense"]
+    assert defense_rows(d) == _table_rows(d)
+
+
+def test_renderers_do_not_import_torch():
+    code = ("import sys, advaudit.report.html, advaudit.report.markdown, advaudit.report.junit, advaudit.report.schema; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_as_audit_single_reports(runs):

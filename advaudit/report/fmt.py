@@ -68,3 +68,27 @@ def gate_counts(audit: dict[str, Any]) -> tuple[int, int]:
 def one_line(text: Any, limit: int = 400) -> str:
     s = " ".join(str(text).split())
     return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def defense_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Columns and rows of the blind / BPDA / BPDA+EOT table of a ``defense`` section.
+
+    The same table as :func:`advaudit.report.defense_report.defense_table`, without importing the
+    defences (and torch): rendering a report needs only the report.
+    """
+    modes = list(d["modes"])
+    cols = ["attack", "eps", "undefended", "clean (defended)", *modes]
+    keyed: dict[tuple[str, float], dict[str, Any]] = {}
+    for m in modes:
+        for r in d["modes"][m]["results"]:
+            keyed.setdefault((r["attack"], r["eps"]), {})[m] = r["robust_accuracy"]
+            if m == "blind":
+                keyed[(r["attack"], r["eps"])]["undefended"] = r.get("robust_accuracy_undefended")
+    rows = [[str(attack), f"{e:g}" if isinstance(e, (int, float)) else str(e), pct(vals.get("undefended")), pct(d["clean_accuracy"]), *(pct(vals.get(m)) for m in modes)]
+            for (attack, e), vals in keyed.items()]
+    und = d.get("robust_accuracy_undefended_by_eps")
+    for e in d["eps"]:
+        key = f"{e:g}"
+        rows.append(["worst case", key, pct(und.get(key)) if und else "-", pct(d["clean_accuracy"]),
+                     *(pct(d["modes"][m]["robust_accuracy_by_eps"].get(key)) for m in modes)])
+    return cols, rows

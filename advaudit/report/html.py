@@ -91,6 +91,7 @@ footer { color: var(--muted); font-size: 12px; text-align: center; padding: 4px 
   body { background: #fff; font-size: 11.5px; }
   .banner, .pill, tr.bad td, tr.flagged td { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   .wrap { max-width: none; padding: 0; }
+  .banner { padding: 12px 14px; }
   section.card { border: none; padding: 0; margin: 0 0 14px; }
   figure, svg.chart, tr, .figures { break-inside: avoid; }
   h2, h3 { break-after: avoid; }
@@ -105,6 +106,14 @@ def e(v: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- parts
+
+
+def _val(v: Any, digits: int = 4) -> str:
+    return e(fmt.value(v, digits))
+
+
+def _pct(v: Any) -> str:
+    return e(fmt.pct(v))
 
 
 def _table(cols: Sequence[str], rows: Iterable[Sequence[Any]], row_classes: Sequence[str] | None = None,
@@ -199,11 +208,11 @@ def _attack_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str
     parts.append(f'<div class="row"><div>{chart}</div><div>{grid}</div></div>')
     cols = ("attack", "eps", "robust acc", "success", "verified", "Linf mean/med", "L2 mean/med", "queries", "time")
     rows = [[
-        e(x.get("attack")), e(fmt.value(x.get("eps"))), fmt.pct(x.get("robust_accuracy")), fmt.pct(x.get("success_rate")),
+        e(x.get("attack")), (_val(x.get("eps"))), _pct(x.get("robust_accuracy")), _pct(x.get("success_rate")),
         f"{e(x.get('verified'))}/{e(x.get('attacked'))}",
-        f"{fmt.value(x.get('mean_linf'), 3)}/{fmt.value(x.get('median_linf'), 3)}",
-        f"{fmt.value(x.get('mean_l2'), 3)}/{fmt.value(x.get('median_l2'), 3)}",
-        fmt.value(x.get("mean_queries"), 4), fmt.seconds(x.get("time_s")),
+        f"{_val(x.get('mean_linf'), 3)}/{_val(x.get('median_linf'), 3)}",
+        f"{_val(x.get('mean_l2'), 3)}/{_val(x.get('median_l2'), 3)}",
+        _val(x.get("mean_queries"), 4), fmt.seconds(x.get("time_s")),
     ] for x in r.get("results") or []]
     parts.append("<h3>Results per attack and eps</h3>" + _table(cols, rows))
     return "".join(parts)
@@ -228,8 +237,6 @@ def _per_attack_series(r: dict[str, Any]) -> list[Series]:
 
 
 def _defense_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
-    from .defense_report import _table_rows
-
     d = r["defense"]
     draws = f"; expected over {d.get('eval_draws')} seeded draws" if d.get("randomized") else ""
     parts = [
@@ -251,7 +258,7 @@ def _defense_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> st
     parts.append(line_chart(series, x_label=f"eps ({d.get('norm', '')})", y_label="accuracy",
                             title="Accuracy vs eps per adaptive mode (eps 0: clean accuracy)"))
     try:
-        cols, rows = _table_rows(d)
+        cols, rows = fmt.defense_rows(d)
     except (KeyError, TypeError, ValueError):
         cols, rows = [], []
     if cols:
@@ -292,9 +299,9 @@ def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
             margin = mm["classes"][i].get("max_margin")
         label = c.get("label")
         cname = names[label] if isinstance(label, int) and 0 <= label < len(names) else ""
-        row = [e(label), e(cname), fmt.value(c.get("mask_l1")), fmt.value(c.get("anomaly_index"), 3), fmt.pct(c.get("asr"))]
+        row = [e(label), e(cname), _val(c.get("mask_l1")), _val(c.get("anomaly_index"), 3), _pct(c.get("asr"))]
         if show_margin:
-            row.append(fmt.value(margin))
+            row.append(_val(margin))
         row.append(_pill("FLAGGED", "fail") if c.get("flagged") else "")
         rows.append(row)
         classes_css.append("flagged" if c.get("flagged") else "")
@@ -336,10 +343,10 @@ def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -
         chart = '<div class="missing">This report holds no ROC points (reports from before advaudit 0.1 omit them).</div>'
     t3 = r.get("table3") or {}
     kn = t3.get("kappa_nor") or {}
-    rows = [["normal", e(kn.get("n")), f"{fmt.value(kn.get('mean'))} &plusmn; {fmt.value(kn.get('ci99'), 3)}", "-"]]
+    rows = [["normal", e(kn.get("n")), f"{_val(kn.get('mean'))} &plusmn; {_val(kn.get('ci99'), 3)}", "-"]]
     for g, v in (t3.get("kappa_adv") or {}).items():
-        rows.append([e(g), e(v.get("n")), f"{fmt.value(v.get('mean'))} &plusmn; {fmt.value(v.get('ci99'), 3)}",
-                     fmt.value((r.get("auroc") or {}).get(g))])
+        rows.append([e(g), e(v.get("n")), f"{_val(v.get('mean'))} &plusmn; {_val(v.get('ci99'), 3)}",
+                     _val((r.get("auroc") or {}).get(g))])
     table = "<h3>AUROC per attack</h3>" + _table(("set", "n", "LCR mean \u00b1 99% CI", "AUROC"), rows)
     sprt_rows = [[e(k.replace("_", " ")), e(fmt.value(s.get(k)))] for k in ("alpha", "beta", "mu", "sigma", "p0", "p1", "accuracy", "undecided",
                                                            "mean_mutations", "mean_mutations_adversarial", "mean_mutations_normal") if k in s]
@@ -357,8 +364,8 @@ def _detect_run_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) ->
         ("kappa_nor", fmt.value(cal.get("kappa_nor"))), ("ms per input", fmt.value(t.get("ms_per_input"), 3)),
     ])]
     inputs = r.get("inputs") or []
-    rows = [[e(x.get("index")), e(x.get("verdict")), e(x.get("label")), fmt.value(x.get("lcr"), 3), e(x.get("mutations")),
-             fmt.value(x.get("error_bound"))] for x in inputs]
+    rows = [[e(x.get("index")), e(x.get("verdict")), e(x.get("label")), _val(x.get("lcr"), 3), e(x.get("mutations")),
+             _val(x.get("error_bound"))] for x in inputs]
     css = ["flagged" if x.get("verdict") == "adversarial" else "" for x in inputs]
     parts.append(_table(("index", "verdict", "label", "LCR", "mutations", "error bound"), rows, css, left=(0, 1), what="inputs"))
     return "".join(parts)
@@ -372,7 +379,7 @@ def _harden_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str
     for x in r.get("summary") or []:
         label = str(x.get("metric", "")).replace("_", " ") + (f" ({x['suite']})" if x.get("suite") else "")
         ch = x.get("change")
-        rows.append([e(label), fmt.pct(x.get("before")), fmt.pct(x.get("after")),
+        rows.append([e(label), _pct(x.get("before")), _pct(x.get("after")),
                      "-" if not isinstance(ch, (int, float)) else f"{100 * ch:+.1f} pts"])
     parts.append(_table(("metric", "before", "after", "change"), rows))
     return "".join(parts)
@@ -475,6 +482,8 @@ def _gates_section(a: dict[str, Any]) -> str:
     note = ""
     if isinstance(b, dict):
         match = b.get("sha256_match")
+        if match is None and b.get("model_sha256"):
+            match = b["model_sha256"] == (a.get("model") or {}).get("sha256")
         note = (f'<p class="note">Baseline <code>{e(b.get("path"))}</code>, tolerance {e(fmt.value(b.get("tolerance")))}'
                 + ("" if match is None else ("; same model" if match else "; a different model (sha256 differs)")) + ".</p>")
     return f'<section class="card" id="gates"><h2>Gates</h2>{table}{note}</section>'

@@ -55,8 +55,6 @@ def _attack(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
 
 
 def _defense(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
-    from .defense_report import _table_rows
-
     d = r["defense"]
     lines = [
         f"- defence {code(d.get('spec'))}: clean accuracy {fmt.pct(d.get('clean_accuracy_undefended'))} undefended, "
@@ -65,7 +63,7 @@ def _defense(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
         f"{fmt.value(max(d.get('eps') or [0]))}): **{fmt.pct(d.get('robust_accuracy'))}**",
     ]
     try:
-        cols, rows = _table_rows(d)
+        cols, rows = fmt.defense_rows(d)
     except (KeyError, TypeError, ValueError):
         cols, rows = [], []
     if cols:
