@@ -290,3 +290,22 @@ def test_sigterm_keeps_finished_steps(tmp_path):
     assert "interrupted; 1 finished step(s) kept" in err and "Traceback" not in err
     assert json.loads(first.read_text())["status"] == "done"
     assert not (out / "report.json").exists()
+
+
+def test_step_error_names_the_step_and_keeps_finished_ones(tmp_path, capsys):
+    text = TINY.replace("method: mm-bd\n    steps: 30", "method: neural-cleanse")  # 40 images: too few for NC
+    cfg = _write(tmp_path, text)
+    out = tmp_path / "out"
+    assert main(["audit", MODEL, "--config", str(cfg), "--report-dir", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("advaudit: error: step backdoor: neural-cleanse needs at least 5 clean images")
+    assert "run again with --resume" in err and len(err.splitlines()) == 1
+    assert (out / "steps" / "attack.json").is_file()
+
+
+def test_config_schema_is_valid_json_schema():
+    import jsonschema
+
+    from advaudit.audit.config import load_schema
+
+    jsonschema.Draft202012Validator.check_schema(load_schema("audit-config"))

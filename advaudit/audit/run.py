@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
-from ..errors import DataError
+from ..errors import AdvauditError, DataError
 from ..models import Model, load_model
 from ..report.writer import SCHEMA, base_report, model_section, write_json
 from .config import AuditConfig
@@ -126,13 +126,17 @@ def run_audit(
         start = time.perf_counter()
         ctx_args = dict(seed=seed, command=command, artifacts_dir=out / "artifacts" / name, report_dir=out,
                         batch_size=batch_size, progress=progress)
-        if workers > 1 and kind in ("attack", "detect"):
-            from ..distributed import run_sharded
+        try:
+            if workers > 1 and kind in ("attack", "detect"):
+                from ..distributed import run_sharded
 
-            ctx_args["progress"] = None
-            result = run_sharded(_sharded_step, workers, str(model_path), config, device, step, ctx_args, done)
-        else:
-            result = RUNNERS[kind](StepContext(model=model, earlier=done, **ctx_args), step)
+                ctx_args["progress"] = None
+                result = run_sharded(_sharded_step, workers, str(model_path), config, device, step, ctx_args, done)
+            else:
+                result = RUNNERS[kind](StepContext(model=model, earlier=done, **ctx_args), step)
+        except AdvauditError as exc:
+            kept = f"; the {len(done)} finished step(s) are kept: fix it and run again with --resume" if done else ""
+            raise type(exc)(f"step {name}: {exc.message}", (exc.hint or "") + kept if exc.hint else kept.lstrip("; ")) from None
         entry = {
             "fingerprint": fp, "name": name, "kind": kind, "status": "done", "error": None,
             "time_s": round(time.perf_counter() - start, 3), "metrics": result.metrics,
