@@ -140,6 +140,12 @@ def check_eps(model: Model, eps: list[float], norm: str) -> list[float]:
     return out
 
 
+def default_eps(model: Model, norm: str) -> float:
+    """The default budget: 8/255 of the value range (Linf) or half of it (L2)."""
+    lo, hi = model.spec.range
+    return (8 / 255 if norm == "linf" else 0.5) * (hi - lo)
+
+
 def _summary(values: np.ndarray) -> tuple[float | None, float | None]:
     if len(values) == 0:
         return None, None
@@ -292,4 +298,4 @@ def _attack_all(
     return ver, queries, twin_fooled
 
 
-__all__ = ["AttackRow", "AttackRun", "choose_targets", "norms", "run_attacks"]
+__all__ = ["AttackRow", "AttackRun", "choose_targets", "default_eps", "norms", "run_attacks"]

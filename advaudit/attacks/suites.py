@@ -71,3 +71,14 @@ def get_suite(name: str) -> Suite:
     if name not in SUITES:
         raise UsageError(f"unknown suite {name!r}", f"choose one of {', '.join(SUITES)}")
     return SUITES[name]
+
+
+def resolve_choices(suite: str | None, attacks: list[str] | tuple[str, ...] | None) -> tuple[list[AttackChoice], bool]:
+    """The attacks to run and whether they cascade: a named suite, or ``NAME[:k=v,...]`` texts
+    (default: the standard suite)."""
+    if suite and attacks:
+        raise UsageError("give a suite or a list of attacks, not both")
+    if attacks:
+        return [parse_attack(a) for a in attacks], False
+    s = get_suite(suite or "standard")
+    return list(s.attacks), s.cascade

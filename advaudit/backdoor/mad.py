@@ -23,11 +23,16 @@ class MadResult:
     mad: float
     anomaly_index: np.ndarray  # (K,) float64; inf where MAD is 0 and the norm differs from the median
     flagged: np.ndarray  # (K,) bool
+    norms: np.ndarray | None = None  # (K,) the L1 norms tested
 
     @property
     def max_anomaly_index(self) -> float:
-        """Anomaly index of the smallest norm (NC's ``min_mad``)."""
-        return float(self.anomaly_index.max()) if len(self.anomaly_index) else 0.0
+        """Anomaly index of the smallest norm (NC's ``min_mad``): large norms are not suspicious."""
+        if not len(self.anomaly_index):
+            return 0.0
+        if self.norms is None:
+            return float(self.anomaly_index.max())
+        return float(self.anomaly_index[int(np.argmin(self.norms))])
 
 
 def mad_outliers(norms: np.ndarray, threshold: float = ANOMALY_THRESHOLD) -> MadResult:
@@ -43,4 +48,4 @@ def mad_outliers(norms: np.ndarray, threshold: float = ANOMALY_THRESHOLD) -> Mad
     else:  # half or more of the norms are equal: any other norm is infinitely far out
         index = np.where(dev > 0, np.inf, 0.0)
     flagged = (l1 < median) & (index > threshold)
-    return MadResult(median, mad, index, flagged)
+    return MadResult(median, mad, index, flagged, l1)

@@ -30,6 +30,7 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
 
 def _register_commands() -> None:
     from .attack_cmd import attack
+    from .audit_cmd import audit
     from .defend_cmd import defend
     from .detect_cmd import detect
     from .harden_cmd import harden_cmd
@@ -38,7 +39,7 @@ def _register_commands() -> None:
     from .report_cmd import report
     from .scan_backdoor_cmd import scan_backdoor
 
-    for command in (info, attack, scan_backdoor, detect, defend, harden_cmd, plugins, report):
+    for command in (info, attack, scan_backdoor, detect, defend, harden_cmd, audit, plugins, report):
         cli.add_command(command)
 
 

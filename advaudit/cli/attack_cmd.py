@@ -6,23 +6,19 @@ import sys
 from typing import Any, Callable
 
 import click
-import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..attacks.runner import AttackRun, build_attacks, check_eps, run_attacks
-from ..attacks.suites import SUITES, AttackChoice, get_suite, parse_attack
+from ..attacks.runner import build_attacks, check_eps, default_eps, run_attacks
+from ..attacks.suites import SUITES, AttackChoice, resolve_choices
 from ..defenses import build_stack
 from ..defenses.defended import stack_spec
 from ..defenses.evaluate import evaluate_defense, parse_modes
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
-from ..report import parse_gate, write_atomic
+from ..report import parse_gate
+from ..report.artifacts import example_grid_for_run, save_adversarial
 from ..report.attack_report import attack_markdown, attack_report, attack_table
 from ..report.defense_report import defense_markdown, defense_report, defense_table
-from ..report.images import example_grid
 from .common import Output, output_options, data_options, model_options, open_data, open_model
-
-EXAMPLE_ROWS = 8
-
 
 @click.command()
 @click.argument("model", type=click.Path())
@@ -86,10 +82,10 @@ def attack(out: Output, **kw: Any) -> int:
     report = attack_report(run, model, data, ["advaudit", *sys.argv[1:]], seed, gates)
     out.report(kw["report_path"], report)
     if kw["save_adv"]:
-        _save_adv(kw["save_adv"], run, choices)
+        save_adversarial(kw["save_adv"], run, choices)
         out.info(f"wrote adversarial examples {kw['save_adv']}")
     if kw["examples"]:
-        _examples(kw["examples"], run, model.spec.class_names, model.spec.range)
+        example_grid_for_run(kw["examples"], run, model.spec.class_names, model.spec.range)
         out.info(f"wrote examples {kw['examples']}")
     return _render(out, report, kw["fmt"], attack_markdown, attack_table)
 
@@ -125,9 +121,7 @@ def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice
 
 def _eps(model: Any, kw: dict[str, Any]) -> list[float]:
     """The --eps values, checked; default 8/255 of the value range (Linf) or half of it (L2)."""
-    lo, hi = model.spec.range
-    default = (8 / 255 if kw["norm"] == "linf" else 0.5) * (hi - lo)
-    return check_eps(model, list(kw["eps"]) or [default], kw["norm"])
+    return check_eps(model, list(kw["eps"]) or [default_eps(model, kw["norm"])], kw["norm"])
 
 
 def _render(
@@ -151,10 +145,7 @@ def _render(
 def _choices(suite: str | None, attack_args: tuple[str, ...]) -> tuple[list[AttackChoice], bool]:
     if suite and attack_args:
         raise UsageError("give --suite or --attack, not both")
-    if attack_args:
-        return [parse_attack(a) for a in attack_args], False
-    s = get_suite(suite or "standard")
-    return list(s.attacks), s.cascade
+    return resolve_choices(suite, attack_args)
 
 
 class _progress:
@@ -182,39 +173,3 @@ class _progress:
     def __exit__(self, *exc: Any) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
-
-
-def _save_adv(path: str, run: AttackRun, choices: list[AttackChoice]) -> None:
-    e = max(run.eps)
-    ok = run.adv_by[e] >= 0
-    names = np.array([str(c) for c in choices])
-    arrays = {
-        "x": run.adv[e][ok],
-        "y": run.y[ok],
-        "adv_label": run.adv_labels[e][ok],
-        "x_clean": run.x[ok],
-        "index": np.flatnonzero(ok),
-        "attack": names[run.adv_by[e][ok]] if ok.any() else np.array([], dtype=names.dtype),
-        "eps": np.float64(e),
-        "norm": np.array(run.norm),
-    }
-    def write(p: Any) -> None:
-        with open(p, "wb") as f:
-            np.savez_compressed(f, **arrays)
-
-    write_atomic(path, write)
-
-
-def _examples(path: str, run: AttackRun, class_names: tuple[str, ...] | None, bounds: tuple[float, float]) -> None:
-    e = max(run.eps)
-    idx = np.flatnonzero(run.adv_by[e] >= 0)[:EXAMPLE_ROWS]
-    if len(idx) == 0:
-        idx = np.arange(min(EXAMPLE_ROWS, run.n))
-
-    def name(label: int) -> str:
-        return class_names[label] if class_names and label < len(class_names) else str(label)
-
-    clean = [(name(run.clean_labels[i]), float(run.clean_probs[i].max())) for i in idx]
-    adv = [(name(run.adv_labels[e][i]), float(run.adv_probs[e][i].max())) for i in idx]
-    title = f"clean | perturbation | adversarial ({run.norm} eps {e:g})"
-    example_grid(path, run.x[idx], run.adv[e][idx], clean, adv, bounds[0], bounds[1], title)

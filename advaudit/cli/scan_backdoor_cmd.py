@@ -11,10 +11,10 @@ from rich.table import Table
 from rich.text import Text
 
 from ..backdoor.images import write_trigger_pngs
-from ..backdoor.scan import CombinedScan, method_names, scan_model
+from ..backdoor.scan import method_names, scan_model
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..registry import get_registry
-from ..report import base_report, model_section
+from ..report.backdoor_report import scan_report
 from .attack_cmd import _progress
 from .common import Output, data_options, model_options, open_data, open_model, output_options
 
@@ -75,7 +75,7 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
             model, None if data is None else data.x, None if data is None else data.y,
             methods=methods, params=params, seed=seed, progress=progress,
         )
-    report = build_report(scan, model, data, seed, kw)
+    report = scan_report(scan, model, data, ["advaudit", *sys.argv[1:]], seed, fail_on_backdoor=kw["fail_on_backdoor"])
     if kw["triggers_dir"]:
         prim = scan.primary
         if prim.masks is None or prim.patterns is None:
@@ -92,26 +92,6 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
     if kw["fail_on_backdoor"] and scan.verdict == "backdoored":
         return EXIT_GATE
     return EXIT_OK
-
-
-def build_report(scan: CombinedScan, model: Any, data: Any, seed: int, kw: dict[str, Any]) -> dict[str, Any]:
-    report = base_report(["advaudit", *sys.argv[1:]], seed)
-    report.update(
-        {
-            "kind": "scan-backdoor",
-            "model": model_section(model),
-            "data": None if data is None else data.dataset.describe(),
-            "methods": [r.method for r in scan.results],
-            "verdict": scan.verdict,
-            "suspected_targets": scan.suspected_targets,
-            "classes": scan.classes(),
-            "evidence": {r.method: r.to_dict() for r in scan.results},
-            "time_s": round(scan.time_s, 3),
-            "gates": {"fail_on_backdoor": bool(kw["fail_on_backdoor"])},
-            "passed": not (kw["fail_on_backdoor"] and scan.verdict == "backdoored"),
-        }
-    )
-    return report
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:

@@ -1,0 +1,242 @@
+"""The audit's steps: each runs one command's work through the Python API and returns the same
+report that command's ``--report`` writes, the step's flat metrics and the files it left.
+
+A step is a pure function of (model, step config, seed, data): the audit runner decides what to
+skip on ``--resume`` and where files go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..attacks.runner import check_eps, default_eps, run_attacks
+from ..attacks.suites import resolve_choices
+from ..backdoor.images import write_trigger_pngs
+from ..backdoor.scan import method_names, scan_model
+from ..data import PreparedData, load_data, prepare
+from ..defenses import build_stack
+from ..defenses.evaluate import evaluate_defense, parse_modes
+from ..detect.evaluate import evaluate as evaluate_lcr
+from ..detect.evaluate import roc_png
+from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, Mutation, calibrate
+from ..errors import DataError
+from ..models import Model
+from ..report.artifacts import example_grid_for_run, save_adversarial
+from ..report.attack_report import attack_report
+from ..report.backdoor_report import scan_report
+from ..report.defense_report import defense_report
+from ..report.writer import base_report, model_section
+
+Progress = Callable[[str, int, int], None]
+ROC_POINTS = 200
+
+
+@dataclass
+class StepContext:
+    """What every step gets: the model, the seed, where its files go, and the audit's command."""
+
+    model: Model
+    seed: int
+    command: str
+    artifacts_dir: Path  # this step's folder, inside the report folder
+    report_dir: Path
+    batch_size: int = 256
+    progress: Progress | None = None
+    shard: Any = None  # advaudit.distributed.Shard for the attack and detect steps
+    earlier: dict[str, dict[str, Any]] = field(default_factory=dict)  # finished steps by name
+
+
+@dataclass
+class StepResult:
+    report: dict[str, Any]
+    metrics: dict[str, Any]
+    artifacts: dict[str, str]  # name -> path relative to the report folder
+
+
+def _data(ctx: StepContext, step: dict[str, Any], need_labels: bool = True) -> PreparedData:
+    ds = load_data(step["data"], n=step.get("n"), offset=step.get("offset", 0), seed=ctx.seed)
+    return prepare(ds, ctx.model, need_labels=need_labels)
+
+
+def _rel(ctx: StepContext, path: Path) -> str:
+    return path.relative_to(ctx.report_dir).as_posix()
+
+
+def _eps(model: Model, step: dict[str, Any]) -> list[float]:
+    norm = step.get("norm", "linf")
+    eps = step.get("eps")
+    eps = [eps] if isinstance(eps, (int, float)) else (eps or [default_eps(model, norm)])
+    return check_eps(model, [float(e) for e in eps], norm)
+
+
+def attack_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """``clean_accuracy``, ``robust_accuracy`` (largest eps), ``robust_accuracy@EPS``, ``success_rate``."""
+    m: dict[str, Any] = {"clean_accuracy": report["clean_accuracy"], "robust_accuracy": report["robust_accuracy"]}
+    for e, v in report["robust_accuracy_by_eps"].items():
+        m[f"robust_accuracy@{e}"] = v
+    if "defense" in report:
+        m["clean_accuracy_undefended"] = report["defense"]["clean_accuracy_undefended"]
+    else:
+        clean = report["clean_accuracy"]
+        m["success_rate"] = (clean - report["robust_accuracy"]) / clean if clean else 0.0
+    return m
+
+
+def scan_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    m: dict[str, Any] = {"verdict": report["verdict"], "suspected_targets": ",".join(map(str, report["suspected_targets"]))}
+    nc = report["evidence"].get("neural-cleanse")
+    if nc is not None and nc.get("max_anomaly_index") is not None:
+        m["anomaly_index"] = nc["max_anomaly_index"]
+    mm = report["evidence"].get("mm-bd")
+    if mm is not None:
+        m["mmbd_p_value"] = mm["p_value"]
+    return m
+
+
+def detect_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    s = report["sprt"]
+    m: dict[str, Any] = {"auroc": report["auroc_all"], "auroc_mean": report["auroc_mean"]}
+    m.update({f"auroc@{g}": v for g, v in report["auroc"].items()})
+    m.update({
+        "sprt_precision": s["precision"], "sprt_recall": s["recall"],
+        "sprt_false_positive_rate": s["false_positive_rate"], "ms_per_input": s["ms_per_input"],
+    })
+    return m
+
+
+METRICS = {"attack": attack_metrics, "defense": attack_metrics, "scan-backdoor": scan_metrics, "detect": detect_metrics}
+
+
+def attack_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
+    model = ctx.model
+    data = _data(ctx, step)
+    assert data.y is not None
+    choices, cascade = resolve_choices(step.get("suite"), step.get("attacks"))
+    norm = step.get("norm", "linf")
+    target = step.get("target")
+    extra = {} if ctx.shard is None else {"shard": ctx.shard}
+    run = run_attacks(
+        model, data.x, data.y, choices, _eps(model, step), norm=norm, cascade=cascade,
+        target=None if target is None else str(target), batch_size=step.get("batch_size", ctx.batch_size),
+        seed=ctx.seed, progress=ctx.progress, **extra,
+    )
+    report = attack_report(run, model, data, ctx.command, ctx.seed, [])
+    artifacts = {}
+    if step.get("examples", True):
+        artifacts["examples"] = _rel(ctx, example_grid_for_run(ctx.artifacts_dir / "examples.png", run, model.spec.class_names, model.spec.range))
+    if step.get("save_adversarial", True):
+        artifacts["adversarial"] = _rel(ctx, save_adversarial(ctx.artifacts_dir / "adversarial.npz", run, choices))
+    return StepResult(report, attack_metrics(report), artifacts)
+
+
+def defense_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
+    model = ctx.model
+    stack = build_stack(step["defenses"])
+    data = _data(ctx, step)
+    assert model.input_shape is not None and data.y is not None
+    for d in stack:
+        d.fits(tuple(model.input_shape))
+    choices, _ = resolve_choices(step.get("suite"), step.get("attacks"))
+    ev = evaluate_defense(
+        model, data.x, data.y, stack, choices, _eps(model, step), modes=parse_modes(step.get("adaptive", "all")),
+        norm=step.get("norm", "linf"), eot=step.get("eot", 10), eval_draws=step.get("eval_draws"),
+        batch_size=step.get("batch_size", ctx.batch_size), seed=ctx.seed, progress=ctx.progress,
+    )
+    report = defense_report(ev, model, data, ctx.command, ctx.seed, [])
+    return StepResult(report, attack_metrics(report), {})
+
+
+def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
+    model = ctx.model
+    methods = method_names(step.get("method", "neural-cleanse"))
+    params: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    if "steps" in step:
+        for m in methods:
+            params[m]["steps"] = step["steps"]
+    if "neural-cleanse" in params:
+        params["neural-cleanse"]["batch_size"] = step.get("batch_size", 32)
+    data = _data(ctx, {**step, "n": step.get("n", 300)}) if "data" in step else None
+    scan = scan_model(
+        model, None if data is None else data.x, None if data is None else data.y,
+        methods=methods, params=params, seed=ctx.seed, progress=ctx.progress,
+    )
+    report = scan_report(scan, model, data, ctx.command, ctx.seed)
+    artifacts = {}
+    prim = scan.primary
+    if step.get("triggers", True) and prim.masks is not None and prim.patterns is not None:
+        folder = ctx.artifacts_dir / "triggers"
+        write_trigger_pngs(
+            folder, prim.masks, prim.patterns, model.spec.range,
+            l1=[c.mask_l1 or 0.0 for c in prim.classes], flagged=[c.flagged for c in prim.classes],
+        )
+        artifacts["triggers_dir"] = _rel(ctx, folder)
+        artifacts["triggers_overview"] = _rel(ctx, folder / "overview.png")
+        report["triggers_dir"] = artifacts["triggers_dir"]
+    return StepResult(report, scan_metrics(report), artifacts)
+
+
+def adversarial_groups(path: Path, n: int) -> np.ndarray:
+    """Attack name of each adversarial example (the ``attack`` array of ``--save-adv`` files)."""
+    with np.load(path, allow_pickle=False) as f:
+        if "attack" in f.files and len(f["attack"]) == n:
+            return np.array([str(a).split(":")[0] for a in f["attack"]])
+    return np.array(["adversarial"] * n)
+
+
+def roc_points(fpr: np.ndarray, tpr: np.ndarray, max_points: int = ROC_POINTS) -> dict[str, list[float]]:
+    """The ROC curve thinned to at most ``max_points`` points, keeping both ends."""
+    if len(fpr) > max_points:
+        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [round(float(v), 6) for v in fpr], "tpr": [round(float(v), 6) for v in tpr]}
+
+
+def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
+    model = ctx.model
+    source = step["adversarial"]
+    if source in ctx.earlier:
+        rel = ctx.earlier[source]["artifacts"].get("adversarial")
+        if rel is None:
+            raise DataError(f"step {source!r} kept no adversarial examples", "leave save_adversarial on in that step")
+        adv_path = ctx.report_dir / rel
+    else:
+        adv_path = Path(source)
+    adv = prepare(load_data(adv_path), model, need_labels=False)
+    if len(adv) == 0:
+        raise DataError(
+            f"no adversarial examples to detect ({source} found none)",
+            "attack at a larger eps, or remove the detect step for a model no attack fools",
+        )
+    groups = adversarial_groups(adv_path, len(adv))
+    clean = _data(ctx, step)
+    x, y = clean.x, clean.y
+    assert y is not None
+    mutation = Mutation(step.get("mutation", DEFAULT_MUTATION), step.get("radius", DEFAULT_RADIUS)).check()
+    n_lcr = step.get("lcr_mutations", 200)
+    if "calibration" in step:
+        cal = Calibration.load(step["calibration"])
+        cal.check_for(model)
+    else:
+        half = len(x) // 2
+        cal = calibrate(model, x[:half], y[:half], mutation, n_mutations=n_lcr, seed=ctx.seed)
+        x, y = x[half:], y[half:]
+    sprt = {k: step[k] for k in ("alpha", "beta", "mu", "max_mutations") if k in step}
+    extra = {} if ctx.shard is None else {"shard": ctx.shard}
+    ev = evaluate_lcr(model, x, y, adv.x, groups, cal, n_lcr=n_lcr, seed=ctx.seed, **sprt, **extra)
+    report = base_report(ctx.command, ctx.seed)
+    report.update({
+        "kind": "detect-evaluate", "model": model_section(model), "data": clean.dataset.describe(),
+        "adversarial": {"source": source, "n": int(len(adv))}, **ev.figures, "roc": roc_points(ev.fpr, ev.tpr),
+    })
+    roc = ctx.artifacts_dir / "roc.png"
+    roc_png(str(roc), ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
+    return StepResult(report, detect_metrics(report), {"roc": _rel(ctx, roc)})
+
+
+RUNNERS: dict[str, Callable[[StepContext, dict[str, Any]], StepResult]] = {
+    "attack": attack_step, "defense": defense_step, "scan-backdoor": scan_step, "detect": detect_step,
+}

@@ -1,0 +1,125 @@
+"""``advaudit audit``: run an audit.yaml on one model, gate it, write one report."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from ..audit import REPORT_NAME, load_config, run_audit, starter
+from ..audit.config import ConfigError
+from ..errors import EXIT_GATE, EXIT_OK, UsageError
+from ..report.writer import write_atomic
+from .attack_cmd import _progress
+from .common import Output, output_options
+
+EXIT_INTERRUPTED = 130
+EXTENSIONS = {"html": "report.html", "md": "report.md", "junit": "report.junit.xml", "json": REPORT_NAME}
+
+
+@click.command()
+@click.argument("model", type=click.Path(), required=False)
+@click.option("--config", "config_path", default="audit.yaml", show_default=True, type=click.Path(dir_okay=False), help="Audit configuration (steps and gates).")
+@click.option("--report-dir", default="audit-report", show_default=True, type=click.Path(file_okay=False), help="Folder for report.json, the steps' files and the rendered reports.")
+@click.option("--baseline", type=click.Path(dir_okay=False), help="report.json of an earlier audit: fail when a gated metric regresses beyond the tolerance.")
+@click.option("--tolerance", type=click.FloatRange(min=0, max=1), help="Regression allowed against --baseline (default: the config's baseline.tolerance, else 0.01).")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["html", "md", "junit", "json"]), help="Also render the report into REPORT_DIR (report.html, report.md, report.junit.xml); repeatable.")
+@click.option("--seed", type=int, help="Seed of every step (default: the config's seed, else 0).")
+@click.option("--workers", type=click.IntRange(min=1), help="Processes the attack and detect steps shard their data across (default: the config's workers, else 1).")
+@click.option("--device", help="cpu or cuda (default: the config's device, else cpu).")
+@click.option("--resume", is_flag=True, help="Reuse the steps an interrupted audit already finished in REPORT_DIR.")
+@click.option("--init", "init", is_flag=True, help="Write a commented starter --config file and exit.")
+@output_options
+@click.pass_obj
+def audit(out: Output, **kw: Any) -> int:
+    """Run the steps of --config on MODEL, check its gates, write REPORT_DIR/report.json.
+
+    \b
+    advaudit audit --init                        # writes a commented audit.yaml
+    advaudit audit MODEL --config audit.yaml --report-dir out/ [--baseline previous.json]
+        [--format html --format junit] [--resume] [--workers N]
+
+    Exit codes: 0 every gate passed, 1 a gate failed (or regressed against --baseline),
+    2 usage or input error (bad config: the offending key and line are named), 130 interrupted
+    (finished steps are kept: run again with --resume).
+    """
+    if kw["init"]:
+        return _init(out, Path(kw["config_path"]))
+    if not kw["model"]:
+        raise UsageError("missing MODEL", "advaudit audit MODEL --config audit.yaml (or --init for a starter config)")
+    config = load_config(kw["config_path"])
+    report_dir = Path(kw["report_dir"])
+    command = " ".join(["advaudit", *(a for a in sys.argv[1:] if a != "--resume")])
+    out.info(f"auditing {kw['model']} with {kw['config_path']}: {len(config.steps)} steps, {len(config.gates)} gates")
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        with _progress(out) as progress:
+            report = run_audit(
+                kw["model"], config, report_dir, seed=kw["seed"], device=kw["device"], workers=kw["workers"],
+                baseline=kw["baseline"], tolerance=kw["tolerance"], resume=kw["resume"], command=command,
+                progress=progress, log=out.info,
+            )
+    except KeyboardInterrupt:
+        kept = sorted(p.stem for p in (report_dir / "steps").glob("*.json")) if (report_dir / "steps").is_dir() else []
+        click.echo(
+            f"advaudit: interrupted; {len(kept)} finished step(s) kept in {report_dir / 'steps'}"
+            f"{': ' + ', '.join(kept) if kept else ''}; run the same command with --resume to continue",
+            err=True,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    out.info(f"wrote report {report_dir / REPORT_NAME}")
+    for fmt in dict.fromkeys(kw["formats"]):
+        if fmt != "json":
+            path = report_dir / EXTENSIONS[fmt]
+            _render_to(path, report, fmt, report_dir)
+            out.info(f"wrote {path}")
+    out.out.print(summary_table(report))
+    for w in report["warnings"]:
+        out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
+    out.out.print(f"audit {verdict}: {sum(g['passed'] for g in report['gates'])}/{len(report['gates'])} gates passed")
+    return EXIT_OK if report["passed"] else EXIT_GATE
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _init(out: Output, path: Path) -> int:
+    if path.exists():
+        raise ConfigError(f"{path} already exists", "remove it, or give another file with --config")
+    data = "sample_models/data/mnist_test_1k.npz"
+    write_atomic(path, lambda p: p.write_text(starter(data)))
+    out.info(f"wrote {path}: edit the steps and gates, then run 'advaudit audit MODEL --config {path}'")
+    return EXIT_OK
+
+
+def _render_to(path: Path, report: dict[str, Any], fmt: str, base_dir: Path) -> None:
+    from ..report.render import render
+
+    text = render(report, fmt, base_dir)
+    write_atomic(path, lambda p: p.write_text(text))
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"advaudit audit: {report['verdict'].upper()} ({report['model']['path']})")
+    for c in ("gate", "value", "baseline", "result"):
+        table.add_column(c, justify="left" if c == "gate" else "right")
+    for g in report["gates"]:
+        style = "green" if g["passed"] else "bold red"
+        table.add_row(Text(g["gate"]), Text(_value(g["value"])), Text(_value(g["baseline"])),
+                      Text("pass" if g["passed"] else f"FAIL: {g['reason']}", style=style))
+    return table
