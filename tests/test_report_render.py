@@ -190,6 +190,28 @@ def test_not_an_advaudit_report():
         validate_report([1, 2])
 
 
+def test_real_audit_report_validates_and_renders(tmp_path):
+    """``advaudit audit`` (tiny steps) writes a report the schema accepts and the renderers draw."""
+    config = tmp_path / "audit.yaml"
+    config.write_text(
+        f"version: 1\ndata: {DATA}\nn: 20\nseed: 0\nsteps:\n"
+        "  - {kind: attack, attacks: [fgsm], eps: [0.1, 0.2]}\n"
+        "  - {kind: detect, adversarial: attack, n: 40, lcr_mutations: 20, max_mutations: 30}\n"
+        "  - {kind: defense, defenses: ['bit-depth:bits=2'], attacks: [fgsm], eps: [0.1], n: 8}\n"
+        "gates:\n  - clean_accuracy >= 0.5\n  - robust_accuracy@0.2 >= 0.99\n  - detect.auroc >= 0.5\n"
+    )
+    out = tmp_path / "out"
+    assert main(["audit", MNIST, "--config", str(config), "--report-dir", str(out), "-q"]) == 1
+    report = json.loads((out / "report.json").read_text())
+    assert report_errors(report) == []
+    assert [s["kind"] for s in report["steps"]] == ["attack", "detect", "defense"]
+    html = render_html(report, out)
+    assert html.count("data:image/png;base64,") >= 1 and html.count("<svg") == 3
+    cases = _cases(render_junit(report))
+    failed = [c.get("name") for c in cases if c.find("failure") is not None]
+    assert failed == [g["gate"] for g in report["gates"] if not g["passed"]] == ["robust_accuracy@0.2 >= 0.99"]
+
+
 # ------------------------------------------------------------------------------------------- renderers
 
 

@@ -10,11 +10,10 @@ from typing import Any
 import click
 
 from ..errors import EXIT_OK, DataError
+from ..report.render import FORMATS, render
 from ..report.schema import validate_report
 from ..report.writer import write_atomic
 from .common import Output, output_options
-
-FORMATS = ("html", "md", "junit", "json")
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
@@ -34,22 +33,6 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise DataError(f"report {p} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     validate_report(report)
     return report
-
-
-def render(report: dict[str, Any], fmt: str, base_dir: Path) -> str:
-    if fmt == "html":
-        from ..report.html import render_html
-
-        return render_html(report, base_dir)
-    if fmt == "md":
-        from ..report.markdown import render_markdown
-
-        return render_markdown(report)
-    if fmt == "junit":
-        from ..report.junit import render_junit
-
-        return render_junit(report)
-    return json.dumps(report, indent=2) + "\n"
 
 
 @click.command("report")
