@@ -428,7 +428,7 @@ def test_html_in_headless_chromium(audit, tmp_path):
     page = tmp_path / "report.html"
     page.write_text(render_html(report, folder), encoding="utf-8")
     shot = tmp_path / "shot.png"
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
     subprocess.run([*flags, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True)
     img = np.asarray(Image.open(shot).convert("RGB")).astype(np.float64)
     assert img.shape == (1600, 1200, 3)
