@@ -309,3 +309,43 @@ def test_config_schema_is_valid_json_schema():
     from advaudit.audit.config import load_schema
 
     jsonschema.Draft202012Validator.check_schema(load_schema("audit-config"))
+
+
+def test_sharded_audit_equals_the_single_process_one(tiny_run, tmp_path):
+    """--workers 2: the attack and detect steps shard their data; the report is the same."""
+    _, _, cfg, single = tiny_run
+    out = tmp_path / "out"
+    assert main(["audit", MODEL, "--config", str(cfg), "--report-dir", str(out), "--workers", "2", "-q"]) == 0
+    sharded = json.loads((out / "report.json").read_text())
+    assert sharded["environment"]["workers"] == 2
+
+    def strip(r):
+        r = comparable(r)
+        r.pop("environment")
+        for s in [r, *(s["report"] for s in r["steps"])]:
+            s.pop("command")
+        return r
+
+    assert strip(sharded) == strip(single)
+
+
+def test_audit_renders_formats_and_validates(tiny_run, tmp_path):
+    import shutil
+    import xml.etree.ElementTree as ET
+
+    from advaudit.report.schema import validate_report
+
+    _, d, cfg, report = tiny_run
+    validate_report(report)
+    out = tmp_path / "out"
+    shutil.copytree(d / "out", out)
+    strict = _write(tmp_path, TINY.replace("detect.auroc >= 0.5", "detect.auroc >= 1.01"))
+    rc = main(["audit", MODEL, "--config", str(strict), "--report-dir", str(out), "--resume", "-q",
+               "--format", "html", "--format", "md", "--format", "junit"])
+    assert rc == 1
+    html = (out / "report.html").read_text()
+    assert "FAIL" in html and "data:image/png;base64," in html
+    assert "detect.auroc" in (out / "report.md").read_text()
+    suite = ET.parse(out / "report.junit.xml").getroot()
+    failures = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
+    assert any("detect.auroc" in f for f in failures) and len(failures) == 1

@@ -29,10 +29,11 @@ from ..report.artifacts import example_grid_for_run, save_adversarial
 from ..report.attack_report import attack_report
 from ..report.backdoor_report import scan_report
 from ..report.defense_report import defense_report
+from ..report.normalize import attack_metrics, detect_evaluate_metrics, scan_metrics
+from ..report.roc import downsample_roc
 from ..report.writer import base_report, model_section
 
 Progress = Callable[[str, int, int], None]
-ROC_POINTS = 200
 
 
 @dataclass
@@ -73,42 +74,7 @@ def _eps(model: Model, step: dict[str, Any]) -> list[float]:
     return check_eps(model, [float(e) for e in eps], norm)
 
 
-def attack_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    """``clean_accuracy``, ``robust_accuracy`` (largest eps), ``robust_accuracy@EPS``, ``success_rate``."""
-    m: dict[str, Any] = {"clean_accuracy": report["clean_accuracy"], "robust_accuracy": report["robust_accuracy"]}
-    for e, v in report["robust_accuracy_by_eps"].items():
-        m[f"robust_accuracy@{e}"] = v
-    if "defense" in report:
-        m["clean_accuracy_undefended"] = report["defense"]["clean_accuracy_undefended"]
-    else:
-        clean = report["clean_accuracy"]
-        m["success_rate"] = (clean - report["robust_accuracy"]) / clean if clean else 0.0
-    return m
-
-
-def scan_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    m: dict[str, Any] = {"verdict": report["verdict"], "suspected_targets": ",".join(map(str, report["suspected_targets"]))}
-    nc = report["evidence"].get("neural-cleanse")
-    if nc is not None and nc.get("max_anomaly_index") is not None:
-        m["anomaly_index"] = nc["max_anomaly_index"]
-    mm = report["evidence"].get("mm-bd")
-    if mm is not None:
-        m["mmbd_p_value"] = mm["p_value"]
-    return m
-
-
-def detect_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    s = report["sprt"]
-    m: dict[str, Any] = {"auroc": report["auroc_all"], "auroc_mean": report["auroc_mean"]}
-    m.update({f"auroc@{g}": v for g, v in report["auroc"].items()})
-    m.update({
-        "sprt_precision": s["precision"], "sprt_recall": s["recall"],
-        "sprt_false_positive_rate": s["false_positive_rate"], "ms_per_input": s["ms_per_input"],
-    })
-    return m
-
-
-METRICS = {"attack": attack_metrics, "defense": attack_metrics, "scan-backdoor": scan_metrics, "detect": detect_metrics}
+METRICS = {"attack": attack_metrics, "defense": attack_metrics, "scan-backdoor": scan_metrics, "detect": detect_evaluate_metrics}
 
 
 def attack_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
@@ -187,14 +153,6 @@ def adversarial_groups(path: Path, n: int) -> np.ndarray:
     return np.array(["adversarial"] * n)
 
 
-def roc_points(fpr: np.ndarray, tpr: np.ndarray, max_points: int = ROC_POINTS) -> dict[str, list[float]]:
-    """The ROC curve thinned to at most ``max_points`` points, keeping both ends."""
-    if len(fpr) > max_points:
-        keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
-        fpr, tpr = fpr[keep], tpr[keep]
-    return {"fpr": [round(float(v), 6) for v in fpr], "tpr": [round(float(v), 6) for v in tpr]}
-
-
 def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     model = ctx.model
     source = step["adversarial"]
@@ -230,11 +188,11 @@ def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     report = base_report(ctx.command, ctx.seed)
     report.update({
         "kind": "detect-evaluate", "model": model_section(model), "data": clean.dataset.describe(),
-        "adversarial": {"source": source, "n": int(len(adv))}, **ev.figures, "roc": roc_points(ev.fpr, ev.tpr),
+        "adversarial": {"source": source, "n": int(len(adv))}, **ev.figures, "roc": downsample_roc(ev.fpr, ev.tpr),
     })
     roc = ctx.artifacts_dir / "roc.png"
     roc_png(str(roc), ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
-    return StepResult(report, detect_metrics(report), {"roc": _rel(ctx, roc)})
+    return StepResult(report, detect_evaluate_metrics(report), {"roc": _rel(ctx, roc)})
 
 
 RUNNERS: dict[str, Callable[[StepContext, dict[str, Any]], StepResult]] = {
