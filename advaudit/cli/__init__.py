@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 a gate failed, 2 usage or input error (one line on stde
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Sequence
 
@@ -15,7 +16,18 @@ from ..errors import EXIT_INPUT, EXIT_OK, AdvauditError
 from .common import Output
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name]
+        return getattr(importlib.import_module(f"{__name__}.{module}"), attr)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="advaudit")
 @click.option("-q", "--quiet", is_flag=True, help="Print results only, no progress or messages.")
 @click.option("-v", "--verbose", count=True, help="More detail on stderr.")
@@ -28,22 +40,18 @@ def cli(ctx: click.Context, quiet: bool, verbose: int) -> None:
     ctx.obj = Output(quiet=quiet, verbose=verbose)
 
 
-def _register_commands() -> None:
-    from .attack_cmd import attack
-    from .audit_cmd import audit
-    from .defend_cmd import defend
-    from .detect_cmd import detect
-    from .harden_cmd import harden_cmd
-    from .info_cmd import info
-    from .plugins_cmd import plugins
-    from .report_cmd import report
-    from .scan_backdoor_cmd import scan_backdoor
-
-    for command in (info, attack, scan_backdoor, detect, defend, harden_cmd, audit, plugins, report):
-        cli.add_command(command)
-
-
-_register_commands()
+# Commands load on first use, so `advaudit report` (and `--version`) never import torch.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("info_cmd", "info"),
+    "attack": ("attack_cmd", "attack"),
+    "scan-backdoor": ("scan_backdoor_cmd", "scan_backdoor"),
+    "detect": ("detect_cmd", "detect"),
+    "defend": ("defend_cmd", "defend"),
+    "harden": ("harden_cmd", "harden_cmd"),
+    "audit": ("audit_cmd", "audit"),
+    "report": ("report_cmd", "report"),
+    "plugins": ("plugins_cmd", "plugins"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
 from rich.console import Console
 
 from ..data import PreparedData, load_data, prepare
 from ..data.loaders import FORMATS
-from ..models import Model, load_model
 from ..report.writer import write_json
+
+if TYPE_CHECKING:  # torch loads only when a command opens a model (advaudit report never does)
+    from ..models import Model
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,6 +97,8 @@ data_options = compose(
 
 
 def open_model(kw: dict[str, Any]) -> Model:
+    from ..models import load_model
+
     spec = {
         "range": kw.get("value_range"),
         "mean": kw.get("mean"),
