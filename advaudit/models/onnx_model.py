@@ -80,12 +80,15 @@ def check_external_data(model: Any, model_dir: Path, max_bytes: float) -> bool:
     return found
 
 
-def _providers(device: str) -> list[str]:
+def _providers(device: str) -> list[Any]:
     import onnxruntime as ort
 
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available():
             raise ModelError("--device cuda was asked for but no CUDA device is available", "use --device cpu")
+        index = device.partition(":")[2]
+        if index.isdigit():  # cuda:N (one GPU per rank when sharded)
+            return [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
