@@ -119,10 +119,18 @@ class Shard:
         return [merged[j] for j in range(len(items))]
 
     def device(self, device: str) -> str:
-        """``cuda`` -> ``cuda:LOCAL_RANK`` when sharded; other devices unchanged."""
-        if self.world > 1 and device == "cuda":
-            return f"cuda:{self.local_rank}"
+        """``cuda`` -> this rank's GPU when sharded (:func:`local_device`); other devices unchanged."""
+        return local_device(device, self.local_rank) if self.world > 1 else device
+
+
+def local_device(device: str, local_rank: int) -> str:
+    """``cuda`` -> ``cuda:LOCAL_RANK`` (modulo the GPUs present, so ranks may share one GPU)."""
+    if device != "cuda":
         return device
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return f"cuda:{local_rank % count}" if count else device
 
 
 def env_world() -> int:
@@ -270,4 +278,4 @@ def _raise_worker_error(box: Path) -> None:
             raise RuntimeError(f"a worker failed:\n{pickle.load(f)}") from None
 
 
-__all__ = ["Shard", "env_world", "is_main_process", "run_sharded"]
+__all__ = ["Shard", "env_world", "is_main_process", "local_device", "run_sharded"]

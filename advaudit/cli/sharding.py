@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..distributed import env_world, is_main_process
+from ..distributed import env_world, is_main_process, local_device
 from ..errors import UsageError
 from .common import Output
 
@@ -40,8 +40,7 @@ def prepare_ranks(out: Output, kw: dict[str, Any], supported: bool = True) -> No
         raise UsageError("this mode of the command does not shard; run it without torchrun")
     if not is_main_process():
         out.quiet = True
-    if kw.get("device") == "cuda":
-        kw["device"] = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    kw["device"] = local_device(kw.get("device") or "cpu", int(os.environ.get("LOCAL_RANK", "0") or 0))
 
 
 __all__ = ["is_main_process", "prepare_ranks", "recorded_command", "workers_option"]

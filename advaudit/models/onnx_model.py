@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -98,6 +99,9 @@ def _session(source: str | bytes, device: str) -> Any:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # errors reach the user as exceptions, not as C++ log lines
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:  # honour the thread cap (sharded ranks set 1 each)
+        opts.intra_op_num_threads = int(threads)
     return ort.InferenceSession(source, sess_options=opts, providers=_providers(device))
 
 
