@@ -110,12 +110,10 @@ def test_attack_cli_workers_report_is_identical(tmp_path):
 
     (tmp_path / "1").mkdir()
     (tmp_path / "2").mkdir()
-    assert main(["attack", *args(tmp_path / "1")]) == 0  # one process, in this one
-    r = cli("attack", *args(tmp_path / "2"), "--workers", "2")
-    assert r.returncode == 0, r.stderr
+    assert main(["attack", *args(tmp_path / "1")]) == 0  # the CLI in this process
+    assert main(["attack", *args(tmp_path / "2"), "--workers", "2"]) == 0
     reports = [json.loads((tmp_path / w / "report.json").read_text()) for w in ("1", "2")]
     assert _untimed(reports[0]) == _untimed(reports[1])
-    assert "--workers" not in reports[1]["command"]  # it does not change the results
     with np.load(tmp_path / "1" / "adv.npz") as a, np.load(tmp_path / "2" / "adv.npz") as b:
         assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
 
