@@ -16,8 +16,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..distributed import Shard
 from ..errors import UsageError
 from ..models import Model
+from ..models.base import Prediction
 from . import get_attack
 from .base import Attack
 from .masking import masking_warnings
@@ -169,11 +171,19 @@ def run_attacks(
     batch_size: int = 256,
     seed: int = 0,
     progress: Progress | None = None,
+    shard: Shard | None = None,
 ) -> AttackRun:
-    """Attack ``x`` (canonical, model-ready) with every choice at every eps; see module docstring."""
+    """Attack ``x`` (canonical, model-ready) with every choice at every eps; see module docstring.
+
+    ``shard``: this process's share of a sharded run (default: one process); every rank must call
+    with the same arguments, and every rank returns the same :class:`AttackRun`."""
+    shard = shard or Shard.single()
     eps = check_eps(model, eps, norm)
     attacks = build_attacks(choices, model, norm, target is not None)
-    clean = model.predict(x, batch_size=batch_size)
+    labels, outputs = _blocks(
+        shard, len(x), batch_size, lambda s, e: _prediction(model.predict(x[s:e], batch_size=batch_size))
+    )
+    clean = Prediction(labels, outputs, model.output_kind)
     correct = clean.labels == y
     assert model.num_classes is not None
     targets = choose_targets(target, y, clean.log_probs, model.num_classes, seed)
@@ -195,7 +205,7 @@ def run_attacks(
                 todo &= robust[budget] if budget is not None else np.logical_or.reduce([robust[e] for e in eps])
             start = time.perf_counter()
             ver, queries, rejected = _attack_all(
-                model, attack, x, y, targets, todo, norm, budget, batch_size, seed, progress,
+                model, attack, x, y, targets, todo, norm, budget, batch_size, seed, progress, shard,
                 aim=random_targets if targets is None and not attack.supports_untargeted else targets,
             )
             elapsed = time.perf_counter() - start
@@ -265,12 +275,14 @@ def _attack_all(
     batch_size: int,
     seed: int,
     progress: Progress | None,
+    shard: Shard,
     aim: np.ndarray | None = None,
 ) -> tuple[Verified, np.ndarray, np.ndarray]:
     """Attack the ``todo`` samples in batches; return verdicts for all samples (others: x, failed).
 
     ``aim`` are the targets handed to the attack (default ``targets``); success is judged against
-    ``targets`` (None: any label change)."""
+    ``targets`` (None: any label change).  Sharded: this rank attacks its own batches only, then the
+    candidates are merged and verified block by block (:func:`_verify`)."""
     aim = targets if aim is None else aim
     idx = np.flatnonzero(todo)
     x_adv = x.copy()
@@ -278,8 +290,12 @@ def _attack_all(
     twin_fooled = np.zeros(len(x), dtype=bool)
     label = f"{attack.name}" + (f" eps={eps:g}" if eps is not None else "")
     attack_norm = norm if norm in attack.norms else attack.norms[0]
-    for start in range(0, len(idx), batch_size):
-        b = idx[start : start + batch_size]
+    chunks = [idx[start : start + batch_size] for start in range(0, len(idx), batch_size)]
+    own = shard.mine(len(chunks))
+    own_total = sum(len(chunks[j]) for j in own)
+    done = 0
+    for j in own:
+        b = chunks[j]
         xb = torch.from_numpy(x[b]).to(model.device)
         yb = torch.from_numpy(y[b]).to(model.device)
         tb = None if aim is None else torch.from_numpy(aim[b]).to(model.device)
@@ -290,12 +306,45 @@ def _attack_all(
             with torch.no_grad():
                 pred = model.logits(out.x_adv).argmax(dim=1).cpu().numpy()
             twin_fooled[b] = pred != y[b] if targets is None else pred == targets[b]
-        if progress is not None:
-            progress(label, min(start + batch_size, len(idx)), len(idx))
-    if len(idx) == 0 and progress is not None:
+        done += len(b)
+        if progress is not None:  # sharded: this rank's share
+            progress(label, done, own_total)
+    if own_total == 0 and progress is not None:
         progress(label, 0, 0)
-    ver = verify(model, x, x_adv, y, todo, targets, None if eps is None else norm, eps, batch_size)
+    shard.merge(shard.rows(chunks), x_adv, queries, twin_fooled)
+    ver = _verify(model, x, x_adv, y, todo, targets, None if eps is None else norm, eps, batch_size, shard)
     return ver, queries, twin_fooled
+
+
+def _prediction(p: Prediction) -> tuple[np.ndarray, np.ndarray]:
+    return p.labels, p.outputs
+
+
+def _blocks(
+    shard: Shard, n: int, size: int, compute: Callable[[int, int], tuple[np.ndarray, ...]]
+) -> tuple[np.ndarray, ...]:
+    """Per-sample arrays computed block by block (``[0, size)``, ``[size, 2 size)``, ...): one
+    process computes all rows at once (the same batches inside), a rank its own blocks, merged."""
+    if shard.world == 1:
+        return compute(0, n)
+    starts = list(range(0, n, size))
+    parts = shard.map(lambda s: compute(s, min(s + size, n)), starts)
+    if not parts:
+        return compute(0, 0)
+    return tuple(np.concatenate(cols) for cols in zip(*parts))
+
+
+def _verify(
+    model: Model, x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, todo: np.ndarray, targets: np.ndarray | None,
+    norm: str | None, eps: float | None, batch_size: int, shard: Shard,
+) -> Verified:
+    """:func:`verify` over all samples, each rank verifying its own blocks of ``batch_size``."""
+
+    def block(s: int, e: int) -> tuple[np.ndarray, ...]:
+        v = verify(model, x[s:e], x_adv[s:e], y[s:e], todo[s:e], None if targets is None else targets[s:e], norm, eps, batch_size)
+        return v.x_adv, v.adv_labels, v.adv_log_probs, v.success, v.linf, v.l2
+
+    return Verified(*_blocks(shard, len(x), batch_size, block))
 
 
 __all__ = ["AttackRow", "AttackRun", "choose_targets", "default_eps", "norms", "run_attacks"]

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from ..attacks.runner import check_eps, default_eps, run_attacks
 from ..attacks.suites import resolve_choices
 from ..backdoor.images import write_trigger_pngs
@@ -21,7 +19,7 @@ from ..data import PreparedData, load_data, prepare
 from ..defenses import build_stack
 from ..defenses.evaluate import evaluate_defense, parse_modes
 from ..detect.evaluate import evaluate as evaluate_lcr
-from ..detect.evaluate import roc_png
+from ..detect.evaluate import adversarial_groups, roc_png
 from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, Mutation, calibrate
 from ..errors import DataError
 from ..models import Model
@@ -30,8 +28,7 @@ from ..report.attack_report import attack_report
 from ..report.backdoor_report import scan_report
 from ..report.defense_report import defense_report
 from ..report.normalize import attack_metrics, detect_evaluate_metrics, scan_metrics
-from ..report.roc import downsample_roc
-from ..report.writer import base_report, model_section
+from ..report.detect_report import detect_evaluate_report
 
 Progress = Callable[[str, int, int], None]
 
@@ -91,7 +88,9 @@ def attack_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
         seed=ctx.seed, progress=ctx.progress, **extra,
     )
     report = attack_report(run, model, data, ctx.command, ctx.seed, [])
-    artifacts = {}
+    artifacts: dict[str, str] = {}
+    if ctx.shard is not None and not ctx.shard.is_main:  # every rank holds the merged run; rank 0 writes
+        return StepResult(report, attack_metrics(report), artifacts)
     if step.get("examples", True):
         artifacts["examples"] = _rel(ctx, example_grid_for_run(ctx.artifacts_dir / "examples.png", run, model.spec.class_names, model.spec.range))
     if step.get("save_adversarial", True):
@@ -145,14 +144,6 @@ def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     return StepResult(report, scan_metrics(report), artifacts)
 
 
-def adversarial_groups(path: Path, n: int) -> np.ndarray:
-    """Attack name of each adversarial example (the ``attack`` array of ``--save-adv`` files)."""
-    with np.load(path, allow_pickle=False) as f:
-        if "attack" in f.files and len(f["attack"]) == n:
-            return np.array([str(a).split(":")[0] for a in f["attack"]])
-    return np.array(["adversarial"] * n)
-
-
 def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     model = ctx.model
     source = step["adversarial"]
@@ -173,6 +164,7 @@ def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     clean = _data(ctx, step)
     x, y = clean.x, clean.y
     assert y is not None
+    extra = {} if ctx.shard is None else {"shard": ctx.shard}
     mutation = Mutation(step.get("mutation", DEFAULT_MUTATION), step.get("radius", DEFAULT_RADIUS)).check()
     n_lcr = step.get("lcr_mutations", 200)
     if "calibration" in step:
@@ -180,16 +172,13 @@ def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
         cal.check_for(model)
     else:
         half = len(x) // 2
-        cal = calibrate(model, x[:half], y[:half], mutation, n_mutations=n_lcr, seed=ctx.seed)
+        cal = calibrate(model, x[:half], y[:half], mutation, n_mutations=n_lcr, seed=ctx.seed, **extra)
         x, y = x[half:], y[half:]
     sprt = {k: step[k] for k in ("alpha", "beta", "mu", "max_mutations") if k in step}
-    extra = {} if ctx.shard is None else {"shard": ctx.shard}
     ev = evaluate_lcr(model, x, y, adv.x, groups, cal, n_lcr=n_lcr, seed=ctx.seed, **sprt, **extra)
-    report = base_report(ctx.command, ctx.seed)
-    report.update({
-        "kind": "detect-evaluate", "model": model_section(model), "data": clean.dataset.describe(),
-        "adversarial": {"source": source, "n": int(len(adv))}, **ev.figures, "roc": downsample_roc(ev.fpr, ev.tpr),
-    })
+    report = detect_evaluate_report(ev, model, clean, ctx.command, ctx.seed, adversarial={"source": source, "n": int(len(adv))})
+    if ctx.shard is not None and not ctx.shard.is_main:
+        return StepResult(report, detect_evaluate_metrics(report), {})
     roc = ctx.artifacts_dir / "roc.png"
     roc_png(str(roc), ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
     return StepResult(report, detect_evaluate_metrics(report), {"roc": _rel(ctx, roc)})

@@ -13,12 +13,14 @@ from ..attacks.suites import SUITES, AttackChoice, resolve_choices
 from ..defenses import build_stack
 from ..defenses.defended import stack_spec
 from ..defenses.evaluate import evaluate_defense, parse_modes
+from ..distributed import Shard, run_sharded
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..report import parse_gate
 from ..report.artifacts import example_grid_for_run, save_adversarial
 from ..report.attack_report import attack_markdown, attack_report, attack_table
 from ..report.defense_report import defense_markdown, defense_report, defense_table
 from .common import Output, output_options, data_options, model_options, open_data, open_model
+from .sharding import is_main_process, prepare_ranks, recorded_command, workers_option
 
 @click.command()
 @click.argument("model", type=click.Path())
@@ -38,6 +40,7 @@ from .common import Output, output_options, data_options, model_options, open_da
 @click.option("--adaptive", type=click.Choice(["blind", "bpda", "bpda+eot", "all"]), help="With --defense: how the attacker treats the defence (default: all).")
 @click.option("--eot", "eot", type=click.IntRange(min=1), default=10, show_default=True, help="With --defense: random draws averaged per gradient in bpda+eot.")
 @click.option("--eval-draws", "eval_draws", type=click.IntRange(min=1), help="With --defense: seeded draws of randomised defences to verify under (default 5; 1 for deterministic stacks).")
+@workers_option
 @model_options
 @data_options
 @output_options
@@ -61,7 +64,11 @@ def attack(out: Output, **kw: Any) -> int:
     if not kw["defense_args"] and kw["adaptive"]:
         raise UsageError("--adaptive needs --defense", "e.g. --defense jpeg:quality=75 --adaptive all")
     if kw["defense_args"]:
+        if kw["workers"] > 1:
+            raise UsageError("--workers is not supported with --defense yet", "run the defence evaluation in one process")
+        prepare_ranks(out, kw, supported=False)
         return _attack_defended(out, kw, choices, gates, seed)
+    prepare_ranks(out, kw)
 
     out.info(f"loading {kw['model']} ...")
     model = open_model(kw)
@@ -74,12 +81,14 @@ def attack(out: Output, **kw: Any) -> int:
         + f", {kw['norm']} eps {', '.join(f'{e:g}' for e in eps)}"
     )
     assert data.y is not None
-    with _progress(out) as progress:
-        run = run_attacks(
-            model, data.x, data.y, choices, eps, norm=kw["norm"], cascade=cascade,
-            target=kw["target"], batch_size=kw["batch_size"], seed=seed, progress=progress,
-        )
-    report = attack_report(run, model, data, ["advaudit", *sys.argv[1:]], seed, gates)
+    if kw["workers"] > 1:
+        out.info(f"sharding over {kw['workers']} worker processes")
+    prepared = (model, data) if kw["workers"] == 1 else None  # spawned workers load their own
+    run = run_sharded(_attack_step, kw["workers"], kw, choices, eps, cascade, seed, out.quiet, prepared)
+    if not is_main_process():
+        return EXIT_OK
+    assert run is not None
+    report = attack_report(run, model, data, ["advaudit", *recorded_command(sys.argv[1:])], seed, gates)
     out.report(kw["report_path"], report)
     if kw["save_adv"]:
         save_adversarial(kw["save_adv"], run, choices)
@@ -88,6 +97,24 @@ def attack(out: Output, **kw: Any) -> int:
         example_grid_for_run(kw["examples"], run, model.spec.class_names, model.spec.range)
         out.info(f"wrote examples {kw['examples']}")
     return _render(out, report, kw["fmt"], attack_markdown, attack_table)
+
+
+def _attack_step(
+    kw: dict[str, Any], choices: list[AttackChoice], eps: list[float], cascade: bool, seed: int, quiet: bool,
+    prepared: tuple[Any, Any] | None = None, *, shard: Shard,
+) -> AttackRun:
+    """One rank's share of the attack (all of it in one process); every rank returns the whole run."""
+    if prepared is None:
+        model = open_model({**kw, "device": shard.device(kw["device"])})
+        data = open_data(kw["data_path"], model, kw)
+    else:
+        model, data = prepared
+    assert data.y is not None
+    with _progress(Output(quiet=quiet or not shard.is_main)) as progress:
+        return run_attacks(
+            model, data.x, data.y, choices, eps, norm=kw["norm"], cascade=cascade,
+            target=kw["target"], batch_size=kw["batch_size"], seed=seed, progress=progress, shard=shard,
+        )
 
 
 def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice], gates: list[Any], seed: int) -> int:

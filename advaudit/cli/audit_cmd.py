@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -52,6 +53,8 @@ def audit(out: Output, **kw: Any) -> int:
         return _init(out, Path(kw["config_path"]))
     if not kw["model"]:
         raise UsageError("missing MODEL", "advaudit audit MODEL --config audit.yaml (or --init for a starter config)")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("advaudit audit starts its own worker processes", "run it without torchrun and give --workers N")
     config = load_config(kw["config_path"])
     report_dir = Path(kw["report_dir"])
     command = " ".join(["advaudit", *(a for a in sys.argv[1:] if a != "--resume")])

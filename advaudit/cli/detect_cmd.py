@@ -13,14 +13,16 @@ from rich.text import Text
 
 from ..data import load_data, prepare
 from ..detect.evaluate import evaluate as evaluate_lcr
-from ..detect.evaluate import roc_png
+from ..detect.evaluate import adversarial_groups, roc_png
 from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, LCRDetector, Mutation, calibrate as calibrate_lcr
 from ..detect.model_mutation import OPERATORS as MODEL_OPERATORS
 from ..detect.mutations import MUTATORS
+from ..distributed import Shard, run_sharded
 from ..errors import EXIT_GATE, EXIT_OK, DataError
 from ..report import base_report
-from ..report.roc import downsample_roc
+from ..report.detect_report import detect_evaluate_report
 from .common import Output, compose, data_options, model_options, open_data, open_model, output_options
+from .sharding import is_main_process, prepare_ranks, recorded_command, workers_option
 
 MUTATIONS = [*MUTATORS, *MODEL_OPERATORS]
 
@@ -158,35 +160,24 @@ def run(out: Output, **kw: Any) -> int:
 @click.option("--roc", "roc_path", type=click.Path(dir_okay=False), help="Write the ROC curve PNG.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@workers_option
 @model_options
 @data_options
 @output_options
 @click.pass_obj
 def evaluate(out: Output, **kw: Any) -> None:
     """AUROC of LCR, kappa_nor vs kappa_adv per attack (Table 3), SPRT precision/recall/cost."""
-    model = open_model(kw)
-    clean = open_data(kw["clean_path"], model, kw)
-    adv_ds = load_data(kw["adv_path"])
-    adv = prepare(adv_ds, model, need_labels=False)
-    groups = _groups(Path(kw["adv_path"]), len(adv))
-    x, y = clean.x, clean.y
-    assert y is not None
+    prepare_ranks(out, kw)
     seed = kw["seed"] or 0
-    if kw["calibration_path"]:
-        cal = Calibration.load(kw["calibration_path"])
-        cal.check_for(model)
-    else:
-        half = len(x) // 2
-        cal = calibrate_lcr(model, x[:half], y[:half], _mutation(kw), n_mutations=kw["lcr_mutations"], seed=seed)
-        x, y = x[half:], y[half:]
-        out.info(f"calibrated on {half} clean inputs: kappa_nor {cal.kappa_nor:.4f}; evaluating on the other {len(x)}")
-    ev = evaluate_lcr(
-        model, x, y, adv.x, groups, cal, n_lcr=kw["lcr_mutations"], seed=seed,
-        alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"], max_mutations=kw["max_mutations"],
-    )
-    report = base_report(["advaudit", *sys.argv[1:]], seed)
-    report.update({"kind": "detect-evaluate", "model": {"path": str(model.path), "sha256": model.sha256}, **ev.figures,
-                   "roc": downsample_roc(ev.fpr, ev.tpr)})
+    inputs = _evaluate_inputs(kw)  # bad input fails here, before any worker starts
+    if kw["workers"] > 1:
+        out.info(f"sharding over {kw['workers']} worker processes")
+    ev = run_sharded(_evaluate_step, kw["workers"], kw, seed, out.quiet, inputs if kw["workers"] == 1 else None)
+    if not is_main_process():
+        return
+    assert ev is not None
+    model, clean = inputs[0], inputs[1]
+    report = detect_evaluate_report(ev, model, clean, ["advaudit", *recorded_command(sys.argv[1:])], seed)
     if kw["roc_path"]:
         roc_png(kw["roc_path"], ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
         out.info(f"wrote {kw['roc_path']}")
@@ -214,11 +205,34 @@ def evaluate(out: Output, **kw: Any) -> None:
     )
 
 
-def _groups(path: Path, n: int) -> np.ndarray:
-    """Attack name of each adversarial example (the 'attack' array of --save-adv files)."""
-    with np.load(path, allow_pickle=False) as f:
-        if "attack" in f.files and len(f["attack"]) == n:
-            return np.array([str(a).split(":")[0] for a in f["attack"]])
-    if n == 0:
-        raise DataError(f"{path.name} holds no adversarial examples")
-    return np.array(["adversarial"] * n)
+def _evaluate_inputs(kw: dict[str, Any], shard: Shard | None = None) -> tuple[Any, Any, Any, np.ndarray, Calibration | None]:
+    """Model, clean data, adversarial data, their groups, and the calibration file if one is given."""
+    model = open_model(kw if shard is None else {**kw, "device": shard.device(kw["device"])})
+    clean = open_data(kw["clean_path"], model, kw)
+    adv = prepare(load_data(kw["adv_path"]), model, need_labels=False)
+    if len(adv) == 0:
+        raise DataError(f"{Path(kw['adv_path']).name} holds no adversarial examples")
+    groups = adversarial_groups(kw["adv_path"], len(adv))
+    cal = None
+    if kw["calibration_path"]:
+        cal = Calibration.load(kw["calibration_path"])
+        cal.check_for(model)
+    return model, clean, adv, groups, cal
+
+
+def _evaluate_step(kw: dict[str, Any], seed: int, quiet: bool, inputs: tuple | None = None, *, shard: Shard) -> Any:
+    """One rank's share of ``detect evaluate`` (all of it in one process); every rank returns the figures."""
+    model, clean, adv, groups, cal = inputs if inputs is not None else _evaluate_inputs(kw, shard)
+    x, y = clean.x, clean.y
+    assert y is not None
+    if cal is None:
+        half = len(x) // 2
+        cal = calibrate_lcr(model, x[:half], y[:half], _mutation(kw), n_mutations=kw["lcr_mutations"], seed=seed, shard=shard)
+        x, y = x[half:], y[half:]
+        Output(quiet=quiet or not shard.is_main).info(
+            f"calibrated on {half} clean inputs: kappa_nor {cal.kappa_nor:.4f}; evaluating on the other {len(x)}"
+        )
+    return evaluate_lcr(
+        model, x, y, adv.x, groups, cal, n_lcr=kw["lcr_mutations"], seed=seed, shard=shard,
+        alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"], max_mutations=kw["max_mutations"],
+    )

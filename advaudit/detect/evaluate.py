@@ -4,17 +4,25 @@ decision (Tables 5-6).
 
 Wrongly labelled natural images (clean inputs the model misclassifies, "WL") count as adversarial,
 as in the paper.
+
+Sharded (``shard=``), the chunks of every set (LCR of the normal inputs and of each group, SPRT on
+the normal and on the adversarial inputs) are dealt to the processes round robin as one list; each
+chunk is seeded from its own first index, so the figures equal a single-process run's.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .lcr import ADVERSARIAL, NORMAL, Calibration, LCRDetector, auroc, label_change_rates, roc_curve
+from ..distributed import Shard
+from .lcr import (
+    ADVERSARIAL, CHUNK, NORMAL, Calibration, Detections, LCRDetector, auroc, chunk_seed, chunk_starts, lcr_chunk, roc_curve,
+)
 
 Z_995 = 2.5758293035489  # two-sided 99% (the reference code's confidence interval)
 
@@ -45,23 +53,48 @@ def evaluate(
     *,
     n_lcr: int = 200,
     seed: int = 0,
+    shard: Shard | None = None,
     **sprt: Any,
 ) -> Evaluation:
-    """Evaluate LCR and its SPRT on clean inputs against adversarial ones (grouped by attack)."""
+    """Evaluate LCR and its SPRT on clean inputs against adversarial ones (grouped by attack).
+
+    ``shard``: this process's share of a sharded run (default: one process); every rank must call
+    with the same arguments, and every rank returns the same figures."""
+    shard = shard or Shard.single()
     correct = model.predict(clean_x).labels == clean_y
     normal = clean_x[correct]
     groups = {str(g): adv_x[adv_groups == g] for g in dict.fromkeys(adv_groups.tolist())}
     if (~correct).any():
         groups["WL"] = clean_x[~correct]
     mutation = calibration.mutation
-    lcr_nor = label_change_rates(model, normal, mutation, n_lcr, seed)
-    lcr_adv = {g: label_change_rates(model, xs, mutation, n_lcr, seed + 1) for g, xs in groups.items() if len(xs)}
-    all_adv = np.concatenate(list(lcr_adv.values())) if lcr_adv else np.zeros(0)
-
     detector = LCRDetector(model, calibration, seed=seed, **sprt)
-    det_nor = detector(normal)
     adv_all_x = np.concatenate([xs for xs in groups.values() if len(xs)]) if groups else clean_x[:0]
-    det_adv = detector(adv_all_x)
+    # one list of (what, set, first index) chunks over every set, dealt out together
+    Key = tuple[str, str | None]
+    sets: dict[Key, tuple[np.ndarray, int]] = {("lcr", None): (normal, seed)}
+    sets.update({("lcr", g): (xs, seed + 1) for g, xs in groups.items() if len(xs)})
+    sets.update({("sprt", "normal"): (normal, seed), ("sprt", "adversarial"): (adv_all_x, seed)})
+    tasks = [(key, s) for key, (xs, _) in sets.items() for s in chunk_starts(len(xs))]
+
+    def run(task: tuple[Key, int]) -> Any:
+        key, s = task
+        xs, set_seed = sets[key]
+        if key[0] == "lcr":
+            return lcr_chunk(model, xs[s : s + CHUNK], mutation, n_lcr, chunk_seed(set_seed, s))
+        return detector.chunk(xs[s : s + CHUNK], s)
+
+    results: dict[Key, list[Any]] = {key: [] for key in sets}
+    for (key, _), value in zip(tasks, shard.map(run, tasks)):
+        results[key].append(value)
+
+    def lcr(key: Key) -> np.ndarray:
+        return np.concatenate(results[key]) if results[key] else np.zeros(0)
+
+    lcr_nor = lcr(("lcr", None))
+    lcr_adv = {g: lcr(("lcr", g)) for g, xs in groups.items() if len(xs)}
+    all_adv = np.concatenate(list(lcr_adv.values())) if lcr_adv else np.zeros(0)
+    det_nor: Detections = detector.join(results[("sprt", "normal")])
+    det_adv: Detections = detector.join(results[("sprt", "adversarial")])
     tp = int((det_adv.decision == ADVERSARIAL).sum())
     fp = int((det_nor.decision == ADVERSARIAL).sum())
     tn = int((det_nor.decision == NORMAL).sum())
@@ -93,6 +126,15 @@ def evaluate(
     }
     figures["auroc_mean"] = float(np.nanmean(list(figures["auroc"].values()))) if figures["auroc"] else float("nan")
     return Evaluation(figures, fpr, tpr)
+
+
+def adversarial_groups(path: str | Path, n: int) -> np.ndarray:
+    """Attack name of each of the ``n`` adversarial examples in ``path`` (the ``attack`` array of
+    ``advaudit attack --save-adv`` files; ``"adversarial"`` when the file has none)."""
+    with np.load(path, allow_pickle=False) as f:
+        if "attack" in f.files and len(f["attack"]) == n:
+            return np.array([str(a).split(":")[0] for a in f["attack"]])
+    return np.array(["adversarial"] * n)
 
 
 def roc_png(path: str, fpr: np.ndarray, tpr: np.ndarray, title: str) -> None:

@@ -9,6 +9,11 @@ normal ones (kappa_adv >> kappa_nor, paper Table 3).
 * :class:`LCRDetector` runs the sequential probability ratio test of Algorithm 1 for many inputs at
   once: each round mutates every undecided input several times, classifies all mutations in one
   batched call, and stops each input at the first mutation where its test decides.
+
+Randomness is drawn per *chunk* of :data:`CHUNK` consecutive inputs, from a generator seeded by the
+seed and the chunk's first index (:func:`chunk_seed`; the first chunk uses the seed itself), so a
+sharded run (:class:`~advaudit.distributed.Shard`, each process a share of the chunks) gives exactly
+the figures of a single process.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..distributed import Shard
 from ..errors import DataError, UsageError
 from ..models import Model
 from ..report.writer import write_json
@@ -41,6 +48,18 @@ and 0.5 makes fewer label changes on normal inputs (kappa_nor about 0.07-0.10 on
 model, near the paper's regime), so the SPRT needs fewer mutations."""
 DEFAULT_RATE = 0.01
 MAX_BATCH_IMAGES = 8192
+CHUNK = 128
+"""Inputs per independently seeded chunk (the unit of sharding)."""
+
+
+def chunk_seed(seed: int, start: int) -> int:
+    """Seed of the chunk starting at input ``start``: ``seed`` for the first chunk (inputs sets of
+    up to :data:`CHUNK` draw exactly as a single generator would), a hash of both for the others."""
+    return seed if start == 0 else zlib.crc32(f"{seed}/lcr/{start}".encode()) & 0x7FFFFFFF
+
+
+def chunk_starts(n: int, chunk: int = CHUNK) -> list[int]:
+    return list(range(0, n, chunk))
 
 
 @dataclass(frozen=True)
@@ -159,9 +178,20 @@ class _Sampler:
 
 
 def label_change_rates(
-    model: Model, x: np.ndarray, mutation: Mutation, n_mutations: int = 200, seed: int = 0
+    model: Model, x: np.ndarray, mutation: Mutation, n_mutations: int = 200, seed: int = 0,
+    *, shard: Shard | None = None,
 ) -> np.ndarray:
-    """LCR of each input estimated from ``n_mutations`` mutations (no early stopping)."""
+    """LCR of each input estimated from ``n_mutations`` mutations (no early stopping).
+
+    Computed per chunk of :data:`CHUNK` inputs; ``shard`` spreads the chunks over processes."""
+    parts = (shard or Shard.single()).map(
+        lambda s: lcr_chunk(model, x[s : s + CHUNK], mutation, n_mutations, chunk_seed(seed, s)), chunk_starts(len(x))
+    )
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def lcr_chunk(model: Model, x: np.ndarray, mutation: Mutation, n_mutations: int, seed: int) -> np.ndarray:
+    """LCR of one chunk of inputs, its mutations drawn from a generator seeded with ``seed``."""
     labels = model.query(x).labels
     return _Sampler(model, mutation, seed).changes(x, labels, n_mutations, 0).mean(axis=1)
 
@@ -175,6 +205,7 @@ def calibrate(
     n_mutations: int = 200,
     seed: int = 0,
     mutants: int = 50,
+    shard: Shard | None = None,
 ) -> Calibration:
     """Estimate kappa_nor = mean LCR of correctly classified inputs + one-sided 99% margin."""
     mutation = (mutation or Mutation()).check()
@@ -185,7 +216,7 @@ def calibrate(
         seeds = select_mutants(model, x, y, mutation.operator, mutation.radius, mutants, seed)
         mutation = Mutation(mutation.operator, mutation.radius, tuple(seeds))
         n_mutations = len(seeds)
-    lcr = label_change_rates(model, x[correct], mutation, n_mutations, seed)
+    lcr = label_change_rates(model, x[correct], mutation, n_mutations, seed, shard=shard)
     mean, std = float(lcr.mean()), float(lcr.std(ddof=1))
     margin = Z_99 * std / math.sqrt(len(lcr))
     return Calibration(
@@ -265,14 +296,31 @@ class LCRDetector:
         self.test = SPRT(calibration.kappa_nor, mu, sigma, alpha, beta).check()
         self.max_mutations, self.seed = max_mutations, seed
 
-    def __call__(self, x: np.ndarray) -> Detections:
-        start = time.perf_counter()
+    def __call__(self, x: np.ndarray, *, shard: Shard | None = None) -> Detections:
+        """Decide every input of ``x``, chunk by chunk (``shard`` spreads the chunks)."""
+        parts = (shard or Shard.single()).map(lambda s: self.chunk(x[s : s + CHUNK], s), chunk_starts(len(x)))
+        return self.join(parts)
+
+    def join(self, parts: list[Detections]) -> Detections:
+        """Detections of consecutive chunks as one (time: the sum of the chunks' times)."""
+        if not parts:
+            e = np.zeros(0, dtype=np.int64)
+            return Detections(e.copy(), e.copy(), e.copy(), e.copy(), 0.0, self.test.alpha, self.test.beta)
+        cat = lambda f: np.concatenate([getattr(p, f) for p in parts])  # noqa: E731
+        return Detections(
+            cat("decision"), cat("labels"), cat("mutations"), cat("changes"), float(sum(p.time_s for p in parts)),
+            self.test.alpha, self.test.beta,
+        )
+
+    def chunk(self, x: np.ndarray, start: int = 0) -> Detections:
+        """Decide the inputs of one chunk, the one beginning at input ``start`` (it picks the seed)."""
+        start_time = time.perf_counter()
         n = len(x)
         labels = self.model.query(x).labels
         decision = np.full(n, UNDECIDED)
         used = np.zeros(n, dtype=np.int64)
         changed = np.zeros(n, dtype=np.int64)
-        sampler = _Sampler(self.model, self.calibration.mutation, self.seed)
+        sampler = _Sampler(self.model, self.calibration.mutation, chunk_seed(self.seed, start))
         active = np.arange(n)
         # first round: just enough mutations for an input without label changes to be accepted as
         # normal (most inputs are); then rounds double for the inputs still undecided
@@ -285,7 +333,7 @@ class LCRDetector:
             active = active[dec == UNDECIDED]
             done += k
             k *= 2
-        return Detections(decision, labels, used, changed, time.perf_counter() - start, self.test.alpha, self.test.beta)
+        return Detections(decision, labels, used, changed, time.perf_counter() - start_time, self.test.alpha, self.test.beta)
 
 
 def auroc(scores_neg: np.ndarray, scores_pos: np.ndarray) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -80,12 +81,15 @@ def check_external_data(model: Any, model_dir: Path, max_bytes: float) -> bool:
     return found
 
 
-def _providers(device: str) -> list[str]:
+def _providers(device: str) -> list[Any]:
     import onnxruntime as ort
 
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers() or not torch.cuda.is_available():
             raise ModelError("--device cuda was asked for but no CUDA device is available", "use --device cpu")
+        index = device.partition(":")[2]
+        if index.isdigit():  # cuda:N (one GPU per rank when sharded)
+            return [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -95,6 +99,9 @@ def _session(source: str | bytes, device: str) -> Any:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 4  # errors reach the user as exceptions, not as C++ log lines
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:  # honour the thread cap (sharded ranks set 1 each)
+        opts.intra_op_num_threads = int(threads)
     return ort.InferenceSession(source, sess_options=opts, providers=_providers(device))
 
 
