@@ -18,6 +18,7 @@ from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..report.writer import write_atomic
 from .attack_cmd import _progress
 from .common import Output, output_options
+from .sharding import recorded_command
 
 EXIT_INTERRUPTED = 130
 EXTENSIONS = {"html": "report.html", "md": "report.md", "junit": "report.junit.xml", "json": REPORT_NAME}
@@ -57,7 +58,8 @@ def audit(out: Output, **kw: Any) -> int:
         raise UsageError("advaudit audit starts its own worker processes", "run it without torchrun and give --workers N")
     config = load_config(kw["config_path"])
     report_dir = Path(kw["report_dir"])
-    command = " ".join(["advaudit", *(a for a in sys.argv[1:] if a != "--resume")])
+    # --resume and --workers do not change the results, so the recorded command leaves them out.
+    command = " ".join(["advaudit", *(a for a in recorded_command(sys.argv[1:]) if a != "--resume")])
     out.info(f"auditing {kw['model']} with {kw['config_path']}: {len(config.steps)} steps, {len(config.gates)} gates")
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
