@@ -58,6 +58,10 @@ def audit(out: Output, **kw: Any) -> int:
         raise UsageError("advaudit audit starts its own worker processes", "run it without torchrun and give --workers N")
     config = load_config(kw["config_path"])
     report_dir = Path(kw["report_dir"])
+    try:
+        (report_dir / "steps").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot use --report-dir {report_dir}: {exc.strerror}", "give a folder you can write to") from None
     # --resume and --workers do not change the results, so the recorded command leaves them out.
     command = " ".join(["advaudit", *(a for a in recorded_command(sys.argv[1:]) if a != "--resume")])
     out.info(f"auditing {kw['model']} with {kw['config_path']}: {len(config.steps)} steps, {len(config.gates)} gates")
