@@ -95,6 +95,12 @@ def attack_markdown(report: dict[str, Any]) -> str:
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(report)]
+    return "\n".join(lines + markdown_tail(report)) + "\n"
+
+
+def markdown_tail(report: dict[str, Any]) -> list[str]:
+    """The warnings and the ``--fail-under`` gates of an attack report, as Markdown lines."""
+    lines: list[str] = []
     if report["warnings"]:
         lines += ["", "**Warnings**", ""] + [f"- {w}" for w in report["warnings"]]
     if report["gates"]:
@@ -103,4 +109,4 @@ def attack_markdown(report: dict[str, Any]) -> str:
             f"| {g['metric']} | {g['threshold']:g} | {g['value']:.4f} | {'pass' if g['passed'] else '**FAIL**'} |"
             for g in report["gates"]
         ]
-    return "\n".join(lines) + "\n"
+    return lines

@@ -10,6 +10,7 @@ from rich.text import Text
 from ..data import PreparedData
 from ..defenses.evaluate import MODES, DefenseEval
 from ..models import Model
+from .attack_report import markdown_tail
 from .gates import Gate, evaluate_gates
 from .writer import base_report, model_section
 
@@ -102,12 +103,4 @@ def defense_markdown(report: dict[str, Any]) -> str:
         "|" + "---|" * len(cols),
     ]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
-    if report["warnings"]:
-        lines += ["", "**Warnings**", ""] + [f"- {w}" for w in report["warnings"]]
-    if report["gates"]:
-        lines += ["", "| gate | threshold | value | result |", "|---|---|---|---|"]
-        lines += [
-            f"| {g['metric']} | {g['threshold']:g} | {g['value']:.4f} | {'pass' if g['passed'] else '**FAIL**'} |"
-            for g in report["gates"]
-        ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + markdown_tail(report)) + "\n"
