@@ -349,3 +349,12 @@ def test_audit_renders_formats_and_validates(tiny_run, tmp_path):
     suite = ET.parse(out / "report.junit.xml").getroot()
     failures = [c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None]
     assert any("detect.auroc" in f for f in failures) and len(failures) == 1
+
+
+def test_bad_model_or_report_dir_creates_nothing(tmp_path, capsys):
+    cfg = _write(tmp_path, TINY)
+    assert main(["audit", str(tmp_path / "nope.onnx"), "--config", str(cfg), "--report-dir", str(tmp_path / "o")]) == 2
+    assert "model file not found" in capsys.readouterr().err and not (tmp_path / "o").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main(["audit", MODEL, "--config", str(cfg), "--report-dir", str(tmp_path / "afile" / "o")]) == 2
+    assert "is not a writable folder" in capsys.readouterr().err

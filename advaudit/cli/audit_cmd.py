@@ -61,10 +61,7 @@ def audit(out: Output, **kw: Any) -> int:
     if kw["baseline"]:
         load_baseline(kw["baseline"])  # a bad baseline fails before anything is created
     report_dir = Path(kw["report_dir"])
-    try:
-        (report_dir / "steps").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot use --report-dir {report_dir}: {exc.strerror}", "give a folder you can write to") from None
+    _check_writable(report_dir)
     # --resume and --workers do not change the results, so the recorded command leaves them out.
     command = " ".join(["advaudit", *(a for a in recorded_command(sys.argv[1:]) if a != "--resume")])
     out.info(f"auditing {kw['model']} with {kw['config_path']}: {len(config.steps)} steps, {len(config.gates)} gates")
@@ -98,6 +95,15 @@ def audit(out: Output, **kw: Any) -> int:
     verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
     out.out.print(f"audit {verdict}: {sum(g['passed'] for g in report['gates'])}/{len(report['gates'])} gates passed")
     return EXIT_OK if report["passed"] else EXIT_GATE
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any work if ``folder`` cannot be created or written (creates nothing)."""
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write --report-dir {folder}: {existing} is not a writable folder", "give a folder you can write to")
 
 
 def _sigterm(signum: int, frame: Any) -> None:
