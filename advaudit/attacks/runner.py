@@ -148,6 +148,11 @@ def default_eps(model: Model, norm: str) -> float:
     return (8 / 255 if norm == "linf" else 0.5) * (hi - lo)
 
 
+def resolve_eps(model: Model, eps: list[float] | None, norm: str) -> list[float]:
+    """The budgets to attack at (:func:`check_eps`); :func:`default_eps` when none are given."""
+    return check_eps(model, [float(e) for e in eps] if eps else [default_eps(model, norm)], norm)
+
+
 def _summary(values: np.ndarray) -> tuple[float | None, float | None]:
     if len(values) == 0:
         return None, None
@@ -347,4 +352,4 @@ def _verify(
     return Verified(*_blocks(shard, len(x), batch_size, block))
 
 
-__all__ = ["AttackRow", "AttackRun", "choose_targets", "default_eps", "norms", "run_attacks"]
+__all__ = ["AttackRow", "AttackRun", "choose_targets", "default_eps", "norms", "resolve_eps", "run_attacks"]

@@ -11,13 +11,13 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import UsageError
+from ..report.schema import json_path, load_schema
 from .gates import GateSpec, parse_gate
 
 HEADLINE = {"attack": "robust_accuracy", "defense": "robust_accuracy", "scan-backdoor": "verdict", "detect": "auroc"}
@@ -29,12 +29,6 @@ class ConfigError(UsageError):
     """The audit configuration is invalid."""
 
     slug = "config"
-
-
-def load_schema(name: str) -> dict[str, Any]:
-    """A JSON Schema shipped in ``advaudit/schemas`` (``audit-config`` or ``report``)."""
-    text = resources.files("advaudit").joinpath("schemas", f"{name}.schema.json").read_text()
-    return json.loads(text)
 
 
 @dataclass
@@ -82,10 +76,7 @@ def _yaml_line(text: str, path: list[str | int]) -> int | None:
 
 
 def _dotted(path: list[str | int]) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "(top level)"
+    return json_path(path) if path else "(top level)"
 
 
 def _schema_error(data: Any) -> tuple[list[str | int], str] | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +18,7 @@ from typing import Any, Callable
 from .. import __version__
 from ..errors import AdvauditError, DataError
 from ..models import Model, load_model
-from ..report.writer import SCHEMA, base_report, model_section, write_json
+from ..report.writer import SCHEMA, base_report, model_section, versions, write_json
 from .config import AuditConfig
 from .gates import evaluate_gates
 from .steps import RUNNERS, StepContext, StepResult
@@ -44,20 +43,14 @@ def fingerprint(step: dict[str, Any], model: Model, seed: int, batch_size: int) 
 
 
 def environment(model: Model, workers: int) -> dict[str, Any]:
-    import numpy
-    import torch
-
+    """The report's versions plus ONNX Runtime's, the device and the worker count."""
     try:
         import onnxruntime
 
         ort = onnxruntime.__version__
     except ImportError:  # pragma: no cover
         ort = None
-    return {
-        "advaudit": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "onnxruntime": ort, "numpy": numpy.__version__, "platform": platform.platform(),
-        "device": str(model.device), "workers": workers,
-    }
+    return {**versions(), "onnxruntime": ort, "device": str(model.device), "workers": workers}
 
 
 def load_baseline(path: str | Path) -> dict[str, Any]:
@@ -135,8 +128,8 @@ def run_audit(
             else:
                 result = RUNNERS[kind](StepContext(model=model, earlier=done, **ctx_args), step)
         except AdvauditError as exc:
-            kept = f"; the {len(done)} finished step(s) are kept: fix it and run again with --resume" if done else ""
-            raise type(exc)(f"step {name}: {exc.message}", (exc.hint or "") + kept if exc.hint else kept.lstrip("; ")) from None
+            kept = f"the {len(done)} finished step(s) are kept: fix it and run again with --resume" if done else None
+            raise type(exc)(f"step {name}: {exc.message}", "; ".join(filter(None, [exc.hint, kept])) or None) from None
         entry = {
             "fingerprint": fp, "name": name, "kind": kind, "status": "done", "error": None,
             "time_s": round(time.perf_counter() - start, 3), "metrics": result.metrics,

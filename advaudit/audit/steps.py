@@ -11,16 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..attacks.runner import check_eps, default_eps, run_attacks
+from ..attacks.runner import resolve_eps, run_attacks
 from ..attacks.suites import resolve_choices
 from ..backdoor.images import write_trigger_pngs
 from ..backdoor.scan import method_names, scan_model
 from ..data import PreparedData, load_data, prepare
 from ..defenses import build_stack
 from ..defenses.evaluate import evaluate_defense, parse_modes
-from ..detect.evaluate import evaluate as evaluate_lcr
-from ..detect.evaluate import adversarial_groups, roc_png
-from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, Mutation, calibrate
+from ..detect.evaluate import adversarial_groups, evaluate_held_out, roc_png
+from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, Mutation
 from ..errors import DataError
 from ..models import Model
 from ..report.artifacts import example_grid_for_run, save_adversarial
@@ -55,9 +54,9 @@ class StepResult:
     artifacts: dict[str, str]  # name -> path relative to the report folder
 
 
-def _data(ctx: StepContext, step: dict[str, Any], need_labels: bool = True) -> PreparedData:
+def _data(ctx: StepContext, step: dict[str, Any]) -> PreparedData:
     ds = load_data(step["data"], n=step.get("n"), offset=step.get("offset", 0), seed=ctx.seed)
-    return prepare(ds, ctx.model, need_labels=need_labels)
+    return prepare(ds, ctx.model)
 
 
 def _rel(ctx: StepContext, path: Path) -> str:
@@ -65,13 +64,8 @@ def _rel(ctx: StepContext, path: Path) -> str:
 
 
 def _eps(model: Model, step: dict[str, Any]) -> list[float]:
-    norm = step.get("norm", "linf")
     eps = step.get("eps")
-    eps = [eps] if isinstance(eps, (int, float)) else (eps or [default_eps(model, norm)])
-    return check_eps(model, [float(e) for e in eps], norm)
-
-
-METRICS = {"attack": attack_metrics, "defense": attack_metrics, "scan-backdoor": scan_metrics, "detect": detect_evaluate_metrics}
+    return resolve_eps(model, [eps] if isinstance(eps, (int, float)) else eps, step.get("norm", "linf"))
 
 
 def attack_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
@@ -81,11 +75,10 @@ def attack_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     choices, cascade = resolve_choices(step.get("suite"), step.get("attacks"))
     norm = step.get("norm", "linf")
     target = step.get("target")
-    extra = {} if ctx.shard is None else {"shard": ctx.shard}
     run = run_attacks(
         model, data.x, data.y, choices, _eps(model, step), norm=norm, cascade=cascade,
         target=None if target is None else str(target), batch_size=step.get("batch_size", ctx.batch_size),
-        seed=ctx.seed, progress=ctx.progress, **extra,
+        seed=ctx.seed, progress=ctx.progress, shard=ctx.shard,
     )
     report = attack_report(run, model, data, ctx.command, ctx.seed, [])
     artifacts: dict[str, str] = {}
@@ -162,20 +155,17 @@ def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
         )
     groups = adversarial_groups(adv_path, len(adv))
     clean = _data(ctx, step)
-    x, y = clean.x, clean.y
-    assert y is not None
-    extra = {} if ctx.shard is None else {"shard": ctx.shard}
-    mutation = Mutation(step.get("mutation", DEFAULT_MUTATION), step.get("radius", DEFAULT_RADIUS)).check()
-    n_lcr = step.get("lcr_mutations", 200)
+    assert clean.y is not None
+    cal = None
     if "calibration" in step:
         cal = Calibration.load(step["calibration"])
         cal.check_for(model)
-    else:
-        half = len(x) // 2
-        cal = calibrate(model, x[:half], y[:half], mutation, n_mutations=n_lcr, seed=ctx.seed, **extra)
-        x, y = x[half:], y[half:]
+    mutation = Mutation(step.get("mutation", DEFAULT_MUTATION), step.get("radius", DEFAULT_RADIUS)).check()
     sprt = {k: step[k] for k in ("alpha", "beta", "mu", "max_mutations") if k in step}
-    ev = evaluate_lcr(model, x, y, adv.x, groups, cal, n_lcr=n_lcr, seed=ctx.seed, **sprt, **extra)
+    ev, _, _ = evaluate_held_out(
+        model, clean.x, clean.y, adv.x, groups, cal, mutation, n_lcr=step.get("lcr_mutations", 200),
+        seed=ctx.seed, shard=ctx.shard, **sprt,
+    )
     report = detect_evaluate_report(ev, model, clean, ctx.command, ctx.seed, adversarial={"source": source, "n": int(len(adv))})
     if ctx.shard is not None and not ctx.shard.is_main:
         return StepResult(report, detect_evaluate_metrics(report), {})

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..attacks.runner import build_attacks, check_eps, default_eps, run_attacks
+from ..attacks.runner import AttackRun, build_attacks, resolve_eps, run_attacks
 from ..attacks.suites import SUITES, AttackChoice, resolve_choices
 from ..defenses import build_stack
 from ..defenses.defended import stack_spec
@@ -148,7 +148,7 @@ def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice
 
 def _eps(model: Any, kw: dict[str, Any]) -> list[float]:
     """The --eps values, checked; default 8/255 of the value range (Linf) or half of it (L2)."""
-    return check_eps(model, list(kw["eps"]) or [default_eps(model, kw["norm"])], kw["norm"])
+    return resolve_eps(model, list(kw["eps"]), kw["norm"])
 
 
 def _render(

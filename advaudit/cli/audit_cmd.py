@@ -14,7 +14,6 @@ from rich.text import Text
 
 from ..audit import REPORT_NAME, load_config, run_audit, starter
 from ..audit.config import ConfigError
-from ..audit.run import load_baseline
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..report.writer import write_atomic
 from .attack_cmd import _progress
@@ -58,8 +57,6 @@ def audit(out: Output, **kw: Any) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("advaudit audit starts its own worker processes", "run it without torchrun and give --workers N")
     config = load_config(kw["config_path"])
-    if kw["baseline"]:
-        load_baseline(kw["baseline"])  # a bad baseline fails before anything is created
     report_dir = Path(kw["report_dir"])
     _check_writable(report_dir)
     # --resume and --workers do not change the results, so the recorded command leaves them out.

@@ -12,8 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..data import load_data, prepare
-from ..detect.evaluate import evaluate as evaluate_lcr
-from ..detect.evaluate import adversarial_groups, roc_png
+from ..detect.evaluate import adversarial_groups, evaluate_held_out, roc_png
 from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, LCRDetector, Mutation, calibrate as calibrate_lcr
 from ..detect.model_mutation import OPERATORS as MODEL_OPERATORS
 from ..detect.mutations import MUTATORS
@@ -223,16 +222,13 @@ def _evaluate_inputs(kw: dict[str, Any], shard: Shard | None = None) -> tuple[An
 def _evaluate_step(kw: dict[str, Any], seed: int, quiet: bool, inputs: tuple | None = None, *, shard: Shard) -> Any:
     """One rank's share of ``detect evaluate`` (all of it in one process); every rank returns the figures."""
     model, clean, adv, groups, cal = inputs if inputs is not None else _evaluate_inputs(kw, shard)
-    x, y = clean.x, clean.y
-    assert y is not None
-    if cal is None:
-        half = len(x) // 2
-        cal = calibrate_lcr(model, x[:half], y[:half], _mutation(kw), n_mutations=kw["lcr_mutations"], seed=seed, shard=shard)
-        x, y = x[half:], y[half:]
-        Output(quiet=quiet or not shard.is_main).info(
-            f"calibrated on {half} clean inputs: kappa_nor {cal.kappa_nor:.4f}; evaluating on the other {len(x)}"
-        )
-    return evaluate_lcr(
-        model, x, y, adv.x, groups, cal, n_lcr=kw["lcr_mutations"], seed=seed, shard=shard,
+    assert clean.y is not None
+    ev, cal, half = evaluate_held_out(
+        model, clean.x, clean.y, adv.x, groups, cal, _mutation(kw), n_lcr=kw["lcr_mutations"], seed=seed, shard=shard,
         alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"], max_mutations=kw["max_mutations"],
     )
+    if half:
+        Output(quiet=quiet or not shard.is_main).info(
+            f"calibrated on {half} clean inputs: kappa_nor {cal.kappa_nor:.4f}; evaluated on the other {len(clean.x) - half}"
+        )
+    return ev

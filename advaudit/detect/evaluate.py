@@ -21,7 +21,8 @@ import numpy as np
 
 from ..distributed import Shard
 from .lcr import (
-    ADVERSARIAL, CHUNK, NORMAL, Calibration, Detections, LCRDetector, auroc, chunk_seed, chunk_starts, lcr_chunk, roc_curve,
+    ADVERSARIAL, CHUNK, NORMAL, Calibration, Detections, LCRDetector, Mutation, auroc, calibrate, chunk_seed, chunk_starts,
+    lcr_chunk, roc_curve,
 )
 
 Z_995 = 2.5758293035489  # two-sided 99% (the reference code's confidence interval)
@@ -126,6 +127,31 @@ def evaluate(
     }
     figures["auroc_mean"] = float(np.nanmean(list(figures["auroc"].values()))) if figures["auroc"] else float("nan")
     return Evaluation(figures, fpr, tpr)
+
+
+def evaluate_held_out(
+    model: Any,
+    clean_x: np.ndarray,
+    clean_y: np.ndarray,
+    adv_x: np.ndarray,
+    adv_groups: np.ndarray,
+    calibration: Calibration | None,
+    mutation: Mutation,
+    *,
+    n_lcr: int = 200,
+    seed: int = 0,
+    shard: Shard | None = None,
+    **sprt: Any,
+) -> tuple[Evaluation, Calibration, int]:
+    """:func:`evaluate` with ``calibration``; without one, calibrate (``mutation``) on the first half of
+    the clean inputs and evaluate on the other half.  Returns the evaluation, the calibration used and
+    how many clean inputs calibrated it (0 when one was given)."""
+    half = 0
+    if calibration is None:
+        half = len(clean_x) // 2
+        calibration = calibrate(model, clean_x[:half], clean_y[:half], mutation, n_mutations=n_lcr, seed=seed, shard=shard)
+    ev = evaluate(model, clean_x[half:], clean_y[half:], adv_x, adv_groups, calibration, n_lcr=n_lcr, seed=seed, shard=shard, **sprt)
+    return ev, calibration, half
 
 
 def adversarial_groups(path: str | Path, n: int) -> np.ndarray:

@@ -10,13 +10,11 @@ from typing import Any, Iterable
 from ..errors import DataError
 from .writer import SCHEMA
 
-SCHEMA_FILE = "report.schema.json"
-
-
-@lru_cache(maxsize=1)
-def load_schema() -> dict[str, Any]:
-    """The report JSON Schema (draft 2020-12), shipped as package data."""
-    text = resources.files("advaudit").joinpath("schemas", SCHEMA_FILE).read_text(encoding="utf-8")
+@lru_cache(maxsize=None)
+def load_schema(name: str = "report") -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) shipped as package data: ``advaudit/schemas/<name>.schema.json``
+    (``report``, or ``audit-config`` for audit.yaml files)."""
+    text = resources.files("advaudit").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -15,23 +15,27 @@ from .. import __version__
 SCHEMA = "advaudit.report/1"
 
 
-def base_report(command: list[str] | str, seed: int | None) -> dict[str, Any]:
-    """Keys every report starts with (``schema``, ``command``, ``seed``, ``meta``)."""
+def versions() -> dict[str, str]:
+    """advaudit, Python, torch and numpy versions and the platform, as every report records them."""
     import numpy
     import torch
 
     return {
+        "advaudit": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def base_report(command: list[str] | str, seed: int | None) -> dict[str, Any]:
+    """Keys every report starts with (``schema``, ``command``, ``seed``, ``meta``)."""
+    return {
         "schema": SCHEMA,
         "command": command if isinstance(command, str) else " ".join(command),
         "seed": seed,
-        "meta": {
-            "advaudit": __version__,
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": numpy.__version__,
-            "platform": platform.platform(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
+        "meta": {**versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")},
     }
 
 
