@@ -83,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--equal-steps", action="store_true",
                     help="also run the standard suite with torchattacks' APGD step count (10 instead of AutoAttack's 100)")
     ap.add_argument("--only-standard", action="store_true", help="run only the standard suite / AutoAttack rows")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="advaudit's search precision (auto: bf16 where the CPU has native bf16)")
+    ap.add_argument("--compare-fp32", action="store_true",
+                    help="also run advaudit's rows with an fp32 search, to show what bf16 changes")
     args = ap.parse_args(argv)
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="advaudit-bench-"))
@@ -102,10 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         name, what, a_acc, a_t, p_acc, p_t = row
         print(f"[{name}] {what}: advaudit {a_acc:.4f} in {a_t:.1f} s, peer {p_acc:.4f} in {p_t:.1f} s", flush=True)
 
+    precisions: dict[str, str | None] = {}
     wanted = {n.strip() for n in args.nets.split(",") if n.strip()}
     nets = {k: v for k, v in nets.items() if k in wanted}
     for name, path in nets.items():
         model = load_model(path)
+        model.set_search_precision(args.precision)
+        fp32_model = load_model(path)
+        fp32_model.set_search_precision("fp32")
         data = prepare(load_data(SAMPLES / "data" / "mnist_test_1k.npz", n=args.n), model)
         net = torch.jit.load(str(path)).eval()
         xt, yt = torch.from_numpy(data.x), torch.from_numpy(data.y)
@@ -119,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             ta_acc, ta_t = torchattacks_run(ta_pgd, net, xt, yt, b)
             aa_acc, aa_t = advaudit_run(model, data.x, data.y, pgd, eps, False, b)
             add((name, "PGD-40 step 0.01 (both)", aa_acc, aa_t, ta_acc, ta_t))
+            if args.compare_fp32:
+                f_acc, f_t = advaudit_run(fp32_model, data.x, data.y, pgd, eps, False, b)
+                add((name, "PGD-40 step 0.01, fp32 search", f_acc, f_t, ta_acc, ta_t))
             pgd_default = [AttackChoice("pgd", {"steps": 40})]
             d_acc, d_t = advaudit_run(model, data.x, data.y, pgd_default, eps, False, b)
             add((name, "PGD-40 advaudit default step", d_acc, d_t, ta_acc, ta_t))
@@ -129,18 +140,24 @@ def main(argv: list[str] | None = None) -> int:
             suite = get_suite("standard")
             aa_acc, aa_t = advaudit_run(model, data.x, data.y, list(suite.attacks), eps, True, b)
             add((name, "standard / AutoAttack", aa_acc, aa_t, ta_acc, ta_t))
+            if args.compare_fp32:
+                f_acc, f_t = advaudit_run(fp32_model, data.x, data.y, list(suite.attacks), eps, True, b)
+                add((name, "standard, fp32 search / AA", f_acc, f_t, ta_acc, ta_t))
             if args.equal_steps:  # torchattacks' AutoAttack runs its APGDs with 10 steps (its default)
                 ten = [AttackChoice(c.name, {**c.params, "steps": 10}) if c.name.startswith("apgd") else c for c in suite.attacks]
                 e_acc, e_t = advaudit_run(model, data.x, data.y, ten, eps, True, b)
                 add((name, "standard, APGD 10 steps / AA", e_acc, e_t, ta_acc, ta_t))
 
+        precisions[name] = model.search_precision
         if name == "mnist_cnn" and not args.only_standard:
             onnx_model = load_model(SAMPLES / "mnist_cnn.onnx")
             on_acc, on_t = advaudit_run(onnx_model, data.x, data.y, pgd, eps, False, b)
             ts_acc, ts_t = advaudit_run(model, data.x, data.y, pgd, eps, False, b)
             add((name, "PGD-40 ONNX twin vs TorchScript", on_acc, on_t, ts_acc, ts_t))
 
-    print(f"\nn={args.n} MNIST images, Linf eps={eps}, batch {b}, torch threads {torch.get_num_threads()}, CPU")
+    used = ", ".join(f"{k} {v}" for k, v in precisions.items())
+    print(f"\nn={args.n} MNIST images, Linf eps={eps}, batch {b}, torch threads {torch.get_num_threads()}, CPU; "
+          f"advaudit search precision: {used} (success decided and verified in float32)")
     head = f"{'network':<18} {'attack':<32} {'advaudit acc':>12} {'time s':>8} {'peer acc':>9} {'time s':>8} {'time ratio':>10}"
     print(head)
     print("-" * len(head))

@@ -130,3 +130,36 @@ def test_training_is_seeded_and_leaves_input_untouched() -> None:
         assert torch.equal(p0, p)
     pa, pb, pc = (torch.cat([p.reshape(-1) for p in r.module.parameters()]) for r in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_bf16_training_hardens_with_float32_weights() -> None:
+    x, y = _separable_images()
+    eps = 0.2
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), _tiny_net_head())
+    robust = adversarial_train(net, x, y, eps, "pgd", epochs=15, lr=0.03, batch_size=64, steps=5, precision="bf16")
+    assert robust.config["precision"] == "bf16"
+    assert all(p.dtype == torch.float32 for p in robust.module.parameters())
+    assert robust.module[0].weight.is_contiguous()  # channels-last undone before export
+    xv, yv = _separable_images(200, seed=1)
+    assert _pgd_accuracy(robust.module, xv, yv, eps) >= 0.8
+    assert adversarial_train(_tiny_net(), x, y, eps, "pgd", epochs=1, steps=1).config["precision"] == "fp32"
+
+
+def _tiny_net_head() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+
+
+def test_random_shift_translates_each_image_within_the_bound() -> None:
+    from advaudit.harden.train import random_shift
+
+    x = torch.zeros(64, 1, 9, 9)
+    x[:, 0, 4, 4] = 1.0  # one bright pixel in the middle
+    out = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    pos = out[:, 0].flatten(1).argmax(1)
+    dy, dx = pos // 9 - 4, pos % 9 - 4
+    assert dy.abs().max() <= 2 and dx.abs().max() <= 2
+    assert len(set(zip(dy.tolist(), dx.tolist()))) > 10  # offsets differ per image
+    assert torch.equal(out, random_shift(x, 2, torch.Generator().manual_seed(0)))  # seeded
+    assert random_shift(x, 0, torch.Generator()) is x

@@ -60,18 +60,26 @@ class AttackContext:
         """Differentiable logits (log-probabilities for probability-output models)."""
         return self.model.logits(x)
 
-    def scores(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    def scores(
+        self, x: torch.Tensor, index: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Log-probabilities from the *deployment runtime*, no gradients; counts one query per row.
 
         ``index`` gives the rows' positions in the batch so per-sample query counts stay right.
+        With the rows' true ``labels``, the scores come from the model's search precision
+        (:meth:`advaudit.models.Model.search_scores`; rows predicted other than their label are
+        always scored by the runtime).
         """
-        pred = self.model.query(x.detach())
+        if labels is None:
+            scores = torch.from_numpy(self.model.query(x.detach()).log_probs).to(x.device)
+        else:
+            scores = self.model.search_scores(x, labels)
         if self.queries is not None:
             if index is None:
                 self.queries += 1
             else:
                 self.queries[index] += 1
-        return torch.from_numpy(pred.log_probs).to(x.device)
+        return scores
 
     def is_adversarial(self, logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Success mask for the criterion in force (``targets`` slices ``self.targets`` for subsets)."""

@@ -65,16 +65,19 @@ def loss_and_grad(
     index: torch.Tensor,
     need_grad: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Logits, per-sample loss and (optionally) its input gradient; counts one query per row of ``index``."""
+    """Logits, per-sample loss and (optionally) its input gradient; counts one query per row of ``index``.
+
+    Computed in the model's search precision (:meth:`advaudit.models.Model.search_logits`): rows that
+    look adversarial always carry float32 logits, so success is decided in float32."""
     assert ctx.queries is not None
     ctx.queries[index] += 1
     if not need_grad:
         with torch.no_grad():
-            logits = ctx.logits(x)
+            logits = ctx.model.search_logits(x, y)
             return logits, loss_fn(logits, y, target), None
     with torch.enable_grad():
         x_req = x.detach().requires_grad_(True)
-        logits = ctx.logits(x_req)
+        logits = ctx.model.search_logits(x_req, y)
         loss = loss_fn(logits, y, target)
         (grad,) = torch.autograd.grad(loss.sum(), x_req)
     return logits.detach(), loss.detach(), grad

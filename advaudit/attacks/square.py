@@ -168,14 +168,14 @@ class Square(Attack):
         linf = ctx.norm == "linf"
         init, propose = (self._init_linf, self._propose_linf) if linf else (self._init_l2, self._propose_l2)
         x_best = init(ctx, images)
-        loss, success = self._evaluate(ctx, x_best, labels, torch.arange(len(x), device=x.device), x.shape)
+        loss, success = self._evaluate(ctx, x_best, labels, y, torch.arange(len(x), device=x.device), x.shape)
         for it in range(self.queries - 1):
             active = (~success).nonzero().squeeze(1)
             if len(active) == 0:
                 break
             p = p_schedule(float(self.p_init), it, self.queries)
             x_new = propose(ctx, images[active], x_best[active], p)
-            new_loss, new_success = self._evaluate(ctx, x_new, labels[active], active, x.shape)
+            new_loss, new_success = self._evaluate(ctx, x_new, labels[active], y[active], active, x.shape)
             better = (new_loss < loss[active]) | new_success
             keep = active[better]
             loss[keep] = new_loss[better]
@@ -188,10 +188,12 @@ class Square(Attack):
     # ------------------------------------------------------------------ loss
     @staticmethod
     def _evaluate(
-        ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, index: torch.Tensor, shape: torch.Size
+        ctx: AttackContext, x: torch.Tensor, labels: torch.Tensor, truth: torch.Tensor, index: torch.Tensor,
+        shape: torch.Size,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Loss to minimise and success mask for the rows ``index`` of the batch (one query each)."""
-        log_probs = ctx.scores(x.reshape(len(x), *shape[1:]), index)
+        """Loss to minimise and success mask for the rows ``index`` of the batch (one query each);
+        ``labels`` are the targets (targeted) or the true labels ``truth``."""
+        log_probs = ctx.scores(x.reshape(len(x), *shape[1:]), index, labels=truth)
         if ctx.targets is not None:
             return cross_entropy(log_probs, labels), ctx.is_adversarial(log_probs, labels, labels)
         return -margin(log_probs, labels), ctx.is_adversarial(log_probs, labels)

@@ -40,6 +40,7 @@ from .sharding import is_main_process, prepare_ranks, recorded_command, workers_
 @click.option("--adaptive", type=click.Choice(["blind", "bpda", "bpda+eot", "all"]), help="With --defense: how the attacker treats the defence (default: all).")
 @click.option("--eot", "eot", type=click.IntRange(min=1), default=10, show_default=True, help="With --defense: random draws averaged per gradient in bpda+eot.")
 @click.option("--eval-draws", "eval_draws", type=click.IntRange(min=1), help="With --defense: seeded draws of randomised defences to verify under (default 5; 1 for deterministic stacks).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Precision the iterative attacks search in (auto: bf16 where the CPU/GPU has native bf16). Success is always decided and verified in float32 / the deployment runtime.")
 @workers_option
 @model_options
 @data_options

@@ -106,13 +106,15 @@ def open_model(kw: dict[str, Any]) -> Model:
         "layout": kw.get("layout"),
         "input_shape": kw.get("input_shape"),
     }
-    return load_model(
+    model = load_model(
         kw["model"],
         spec=spec,
         spec_file=kw.get("spec_file"),
         device=kw.get("device") or "cpu",
         max_size_mb=kw.get("max_model_size") or 2048.0,
     )
+    model.set_search_precision(kw.get("precision") or "auto")
+    return model
 
 
 def open_data(path: str, model: Model, kw: dict[str, Any], need_labels: bool = True) -> PreparedData:

@@ -44,6 +44,8 @@ def _default_out(model_path: str) -> str:
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True, help="Learning-rate schedule.")
 @click.option("--ramp", default=0.3, show_default=True, type=click.FloatRange(0, 1), help="Fraction of training over which eps grows linearly from 0.")
 @click.option("--beta", default=6.0, show_default=True, type=float, help="TRADES trade-off.")
+@click.option("--shift", default=0, show_default=True, type=click.IntRange(min=0), help="Data augmentation: translate each training image by a random offset of up to SHIFT pixels (against robust overfitting on small training sets).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Training arithmetic: bf16 autocast (float32 weights) where the CPU/GPU has native bf16 under auto. Also the attacks' search precision in the before/after evaluation.")
 @click.option("--train-batch", default=128, show_default=True, type=click.IntRange(min=1), help="Training batch size.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Hardened model, same format as MODEL [default: MODEL-hardened.onnx/.pt here].")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
@@ -93,6 +95,7 @@ def harden_cmd(out: Output, **kw: Any) -> int:
             model, train.x, train.y, eps, kw["method"], epochs=kw["epochs"], steps=kw["steps"],
             step_size=kw["step_size"], lr=kw["lr"], batch_size=kw["train_batch"], seed=seed, progress=progress,
             on_epoch=on_epoch, optimizer=kw["optimizer"], schedule=kw["schedule"], ramp=kw["ramp"], beta=kw["beta"],
+            precision=kw["precision"], shift=kw["shift"],
         )
     record = {"method": kw["method"], "eps": eps, "config": result.config, "source_sha256": model.sha256,
               "train_data": train.dataset.describe()}
@@ -100,6 +103,7 @@ def harden_cmd(out: Output, **kw: Any) -> int:
     out.info(f"wrote {out_path} (export check: max rel diff {export['max_rel_diff']:.2g})")
 
     hardened = load_model(out_path, spec=_spec_flags(kw), spec_file=kw.get("spec_file"), device=kw["device"])
+    hardened.set_search_precision(kw["precision"])
     if hardened.input_shape is None and model.input_shape is not None:
         hardened.set_input_shape(model.input_shape)
     out.info("after: evaluating the exported model ...")

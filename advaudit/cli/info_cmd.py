@@ -64,6 +64,9 @@ def _table(result: dict[str, Any]) -> Table:
         ("layout", f"{spec['layout']} ({spec['source'].get('layout')})"),
         ("gradients", ("yes: " + grads["source"]) if grads["available"] else ("no: " + grads["note"])),
     ]
+    sp = m.get("search_precision") or {}
+    if sp.get("used"):
+        rows.append(("attack search precision", sp["used"] + (f" ({sp['note']})" if sp.get("note") else "")))
     if grads["max_abs_diff"] is not None and m["format"] == "onnx":
         rows.append(("twin max abs diff", f"{grads['max_abs_diff']:.3g}"))
     if spec.get("class_names"):

@@ -17,6 +17,10 @@ first ``ramp`` fraction of the iterations (Wong et al. 2020 and Gowal et al. 201
 without it training from large eps can stall at chance), and the learning rate follows a cosine decay
 to 0 (or stays constant).  Everything random (shuffling, random starts) draws from one
 ``torch.Generator`` seeded with ``seed``.
+
+``precision="bf16"`` (or ``"auto"`` on hardware with native bf16) runs forward and backward passes,
+attack and update alike, under bf16 autocast with a channels-last network; weights, optimiser state and
+the exported model stay float32.  About 2.4x faster per epoch on an AVX512-BF16 CPU.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.precision import resolve as resolve_precision
 from .inner import Forward, pgd_examples, trades_examples
 
 METHODS = ("pgd", "fgsm-rs", "trades")
@@ -54,6 +59,8 @@ class HardenConfig:
     batch_size: int = 128
     beta: float = 6.0  # TRADES trade-off
     seed: int = 0
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 autocast where the device has native bf16)
+    shift: int = 0  # data augmentation: random translation by up to this many pixels (0: none)
 
     def resolved(self) -> dict[str, Any]:
         """The configuration with every default filled in (what a report records)."""
@@ -120,6 +127,21 @@ def lr_at(it: int, total: int, lr: float, schedule: str) -> float:
     raise ValueError(f"unknown lr schedule {schedule!r}; choose cosine or constant")
 
 
+def random_shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Translate each image of the batch (N, C, H, W) by its own random offset in [-shift, shift]
+    pixels along each axis, filling in from the replicated border (pad-and-crop, batched)."""
+    if shift <= 0 or x.dim() != 4:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (shift, shift, shift, shift), mode="replicate")
+    dy, dx = (torch.randint(0, 2 * shift + 1, (2, n), generator=generator)).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (N, 1, 1, W)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
 def _set_mode(module: torch.nn.Module, train: bool) -> None:
     # Traced TorchScript modules keep the mode they were traced in; eager modules (onnx2torch twins)
     # switch BatchNorm/Dropout.  Attacks run in eval mode, the update in train mode (Madry, TRADES code).
@@ -173,6 +195,10 @@ def adversarial_train(
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adam or sgd")
 
     device = params[0].device
+    amp = resolve_precision(cfg.precision, device) == "bf16"
+    resolved["precision"] = "bf16" if amp else "fp32"
+    if amp:
+        net.to(memory_format=torch.channels_last)
     xt = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x, dtype=torch.float32).to(device)
     yt = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y, dtype=torch.long).to(device)
     n = len(xt)
@@ -180,7 +206,10 @@ def adversarial_train(
     fwd_of = forward or (lambda m, t: m(t))
 
     def f(t: torch.Tensor) -> torch.Tensor:
-        return fwd_of(net, t)
+        if not amp:
+            return fwd_of(net, t)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return fwd_of(net, t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t).float()
 
     per_epoch = math.ceil(n / batch_size)
     total = per_epoch * epochs
@@ -194,7 +223,7 @@ def adversarial_train(
         e_now = cur_lr = 0.0
         for b in range(per_epoch):
             idx = order[b * batch_size : (b + 1) * batch_size]
-            xb, yb = xt[idx], yt[idx]
+            xb, yb = random_shift(xt[idx], cfg.shift, gen), yt[idx]
             e_now = eps_at(it, total, eps, cfg.ramp)
             cur_lr = lr_at(it, total, lr, cfg.schedule)
             for g in opt.param_groups:
@@ -233,6 +262,8 @@ def adversarial_train(
         if on_epoch is not None:
             on_epoch(stats)
     _set_mode(net, False)
+    if amp:
+        net.to(memory_format=torch.contiguous_format)
     for p in net.parameters():
         p.requires_grad_(False)
     return HardenResult(net, resolved, history)

@@ -10,11 +10,16 @@ probabilities):
 * :meth:`Model.logits` is the differentiable torch path for gradient attacks.  For models whose output
   is a probability vector it returns log-probabilities, which differ from logits only by a per-sample
   constant, so cross-entropy, C&W margins and DLR stay correct.
+* :meth:`Model.search_logits` / :meth:`Model.search_scores` are what the iterative attacks search
+  with: :meth:`logits` / :meth:`query`, or a bfloat16 copy of the network where the search precision
+  is bf16 (:mod:`advaudit.models.precision`), with rows that look adversarial re-scored in float32.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +30,7 @@ import torch
 
 from ..errors import ModelError
 from ..spec import InputSpec
+from . import precision as _precision
 
 PROBE_BATCH = 4
 PROB_SUM_TOL = 1e-3
@@ -84,6 +90,9 @@ class Model(ABC):
     """A classifier seen through advaudit's conventions (see module docstring)."""
 
     format: str = "?"
+    reduced_search: bool = False
+    """Whether a bf16 copy of :meth:`torch_module` computes the same function as :meth:`logits`
+    (true for the plain ONNX twin and TorchScript module; wrappers that add computation say no)."""
 
     def __init__(self, path: str | Path, spec: InputSpec, device: str = "cpu") -> None:
         self.path = Path(path)
@@ -97,6 +106,9 @@ class Model(ABC):
         self.gradients = GradientInfo(False, "none", "not checked")
         self.details: dict[str, Any] = {}
         self._sha256: str | None = None
+        self._precision_asked = "auto"
+        self._search: Any = False  # the bf16 search copy: False = not built yet, None = unavailable
+        self._search_note = ""
 
     # ----------------------------------------------------------------- properties
     @property
@@ -217,6 +229,103 @@ class Model(ABC):
         """The torch module behind :meth:`logits` (its weights), or None without gradients."""
         return None
 
+    # ----------------------------------------------------------- search precision
+    def set_search_precision(self, precision: str) -> None:
+        """``auto`` (default), ``fp32`` or ``bf16``: the precision attacks search in; see :mod:`.precision`."""
+        _precision.resolve(precision, self.device)  # validates
+        self._precision_asked = precision
+        self._search = False
+
+    @property
+    def search_precision(self) -> str:
+        """The precision the search actually uses (``fp32`` where a bf16 copy is unavailable)."""
+        return "bf16" if self._search_module() is not None else "fp32"
+
+    @property
+    def search_precision_note(self) -> str | None:
+        """Why the search fell back to fp32 although bf16 was asked for (None otherwise)."""
+        return self._search_note or None
+
+    def _search_module(self) -> torch.nn.Module | None:
+        """The bf16, channels-last copy of :meth:`torch_module`, built and checked on first use."""
+        if self._search is not False:
+            return self._search
+        self._search, self._search_note = None, ""
+        if _precision.resolve(self._precision_asked, self.device) != "bf16":
+            return None
+        if not (self.reduced_search and self.gradients.available) or self.torch_batch is not None:
+            self._search_note = "no plain differentiable module to copy; searching in fp32"
+            return None
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                module = copy.deepcopy(self.torch_module())
+                assert module is not None
+                module = module.to(dtype=torch.bfloat16)
+                if self.input_shape is not None and len(self.input_shape) == 3:
+                    module = module.to(memory_format=torch.channels_last)
+                probe = torch.from_numpy(self.probe_inputs(16, seed=5)).to(self.device)
+                ref = self.logits(probe)
+                got = self._reduced_forward(module, probe)
+        except Exception as exc:  # a conversion the network does not support: stay in fp32
+            self._search_note = f"bf16 copy fails ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); searching in fp32"
+            return None
+        diff = float((got - ref).abs().max())
+        scale = max(1.0, float(ref.abs().max()))
+        if not diff <= _precision.AGREEMENT_TOL * scale:  # also catches NaN
+            self._search_note = f"bf16 copy differs from fp32 by {diff:.3g}; searching in fp32"
+            return None
+        self._search = module
+        return module
+
+    def _reduced_forward(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        xm = self.to_model_input(x).to(torch.bfloat16)
+        if xm.dim() == 4:
+            xm = xm.contiguous(memory_format=torch.channels_last)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            out = module(xm)
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        out = out.reshape(x.shape[0], -1).float()
+        if self.output_kind == "probabilities":
+            return torch.log(out.clamp_min(1e-12))
+        return out
+
+    def search_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Differentiable logits to search with, for inputs whose true labels are ``y``.
+
+        In bf16, rows whose bf16 prediction differs from ``y`` (candidates for success, targeted or
+        not) take the values of their float32 logits, so success is only ever decided in float32;
+        their gradient is still the bf16 one (a straight-through correction).
+        """
+        module = self._search_module()
+        if module is None:
+            return self.logits(x)
+        out = self._reduced_forward(module, x)
+        moved = out.detach().argmax(dim=1) != y
+        if bool(moved.any()):
+            with torch.no_grad():
+                fix = torch.zeros_like(out)
+                fix[moved] = self.logits(x.detach()[moved]) - out[moved]
+            out = out + fix
+        return out
+
+    def search_scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities to search with, no gradients (score-based attacks); same rule as
+        :meth:`search_logits`, with float32 rows from :meth:`query`."""
+        module = self._search_module()
+        if module is None:
+            return torch.from_numpy(self.query(x.detach()).log_probs).to(x.device)
+        with torch.no_grad():
+            out = torch.log_softmax(self._reduced_forward(module, x.detach()), dim=-1)
+        moved = out.argmax(dim=1) != y
+        if bool(moved.any()):
+            exact = torch.from_numpy(self.query(x.detach()[moved]).log_probs).to(x.device)
+            out = out.clone()
+            out[moved] = exact
+        return out
+
     # -------------------------------------------------------------------- probing
     def probe_inputs(self, n: int = PROBE_BATCH, seed: int = 0) -> np.ndarray:
         """A deterministic batch of random inputs inside the value range."""
@@ -288,6 +397,11 @@ class Model(ABC):
                 "source": self.gradients.source,
                 "note": self.gradients.note,
                 "max_abs_diff": self.gradients.max_abs_diff,
+            },
+            "search_precision": {
+                "requested": self._precision_asked,
+                "used": self.search_precision,
+                "note": self._search_note,
             },
             **self.details,
         }

@@ -108,6 +108,8 @@ def _session(source: str | bytes, device: str) -> Any:
 class OnnxModel(Model):
     """An ONNX classifier run by ONNX Runtime, with an onnx2torch twin for gradients."""
 
+    reduced_search = True
+
     format = "onnx"
 
     def __init__(self, path: str | Path, opts: LoadOptions) -> None:

@@ -27,6 +27,8 @@ PROBE = 16
 class TorchScriptModel(Model):
     """A TorchScript classifier; gradients are native."""
 
+    reduced_search = True
+
     format = "torchscript"
 
     def __init__(self, path: str | Path, opts: LoadOptions) -> None:

@@ -23,7 +23,7 @@ def attack_report(
     report.update(
         {
             "kind": "attack",
-            "model": model_section(model),
+            "model": model_section(model, search=True),
             "data": {**data.dataset.describe()},
             "norm": run.norm,
             "eps": run.eps,

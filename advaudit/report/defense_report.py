@@ -28,7 +28,7 @@ def defense_report(
     report.update(
         {
             "kind": "attack",
-            "model": model_section(model),
+            "model": model_section(model, search=True),
             "data": {**data.dataset.describe()},
             "norm": ev.norm,
             "eps": ev.eps,

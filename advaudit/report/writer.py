@@ -39,9 +39,11 @@ def base_report(command: list[str] | str, seed: int | None) -> dict[str, Any]:
     }
 
 
-def model_section(model: Any) -> dict[str, Any]:
-    """The ``model`` part of every report: what was audited, fingerprinted by sha256."""
-    return {
+def model_section(model: Any, search: bool = False) -> dict[str, Any]:
+    """The ``model`` part of every report: what was audited, fingerprinted by sha256.
+
+    ``search``: the report is of attacks, so it also says which precision they searched in."""
+    section = {
         "path": str(model.path),
         "sha256": model.sha256,
         "format": model.format,
@@ -51,6 +53,10 @@ def model_section(model: Any) -> dict[str, Any]:
         "num_classes": model.num_classes,
         "spec": model.spec.to_dict(),
     }
+    if search:
+        section["search_precision"] = model.search_precision
+        section["search_precision_note"] = model.search_precision_note
+    return section
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
