@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {key}: {model_file}, mutation {mutation.operator} radius {mutation.radius:g}, "
               f"kappa_nor calibrated {cal.kappa_nor:.4f} on {cal.n_inputs} images")
         if attack_s:
-            print(f"attack time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in attack_s.items()))
+            print("attack time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in attack_s.items()))
         print(f"{'set':<8} {'n':>5} {'kappa (LCR) mean +- 99% CI':>28} {'AUROC':>8}")
         print(f"{'normal':<8} {t3['kappa_nor']['n']:>5} {t3['kappa_nor']['mean']:>18.4f} +- {t3['kappa_nor']['ci99']:.4f}")
         for g, v in t3["kappa_adv"].items():

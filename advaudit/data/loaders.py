@@ -9,7 +9,6 @@ restricted unpickler that only rebuilds dicts, lists, strings, bytes and numpy a
 from __future__ import annotations
 
 import gzip
-import io
 import pickle
 import zipfile
 from pathlib import Path

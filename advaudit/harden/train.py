@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.precision import resolve as resolve_precision
-from .inner import Forward, pgd_examples, trades_examples
+from .inner import pgd_examples, trades_examples
 
 METHODS = ("pgd", "fgsm-rs", "trades")
 Progress = Callable[[str, int, int], None]

@@ -122,7 +122,7 @@ class TorchScriptModel(Model):
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
         try:
             out = self._module(self.to_model_input(x))
-        except RuntimeError as exc:
+        except RuntimeError:
             raise ModelError(
                 f"{self.path.name} fails on inputs of shape {tuple(x.shape)}",
                 "check the data shape, --input-shape and --layout",
