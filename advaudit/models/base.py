@@ -296,20 +296,13 @@ class Model(ABC):
         """Differentiable logits to search with, for inputs whose true labels are ``y``.
 
         In bf16, rows whose bf16 prediction differs from ``y`` (candidates for success, targeted or
-        not) take the values of their float32 logits, so success is only ever decided in float32;
-        their gradient is still the bf16 one (a straight-through correction).
+        not) take the exact values of their float32 logits, so success is only ever decided in
+        float32; their gradient is still the bf16 one (a straight-through correction).
         """
         module = self._search_module()
         if module is None:
             return self.logits(x)
-        out = self._reduced_forward(module, x)
-        moved = out.detach().argmax(dim=1) != y
-        if bool(moved.any()):
-            with torch.no_grad():
-                fix = torch.zeros_like(out)
-                fix[moved] = self.logits(x.detach()[moved]) - out[moved]
-            out = out + fix
-        return out
+        return _exact_where_moved(self._reduced_forward(module, x), x, y, self.logits)
 
     def search_scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Log-probabilities to search with, no gradients (score-based attacks); same rule as
@@ -319,12 +312,7 @@ class Model(ABC):
             return torch.from_numpy(self.query(x.detach()).log_probs).to(x.device)
         with torch.no_grad():
             out = torch.log_softmax(self._reduced_forward(module, x.detach()), dim=-1)
-        moved = out.argmax(dim=1) != y
-        if bool(moved.any()):
-            exact = torch.from_numpy(self.query(x.detach()[moved]).log_probs).to(x.device)
-            out = out.clone()
-            out[moved] = exact
-        return out
+        return _exact_where_moved(out, x, y, lambda t: torch.from_numpy(self.query(t).log_probs).to(t.device))
 
     # -------------------------------------------------------------------- probing
     def probe_inputs(self, n: int = PROBE_BATCH, seed: int = 0) -> np.ndarray:
@@ -405,6 +393,21 @@ class Model(ABC):
             },
             **self.details,
         }
+
+
+def _exact_where_moved(
+    out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, exact: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``out`` with the rows predicted other than ``y`` replaced by ``exact`` of their inputs.
+
+    Values are exact (``out - out`` is 0 exactly); the gradient is ``out``'s on every row."""
+    moved = out.detach().argmax(dim=1) != y
+    if not bool(moved.any()):
+        return out
+    with torch.no_grad():
+        values = out.detach().clone()
+        values[moved] = exact(x.detach()[moved])
+    return out - out.detach() + values
 
 
 @dataclass
