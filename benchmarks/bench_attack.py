@@ -112,8 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, path in nets.items():
         model = load_model(path)
         model.set_search_precision(args.precision)
-        fp32_model = load_model(path)
-        fp32_model.set_search_precision("fp32")
+        if args.compare_fp32:
+            fp32_model = load_model(path)
+            fp32_model.set_search_precision("fp32")
         data = prepare(load_data(SAMPLES / "data" / "mnist_test_1k.npz", n=args.n), model)
         net = torch.jit.load(str(path)).eval()
         xt, yt = torch.from_numpy(data.x), torch.from_numpy(data.y)
