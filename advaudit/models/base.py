@@ -199,7 +199,10 @@ class Model(ABC):
                 f"{self.path.name} has no gradients ({self.gradients.note})",
                 "use a black-box attack (square, substitute)",
             )
-        out = self._torch_forward_batched(x)
+        return self._as_logits(self._torch_forward_batched(x))
+
+    def _as_logits(self, out: torch.Tensor) -> torch.Tensor:
+        """Raw outputs -> logits (log-probabilities for probability outputs)."""
         if self.output_kind == "probabilities":
             return torch.log(out.clamp_min(1e-12))
         return out
@@ -285,12 +288,7 @@ class Model(ABC):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             out = module(xm)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        out = out.reshape(x.shape[0], -1).float()
-        if self.output_kind == "probabilities":
-            return torch.log(out.clamp_min(1e-12))
-        return out
+        return self._as_logits(flat_outputs(out, x.shape[0]).float())
 
     def search_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Differentiable logits to search with, for inputs whose true labels are ``y``.
@@ -393,6 +391,13 @@ class Model(ABC):
             },
             **self.details,
         }
+
+
+def flat_outputs(out: Any, n: int) -> torch.Tensor:
+    """A network's output as (n, classes): the first output of a tuple, flattened per sample."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out.reshape(n, -1)
 
 
 def _exact_where_moved(

@@ -27,7 +27,7 @@ import torch
 
 from ..errors import ModelError
 from ..spec import read_spec_file, resolve_spec
-from .base import GradientInfo, LoadOptions, Model
+from .base import GradientInfo, LoadOptions, Model, flat_outputs
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
@@ -265,7 +265,5 @@ class OnnxModel(Model):
         with warnings.catch_warnings():  # onnx2torch warns on every call of some converted ops
             warnings.simplefilter("ignore", UserWarning)
             out = self._twin(self.to_model_input(x))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.reshape(x.shape[0], -1).float()
+        return flat_outputs(out, x.shape[0]).float()
 

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import ModelError
 from ..spec import read_spec_file, resolve_spec
-from .base import GradientInfo, LoadOptions, Model
+from .base import GradientInfo, LoadOptions, Model, flat_outputs
 
 EXTRA_FILE = "advaudit.json"
 PROBE = 16
@@ -87,9 +87,7 @@ class TorchScriptModel(Model):
             return self._deploy_forward(x)
         with torch.inference_mode():
             out = fast(self.to_model_input(torch.from_numpy(x).to(self.device)))
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.reshape(x.shape[0], -1).float().cpu().numpy()
+        return flat_outputs(out, x.shape[0]).float().cpu().numpy()
 
     def _fast_module(self) -> Any:
         """A frozen, inference-optimised copy (fused conv+ReLU, prepacked weights), or None.
@@ -108,7 +106,7 @@ class TorchScriptModel(Model):
                 ref = self._deploy_forward(probe)
                 with torch.inference_mode():
                     got = fast(self.to_model_input(torch.from_numpy(probe).to(self.device)))
-                got = (got[0] if isinstance(got, (tuple, list)) else got).reshape(len(probe), -1).float().cpu().numpy()
+                got = flat_outputs(got, len(probe)).float().cpu().numpy()
         except Exception:  # freezing is an optimisation; any failure falls back to the module
             return None
         scale = max(1.0, float(np.max(np.abs(ref))))
@@ -127,6 +125,4 @@ class TorchScriptModel(Model):
                 f"{self.path.name} fails on inputs of shape {tuple(x.shape)}",
                 "check the data shape, --input-shape and --layout",
             ) from None
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        return out.reshape(x.shape[0], -1)
+        return flat_outputs(out, x.shape[0])
