@@ -221,3 +221,84 @@ def test_sprt_min_normal_is_the_first_acceptance(kappa: float, sigma: float) -> 
     n = t.min_normal
     zero = np.zeros(1)
     assert t.log_ratio(zero, np.array([n])) <= t.lower < t.log_ratio(zero, np.array([n - 1]))
+
+
+def test_darken_only_darkens_within_radius():
+    x = torch.rand(4, 1, 28, 28)
+    d = MUTATORS["darken"](x, 50, 0.3, 0.0, 1.0, torch.Generator().manual_seed(0))
+    xs = x.repeat_interleave(50, dim=0)
+    assert torch.all(d <= xs + 1e-7) and torch.all(d >= (xs - 0.3).clamp(min=0) - 1e-6)
+    offsets = (xs - d).amax(dim=(1, 2, 3))  # pixels at 1 before the shift show the offset
+    assert offsets.max() > 0.25 and offsets.min() < 0.05
+
+
+def test_chained_mutation_applies_each_step_in_order():
+    x = torch.full((2, 1, 28, 28), 0.8)
+    m = Mutation.parse("darken+pixel", None).check()
+    assert m.steps == [("darken", 0.5), ("pixel", 0.05)] and m.radius_text == "0.5,0.05"
+    gray, colour = np.zeros((2, 1, 28, 28), np.float32), np.zeros((2, 3, 32, 32), np.float32)
+    assert Mutation().resolve(gray) == m  # the default, auto, by channel count
+    assert Mutation().resolve(colour) == Mutation("brightness", 0.5)
+    with pytest.raises(UsageError, match="explicit --mutation"):
+        Mutation.parse("auto", "0.5")
+    from advaudit.detect.mutations import chain
+
+    out = chain(m.steps, x, 40, 0.0, 1.0, torch.Generator().manual_seed(3)).reshape(80, -1)
+    mode = out.median(dim=1).values  # the darkened level of each mutation
+    assert torch.all(mode <= 0.8) and mode.min() < 0.5
+    reset = (out - mode[:, None]).abs() > 1e-6  # pixels the second step reset
+    assert 0.03 < reset.float().mean() < 0.07
+
+
+@pytest.mark.parametrize(
+    "operator,radius,needle",
+    [
+        ("darken+pixel", "0.5", "one value per operator"),
+        ("darken+nope", None, "unknown mutation 'nope'"),
+        ("nai+pixel", None, "unknown mutation 'nai'"),
+        ("pixel", "0.5,x", "comma-separated numbers"),
+        ("darken+pixel", "0.5,1.5", "(0, 1]"),
+    ],
+)
+def test_mutation_parse_rejects_bad_settings(operator, radius, needle):
+    with pytest.raises(UsageError) as e:
+        Mutation.parse(operator, radius).check()
+    assert needle in str(e.value)
+
+
+def test_chained_calibration_round_trip(mnist_sample, tmp_path):
+    model, data = mnist_sample
+    cal = calibrate(model, data.x[:40], data.y[:40], Mutation.parse("darken+pixel", "0.4,0.03"), n_mutations=20)
+    cal.save(tmp_path / "c.json")
+    assert json.loads((tmp_path / "c.json").read_text())["mutation"]["radius"] == [0.4, 0.03]
+    back = Calibration.load(tmp_path / "c.json")
+    assert back.mutation == cal.mutation
+    back.check_for(model, Mutation.parse("darken+pixel", [0.4, 0.03]))
+    with pytest.raises(UsageError, match="--radius 0.4,0.03"):
+        back.check_for(model, Mutation.parse("darken+pixel"))
+
+
+def test_normal_inputs_stop_exactly_at_the_first_acceptance(mnist_detect):
+    """The rounds never overshoot the count at which an input without label changes is accepted."""
+    model, cal, normal, _ = mnist_detect
+    det = LCRDetector(model, cal)
+    res = det(normal)
+    quiet = (res.decision == NORMAL) & (res.changes == 0)
+    assert quiet.any() and np.all(res.mutations[quiet] == det.test.min_normal)
+
+
+def test_cli_bad_chained_radius_is_a_one_line_error(tmp_path):
+    for args, needle in [(["--mutation", "darken+pixel", "--radius", "0.5"], "one value per operator"),
+                         (["--radius", "0.5"], "goes with an explicit --mutation")]:
+        r = cli("detect", "calibrate", MNIST, "--data", MNIST_DATA, "--n", "20", *args, "--out", str(tmp_path / "c.json"))
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c.json").exists()
+
+
+def test_calibration_without_label_changes_keeps_a_usable_kappa(mnist_sample):
+    """No change in N mutations: kappa_nor is the 99% upper bound 1 - 0.01^(1/N), not 0."""
+    model, data = mnist_sample
+    cal = calibrate(model, data.x[:10], data.y[:10], Mutation("gaussian", 0.001), n_mutations=10)
+    assert cal.lcr_mean == 0
+    assert cal.kappa_nor == pytest.approx(1 - 0.01 ** (1 / (cal.n_inputs * 10)))
+    LCRDetector(model, cal)  # a valid test: sigma < mu * kappa_nor

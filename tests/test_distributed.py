@@ -25,7 +25,7 @@ from .conftest import SAMPLE_MODELS
 
 MNIST = str(SAMPLE_MODELS / "mnist_cnn.onnx")
 MNIST_DATA = str(SAMPLE_MODELS / "data" / "mnist_test_1k.npz")
-TIMING = {"time_s", "ms_per_input", "created", "command"}
+TIMING = {"time_s", "ms_per_input", "ms_per_input_adversarial", "ms_per_input_normal", "created", "command"}
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -123,7 +123,7 @@ def test_error_inside_workers_is_one_line_exit_2(tmp_path):
     np.savez(adv, x=np.zeros((4, 1, 28, 28), np.float32), attack=np.array(["fgsm"] * 4))
     # the bad --radius is only checked where the calibration runs: inside the workers
     r = cli("detect", "evaluate", MNIST, "--clean", MNIST_DATA, "--n", "40", "--adversarial", str(adv),
-            "--radius", "2", "--workers", "2")
+            "--mutation", "brightness", "--radius", "2", "--workers", "2")
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("advaudit: error: --radius must be in (0, 1]")

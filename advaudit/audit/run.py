@@ -168,7 +168,7 @@ def run_audit(
     return report
 
 
-VOLATILE = frozenset({"meta", "time_s", "ms_per_input", "created"})
+VOLATILE = frozenset({"meta", "time_s", "ms_per_input", "ms_per_input_adversarial", "ms_per_input_normal", "created"})
 
 
 def comparable(report: Any) -> Any:

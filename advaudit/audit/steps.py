@@ -19,7 +19,7 @@ from ..data import PreparedData, load_data, prepare
 from ..defenses import build_stack
 from ..defenses.evaluate import evaluate_defense, parse_modes
 from ..detect.evaluate import adversarial_groups, evaluate_held_out, roc_png
-from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, Mutation
+from ..detect.lcr import DEFAULT_MUTATION, Calibration, Mutation
 from ..errors import DataError
 from ..models import Model
 from ..report.artifacts import example_grid_for_run, save_adversarial
@@ -160,7 +160,7 @@ def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     if "calibration" in step:
         cal = Calibration.load(step["calibration"])
         cal.check_for(model)
-    mutation = Mutation(step.get("mutation", DEFAULT_MUTATION), step.get("radius", DEFAULT_RADIUS)).check()
+    mutation = Mutation.parse(step.get("mutation", DEFAULT_MUTATION), step.get("radius")).check()
     sprt = {k: step[k] for k in ("alpha", "beta", "mu", "max_mutations") if k in step}
     ev, _, _ = evaluate_held_out(
         model, clean.x, clean.y, adv.x, groups, cal, mutation, n_lcr=step.get("lcr_mutations", 200),

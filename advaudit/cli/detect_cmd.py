@@ -13,7 +13,7 @@ from rich.text import Text
 
 from ..data import load_data, prepare
 from ..detect.evaluate import adversarial_groups, evaluate_held_out, roc_png
-from ..detect.lcr import DEFAULT_MUTATION, DEFAULT_RADIUS, Calibration, LCRDetector, Mutation, calibrate as calibrate_lcr
+from ..detect.lcr import DEFAULT_MUTATION, Calibration, LCRDetector, Mutation, calibrate as calibrate_lcr
 from ..detect.model_mutation import OPERATORS as MODEL_OPERATORS
 from ..detect.mutations import MUTATORS
 from ..distributed import Shard, run_sharded
@@ -23,13 +23,20 @@ from ..report.detect_report import detect_evaluate_report
 from .common import Output, compose, data_options, model_options, open_data, open_model, output_options
 from .sharding import is_main_process, prepare_ranks, recorded_command, workers_option
 
-MUTATIONS = [*MUTATORS, *MODEL_OPERATORS]
+MUTATION_HELP = (
+    f"auto, input operators ({', '.join(MUTATORS)}) chained with '+', or one model operator ({', '.join(MODEL_OPERATORS)})."
+)
+RADIUS_HELP = (
+    "Size of each operator's mutation as a fraction of the value range (the rate for model operators), "
+    "comma-separated for a chain. [default: each operator's own; auto: darken+pixel 0.5,0.05 for "
+    "one-channel images, brightness 0.5 for colour]"
+)
 
 sprt_options = compose(
     click.option("--alpha", default=0.05, show_default=True, type=float, help="Bound on reporting an adversarial input as normal."),
     click.option("--beta", default=0.05, show_default=True, type=float, help="Bound on reporting a normal input as adversarial."),
     click.option("--mu", default=1.2, show_default=True, type=float, help="Threshold factor: test kappa(x) > mu * kappa_nor."),
-    click.option("--sigma", type=float, help="Indifference region half-width (default min(0.05, mu*kappa_nor/2))."),
+    click.option("--sigma", type=float, help="Indifference region half-width (default min(0.05, 0.8*mu*kappa_nor))."),
     click.option("--max-mutations", default=500, show_default=True, type=click.IntRange(min=1)),
 )
 
@@ -58,15 +65,15 @@ def detect() -> None:
 
 
 def _mutation(kw: dict[str, Any]) -> Mutation:
-    return Mutation(kw["mutation"], kw["radius"]).check()
+    return Mutation.parse(kw["mutation"], kw["radius"]).check()
 
 
 @detect.command("calibrate")
 @click.argument("model", type=click.Path())
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Clean labelled data.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Calibration JSON to write.")
-@click.option("--mutation", type=click.Choice(MUTATIONS), default=DEFAULT_MUTATION, show_default=True)
-@click.option("--radius", type=float, default=DEFAULT_RADIUS, show_default=True, help="Mutation size (fraction of the value range), or the rate of model mutations.")
+@click.option("--mutation", default=DEFAULT_MUTATION, show_default=True, help=MUTATION_HELP)
+@click.option("--radius", help=RADIUS_HELP)
 @click.option("--mutations", "n_mutations", type=click.IntRange(min=10), default=200, show_default=True, help="Mutations per input.")
 @model_options
 @data_options
@@ -83,7 +90,7 @@ def calibrate(out: Output, **kw: Any) -> None:
     out.info(f"wrote {kw['out_path']}")
     out.out.print(
         f"kappa_nor = {cal.kappa_nor:.4f} (mean {cal.lcr_mean:.4f} + margin {cal.margin:.4f}; "
-        f"{cal.n_inputs} inputs x {cal.n_mutations} {mutation.operator} mutations, radius {mutation.radius:g})",
+        f"{cal.n_inputs} inputs x {cal.n_mutations} {cal.mutation.operator} mutations, radius {cal.mutation.radius_text})",
         highlight=False,
     )
 
@@ -152,8 +159,8 @@ def run(out: Output, **kw: Any) -> int:
 @click.option("--clean", "clean_path", required=True, type=click.Path(), help="Clean labelled data.")
 @click.option("--adversarial", "adv_path", required=True, type=click.Path(), help="Adversarial .npz (from 'advaudit attack --save-adv').")
 @click.option("--calibration", "calibration_path", type=click.Path(dir_okay=False), help="Default: calibrate on the first half of --clean, evaluate on the rest.")
-@click.option("--mutation", type=click.Choice(MUTATIONS), default=DEFAULT_MUTATION, show_default=True)
-@click.option("--radius", type=float, default=DEFAULT_RADIUS, show_default=True)
+@click.option("--mutation", default=DEFAULT_MUTATION, show_default=True, help=MUTATION_HELP)
+@click.option("--radius", help=RADIUS_HELP)
 @click.option("--lcr-mutations", type=click.IntRange(min=10), default=200, show_default=True, help="Mutations per input for LCR / AUROC.")
 @sprt_options
 @click.option("--roc", "roc_path", type=click.Path(dir_okay=False), help="Write the ROC curve PNG.")
@@ -186,7 +193,9 @@ def evaluate(out: Output, **kw: Any) -> None:
         return
     f = ev.figures
     t3 = f["table3"]
-    table = Table(title=f"kappa (LCR) and AUROC, {f['mutation']['operator']} radius {f['mutation']['radius']:g}")
+    radius = f["mutation"]["radius"]
+    radius = ",".join(f"{r:g}" for r in radius) if isinstance(radius, list) else f"{radius:g}"
+    table = Table(title=f"kappa (LCR) and AUROC, {f['mutation']['operator']} radius {radius}")
     for c in ("set", "n", "kappa mean +- 99% CI", "AUROC"):
         table.add_column(c)
     table.add_row("normal", str(t3["kappa_nor"]["n"]), f"{t3['kappa_nor']['mean']:.4f} +- {t3['kappa_nor']['ci99']:.4f}", "-")

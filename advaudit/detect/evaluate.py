@@ -65,8 +65,8 @@ def evaluate(
     correct = model.predict(clean_x).labels == clean_y
     normal = clean_x[correct]
     groups = {str(g): adv_x[adv_groups == g] for g in dict.fromkeys(adv_groups.tolist())}
-    if (~correct).any():
-        groups["WL"] = clean_x[~correct]
+    if (~correct).any():  # wrongly labelled clean inputs, beside any WL set given in adv_x
+        groups["WL"] = np.concatenate([groups["WL"], clean_x[~correct]]) if "WL" in groups else clean_x[~correct]
     mutation = calibration.mutation
     detector = LCRDetector(model, calibration, seed=seed, **sprt)
     adv_all_x = np.concatenate([xs for xs in groups.values() if len(xs)]) if groups else clean_x[:0]
@@ -120,6 +120,8 @@ def evaluate(
             "mean_mutations_adversarial": float(det_adv.mutations.mean()) if len(adv_all_x) else None,
             "mean_mutations_normal": float(det_nor.mutations.mean()),
             "ms_per_input": 1000 * seconds / max(n_total, 1),
+            "ms_per_input_adversarial": 1000 * det_adv.time_s / len(adv_all_x) if len(adv_all_x) else None,
+            "ms_per_input_normal": 1000 * det_nor.time_s / max(len(normal), 1),
         },
         "n_normal": int(len(normal)),
         "n_adversarial": {g: int(len(xs)) for g, xs in groups.items()},
