@@ -275,6 +275,16 @@ def test_cli_same_seed_same_report(tiny, tmp_path, capsys):
     assert reports[0]["data"]["n"] == 100
 
 
+def test_cli_anomaly_threshold_reaches_the_test(tiny, tmp_path, capsys):
+    p = tmp_path / "r.json"
+    code, _, err = _run(capsys, "scan-backdoor", tiny["badnets"], "--data", str(MNIST_DATA), "--n", "100",
+                        "--steps", "40", "--batch-size", "8", "--anomaly-threshold", "1000", "--report", str(p), "-q")
+    assert code == 0, err
+    r = json.loads(p.read_text())
+    assert r["evidence"]["neural-cleanse"]["anomaly_threshold"] == 1000
+    assert r["verdict"] == "clean" and not any(c["flagged"] for c in r["classes"])
+
+
 @pytest.mark.parametrize(
     "extra,needle",
     [
@@ -282,6 +292,8 @@ def test_cli_same_seed_same_report(tiny, tmp_path, capsys):
         (["--method", "nosuch"], "unknown backdoor scanner"),
         (["--input-shape", "1,32,32"], "shape"),
         (["--steps", "0"], "--steps"),
+        (["--anomaly-threshold", "0"], "--anomaly-threshold"),
+        (["--method", "mm-bd", "--anomaly-threshold", "3"], "applies to neural-cleanse"),
     ],
 )
 def test_cli_bad_input_exits_2(tiny, capsys, extra, needle):

@@ -28,6 +28,7 @@ NC_DEFAULT_BATCH = 32
 @click.option("--method", default="neural-cleanse", show_default=True, metavar="neural-cleanse|mm-bd|NAME|all",
               help="Scanner to run ('advaudit plugins --kind backdoor-scanner'); 'all' runs every one.")
 @click.option("--steps", type=click.IntRange(min=1), help="Optimisation steps (NC: max mini-batch steps, default 1000 with early stop; MM-BD: default 300).")
+@click.option("--anomaly-threshold", type=click.FloatRange(min=0, min_open=True), help="Neural Cleanse's MAD anomaly index above which a label (with a norm below the median) is flagged. [default: 2, the paper's]")
 @click.option("--triggers-dir", type=click.Path(file_okay=False), help="Write mask / pattern / mask*pattern PNGs per class and overview.png.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
@@ -41,7 +42,7 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
 
     \b
     advaudit scan-backdoor MODEL --data CLEAN [--method neural-cleanse|mm-bd|all] [--n 300]
-        [--steps N] [--batch-size B] [--seed S] [--triggers-dir DIR] [--report out.json]
+        [--steps N] [--batch-size B] [--anomaly-threshold 2] [--seed S] [--triggers-dir DIR] [--report out.json]
         [--format table|json|md] [--fail-on-backdoor]
 
     --n defaults to 300 clean images; --batch-size is Neural Cleanse's mini-batch of clean images
@@ -61,6 +62,10 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
             params[m]["steps"] = kw["steps"]
     if "neural-cleanse" in params:
         params["neural-cleanse"]["batch_size"] = kw["batch_size"] if batch_given else NC_DEFAULT_BATCH
+        if kw["anomaly_threshold"] is not None:
+            params["neural-cleanse"]["anomaly_threshold"] = kw["anomaly_threshold"]
+    elif kw["anomaly_threshold"] is not None:
+        raise UsageError("--anomaly-threshold applies to neural-cleanse", "add --method neural-cleanse or --method all")
     if kw["data_path"] is None and needs_data:
         raise UsageError(f"--method {kw['method']} needs clean labelled images", "give them with --data")
     model = open_model(kw)
