@@ -14,7 +14,8 @@ in ../shared/data), a compact CNN (`advaudit.backdoor.training.SmallCNN`):
 
 The target label is drawn per seed.  Clean accuracy and attack success rate are measured on MNIST
 test images 8000-9999; each model is saved as TorchScript and scanned through advaudit's public API
-on 300 clean images from 8000-9999 (stratified, seeded).  Prints one row per model as it finishes
+on 300 clean images from 8000-9999 (stratified, seeded).  ``--dataset gtsrb`` does the same on GTSRB
+(train on test images 0-9999, 43 classes; evaluate and scan on all of 10000-12629).  Prints one row per model as it finishes
 and then the detection matrix: flagged rate, right-target rate (the implanted target among the
 suspected targets), false-positive rate on clean models, mean time per scan.
 """
@@ -53,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=5, help="models per kind")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--kinds", default=",".join(KIND_ORDER))
-    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--dataset", choices=["mnist", "gtsrb"], default="mnist",
+                    help="gtsrb: GTSRB test images 0-9999 to train (43 classes, 32x32), 10000-12629 to evaluate and scan")
+    ap.add_argument("--epochs", type=int, help="training epochs (default 6 for MNIST, 10 for GTSRB)")
     ap.add_argument("--noise-rate", type=float, default=0.5, help="share of the non-poisoned images given the noise augmentation")
-    ap.add_argument("--n", type=int, default=300, help="clean images given to the scanners")
+    ap.add_argument("--n", type=int, help="clean images given to the scanners (default 300 for MNIST; all 2,630 evaluation images for GTSRB, whose rarer classes need them)")
     ap.add_argument("--out", help="write every row as JSON here")
     ap.add_argument("--summarise", nargs="+", metavar="JSON", help="only print the matrix of earlier --out files")
     args = ap.parse_args(argv)
@@ -63,7 +66,19 @@ def main(argv: list[str] | None = None) -> int:
         print_matrix([retest(r) for f in args.summarise for r in json.loads(Path(f).read_text())])
         return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    xtr, ytr, xte, yte = load_mnist_splits(args.shared)
+    if args.dataset == "mnist":
+        xtr, ytr, xte, yte = load_mnist_splits(args.shared)
+        make_net, n_classes, side, channels = SmallCNN, 10, 28, 1
+    else:
+        from sample_models.build import load_gtsrb_test
+
+        g = load_gtsrb_test(Path(args.shared))
+        xf = g.x.astype(np.float32) / 255.0
+        xtr, ytr, xte, yte = xf[:10000], g.y[:10000], xf[10000:], g.y[10000:]
+        n_classes, side, channels = 43, 32, 3
+        make_net = lambda: SmallCNN(3, 32, 43)  # noqa: E731
+    args.epochs = args.epochs or (6 if args.dataset == "mnist" else 10)
+    args.n = args.n or (300 if args.dataset == "mnist" else len(xte))
     pick = select(len(xte), yte, args.n, 0, 1234)
     xs, ys = xte[pick], yte[pick]
     kinds = [k for k in args.kinds.split(",") if k]
@@ -75,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     print(hdr, flush=True)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(1000 + seed)
-        target = int(rng.integers(0, 10))
+        target = int(rng.integers(0, n_classes))
         clean_net = None
         for kind in kinds:
             t0 = time.perf_counter()
-            imp = implant(kind, SmallCNN, xtr, ytr, target=target, seed=seed, epochs=args.epochs, clean_net=clean_net,
+            imp = implant(kind, make_net, xtr, ytr, target=target, seed=seed, epochs=args.epochs, clean_net=clean_net,
                           noise_rate=args.noise_rate)
             train_s = time.perf_counter() - t0
             if kind == "clean":
@@ -88,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             asr = None
             if imp.trigger is not None:
                 asr = attack_success_rate(lambda a: predict_labels(imp.net, a), xte, yte, imp.trigger, target)
-            path = save_torchscript(imp.net, str(tmp / f"{kind}_{seed}.pt"), (1, 28, 28))
+            path = save_torchscript(imp.net, str(tmp / f"{kind}_{seed}.pt"), (channels, side, side))
             model = load_model(path)
             nc = NeuralCleanse().scan(model, xs, ys, seed=0)
             mm = MMBD().scan(model, xs, ys, seed=0)
