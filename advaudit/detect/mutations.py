@@ -18,12 +18,12 @@ grouped by input (rows ``i*k .. i*k+k-1`` belong to input ``i``), clipped to the
 * ``darken``: the one-sided lighting change: one random offset in [-radius, 0].
 
 Operators chain: ``darken+pixel`` darkens each mutation, then resets random pixels of it
-(:func:`chain`).  advaudit's default is ``darken+pixel`` with radii 0.5 and 0.05: on MNIST, darkening
+(:func:`chain`).  ``darken+pixel`` with radii 0.5 and 0.05 is the default for one-channel images
+(``auto``, see :data:`advaudit.detect.lcr.AUTO`): on MNIST, darkening
 strips the bright noise that dense attacks (FGSM, C&W, the black-box attack) add to the dark
 background, pixel resets undo the few saturated pixels of sparse ones (JSMA), and neither moves a
 clean digit across a boundary often (brightening, by contrast, greys the background and flips clean
-inputs).  Chosen on MNIST test images 9000-9599, held out from every benchmark set (see
-``benchmarks/bench_detect.py``).
+inputs).
 """
 
 from __future__ import annotations
@@ -83,16 +83,20 @@ def patch(x: torch.Tensor, k: int, radius: float, lo: float, hi: float, gen: tor
     return torch.where(mask[:, None].to(x.device), fill, xs)
 
 
+def _offset(xs: torch.Tensor, unit: torch.Tensor, radius: float, lo: float, hi: float) -> torch.Tensor:
+    """Add ``unit[i] * radius`` of the value range to every feature of mutation ``i``."""
+    shift = unit.to(xs.device) * radius * (hi - lo)
+    return (xs + shift.view(-1, *([1] * (xs.dim() - 1)))).clamp(lo, hi)
+
+
 def brightness(x: torch.Tensor, k: int, radius: float, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
     xs = _expand(x, k)
-    shift = (torch.rand(len(xs), generator=gen) * 2 - 1).to(x.device) * radius * (hi - lo)
-    return (xs + shift.view(-1, *([1] * (xs.dim() - 1)))).clamp(lo, hi)
+    return _offset(xs, torch.rand(len(xs), generator=gen) * 2 - 1, radius, lo, hi)
 
 
 def darken(x: torch.Tensor, k: int, radius: float, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
     xs = _expand(x, k)
-    shift = -torch.rand(len(xs), generator=gen).to(x.device) * radius * (hi - lo)
-    return (xs + shift.view(-1, *([1] * (xs.dim() - 1)))).clamp(lo, hi)
+    return _offset(xs, -torch.rand(len(xs), generator=gen), radius, lo, hi)
 
 
 def chain(
