@@ -193,9 +193,8 @@ def evaluate(out: Output, **kw: Any) -> None:
         return
     f = ev.figures
     t3 = f["table3"]
-    radius = f["mutation"]["radius"]
-    radius = ",".join(f"{r:g}" for r in radius) if isinstance(radius, list) else f"{radius:g}"
-    table = Table(title=f"kappa (LCR) and AUROC, {f['mutation']['operator']} radius {radius}")
+    mutation = Mutation.parse(f["mutation"]["operator"], f["mutation"]["radius"])
+    table = Table(title=f"kappa (LCR) and AUROC, {mutation.operator} radius {mutation.radius_text}")
     for c in ("set", "n", "kappa mean +- 99% CI", "AUROC"):
         table.add_column(c)
     table.add_row("normal", str(t3["kappa_nor"]["n"]), f"{t3['kappa_nor']['mean']:.4f} +- {t3['kappa_nor']['ci99']:.4f}", "-")

@@ -90,13 +90,19 @@ class Mutation:
     """How inputs are mutated: input operators with their radii, or model mutants (operator, rate).
 
     ``operator`` is one operator or a chain joined by ``+`` (``darken+pixel``: every mutation is
-    darkened, then has random pixels reset); ``radius`` is a float or one float per operator in the
-    chain.  ``auto`` (the default) picks by the inputs' channel count (:data:`AUTO`) when the
-    mutation meets data (:meth:`resolve`).  Use :meth:`parse` for user-given text."""
+    darkened, then has random pixels reset); ``radius`` is given as a float or one float per operator
+    in the chain, and kept as a tuple (:attr:`radii`).  ``auto`` (the default) picks by the inputs'
+    channel count (:data:`AUTO`) when the mutation meets data (:meth:`resolve`).  Use :meth:`parse`
+    for user-given text."""
 
     operator: str = DEFAULT_MUTATION
     radius: float | tuple[float, ...] | None = None
     mutants: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        # one form inside: a tuple with one float per operator (empty for ``auto``)
+        r = self.radius
+        object.__setattr__(self, "radius", () if r is None else tuple(float(v) for v in r) if isinstance(r, (tuple, list)) else (float(r),))
 
     @classmethod
     def parse(cls, operator: str, radius: Any = None, mutants: tuple[int, ...] = ()) -> Mutation:
@@ -115,20 +121,19 @@ class Mutation:
                 radii = tuple(float(r) for r in items)
             except (TypeError, ValueError):
                 raise UsageError(f"--radius must be a number or comma-separated numbers, got {radius!r}") from None
-        return cls("+".join(ops), radii[0] if len(radii) == 1 else radii, tuple(mutants))
+        return cls("+".join(ops), radii, tuple(mutants))
 
     def resolve(self, x: np.ndarray) -> Mutation:
         """The concrete mutation for inputs ``x`` (canonical NCHW): ``auto`` by channel count."""
         if self.operator != "auto":
             return self
         operator, radii = AUTO["grayscale" if x.ndim == 4 and x.shape[1] == 1 else "colour"]
-        return Mutation(operator, radii[0] if len(radii) == 1 else radii, self.mutants)
+        return Mutation(operator, radii, self.mutants)
 
     @property
     def radii(self) -> tuple[float, ...]:
-        if self.radius is None:
-            return ()
-        return self.radius if isinstance(self.radius, tuple) else (float(self.radius),)
+        assert isinstance(self.radius, tuple)  # normalised in __post_init__
+        return self.radius
 
     @property
     def steps(self) -> list[tuple[str, float]]:
