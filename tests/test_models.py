@@ -186,8 +186,18 @@ def test_fixed_batch_one_models(batch1_models: dict, kind: str, capfd: pytest.Ca
 
 
 # -------------------------------------------------------------------------- output kind
+class _ManualSoftmax(torch.nn.Module):
+    """Probabilities without a ``Softmax`` node (``Exp``/``ReduceSum``/``Div``): no logits to take."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        e = torch.exp(z - z.amax(dim=1, keepdim=True))
+        return e / e.sum(dim=1, keepdim=True)
+
+
 def test_probability_output_model(tmp_path: Path) -> None:
-    net = torch.nn.Sequential(small_cnn(seed=6), torch.nn.Softmax(dim=-1)).eval()
+    # A graph ending in a Softmax node is attacked on its input (tests/test_deployed_logits.py); one
+    # that computes probabilities otherwise is attacked through log-probabilities.
+    net = torch.nn.Sequential(small_cnn(seed=6), _ManualSoftmax()).eval()
     model = load_model(export_onnx(net, tmp_path / "probs.onnx", torch.zeros(2, 1, 28, 28), output_name="probs"))
     assert model.output_kind == "probabilities"
     assert model.has_gradients, model.gradients.note

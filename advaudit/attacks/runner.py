@@ -307,7 +307,7 @@ def _attack_all(
         out = attack(model, xb, yb, eps=eps, norm=attack_norm, targets=tb, seed=_batch_seed(seed, attack.name, eps, int(b[0])))
         x_adv[b] = out.x_adv.cpu().numpy()
         queries[b] = out.queries.cpu().numpy()
-        if attack.uses_gradients and model.format != "torchscript":  # TorchScript: twin == runtime
+        if attack.uses_gradients and model.format == "onnx":  # TorchScript, torch.export: twin == runtime
             with torch.no_grad():
                 pred = model.logits(out.x_adv).argmax(dim=1).cpu().numpy()
             twin_fooled[b] = pred != y[b] if targets is None else pred == targets[b]

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from ..data.loaders import LABELS_FROM_NAME
 from ..errors import UsageError
 from ..report.schema import json_path, load_schema
 from .gates import GateSpec, parse_gate
@@ -156,9 +157,11 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
                 step[key] = resolve(step[key])
         if "data" not in step and "data" in data:
             step["data"] = resolve(data["data"])
-        for key in ("n", "offset", "batch_size"):
+        for key in ("n", "offset", "batch_size", "resize", "crop", "labels"):
             if key not in step and key in data:
                 step[key] = data[key]
+        if "labels" in step and step["labels"] != LABELS_FROM_NAME:
+            step["labels"] = resolve(step["labels"])
         if kind in ("attack", "defense", "detect") and "data" not in step:
             raise ConfigError(f"{where(['steps', i])}: a {kind} step needs labelled data", "set 'data' at the top or in the step")
         if kind == "scan-backdoor" and "data" not in step and step.get("method", "neural-cleanse") != "mm-bd":
@@ -206,7 +209,9 @@ version: 1
 data: {data}
 n: 200            # samples per step (a stratified random sample, drawn with the seed)
 seed: 0           # the same seed gives the same report
-# batch_size: 256
+# batch_size: 256  # default 256 (Neural Cleanse 32), fewer for large inputs: 32 for 3x224x224
+# resize: 256     # images: shorter side to 256 (torchvision's Resize), then
+# crop: 224       #   the central 224x224 (CenterCrop), e.g. for ImageNet photos of any size
 # device: cpu     # or cuda
 # workers: 1      # processes the attack and detect steps shard their data across (or run under torchrun)
 

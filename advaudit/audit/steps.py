@@ -15,7 +15,7 @@ from ..attacks.runner import resolve_eps, run_attacks
 from ..attacks.suites import resolve_choices
 from ..backdoor.images import write_trigger_pngs
 from ..backdoor.scan import method_names, scan_model
-from ..data import PreparedData, load_data, prepare
+from ..data import PreparedData, default_batch_size, load_data, prepare
 from ..defenses import build_stack
 from ..defenses.evaluate import evaluate_defense, parse_modes
 from ..detect.evaluate import adversarial_groups, evaluate_held_out, roc_png
@@ -55,8 +55,19 @@ class StepResult:
 
 
 def _data(ctx: StepContext, step: dict[str, Any]) -> PreparedData:
-    ds = load_data(step["data"], n=step.get("n"), offset=step.get("offset", 0), seed=ctx.seed)
+    shape = ctx.model.input_shape
+    channels = shape[0] if shape is not None and len(shape) == 3 and shape[0] in (1, 3) else None
+    ds = load_data(step["data"], n=step.get("n"), offset=step.get("offset", 0), seed=ctx.seed,
+                   labels_path=step.get("labels"), resize=step.get("resize"), crop=step.get("crop"), channels=channels)
     return prepare(ds, ctx.model)
+
+
+def _batch_size(ctx: StepContext, step: dict[str, Any], base: int | None = None) -> int:
+    """The step's (or the config's) batch_size, else ``base`` (default: the audit's) fitted to the
+    model's input size (:func:`advaudit.data.default_batch_size`; unchanged up to 32768 values)."""
+    if "batch_size" in step:
+        return int(step["batch_size"])
+    return default_batch_size(ctx.model.input_shape, ctx.batch_size if base is None else base)
 
 
 def _rel(ctx: StepContext, path: Path) -> str:
@@ -77,7 +88,7 @@ def attack_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     target = step.get("target")
     run = run_attacks(
         model, data.x, data.y, choices, _eps(model, step), norm=norm, cascade=cascade,
-        target=None if target is None else str(target), batch_size=step.get("batch_size", ctx.batch_size),
+        target=None if target is None else str(target), batch_size=_batch_size(ctx, step),
         seed=ctx.seed, progress=ctx.progress, shard=ctx.shard,
     )
     report = attack_report(run, model, data, ctx.command, ctx.seed, [])
@@ -102,7 +113,7 @@ def defense_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     ev = evaluate_defense(
         model, data.x, data.y, stack, choices, _eps(model, step), modes=parse_modes(step.get("adaptive", "all")),
         norm=step.get("norm", "linf"), eot=step.get("eot", 10), eval_draws=step.get("eval_draws"),
-        batch_size=step.get("batch_size", ctx.batch_size), seed=ctx.seed, progress=ctx.progress,
+        batch_size=_batch_size(ctx, step), seed=ctx.seed, progress=ctx.progress,
     )
     report = defense_report(ev, model, data, ctx.command, ctx.seed, [])
     return StepResult(report, attack_metrics(report), {})
@@ -115,9 +126,9 @@ def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     if "steps" in step:
         for m in methods:
             params[m]["steps"] = step["steps"]
-    if "neural-cleanse" in params:
-        params["neural-cleanse"]["batch_size"] = step.get("batch_size", 32)
     data = _data(ctx, {**step, "n": step.get("n", 300)}) if "data" in step else None
+    if "neural-cleanse" in params:  # after the data: a TorchScript model learns its input shape from it
+        params["neural-cleanse"]["batch_size"] = _batch_size(ctx, step, base=32)
     scan = scan_model(
         model, None if data is None else data.x, None if data is None else data.y,
         methods=methods, params=params, seed=ctx.seed, progress=ctx.progress,

@@ -6,7 +6,6 @@ import sys
 from typing import Any, Callable
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..attacks.runner import AttackRun, build_attacks, resolve_eps, run_attacks
 from ..attacks.suites import SUITES, AttackChoice, resolve_choices
@@ -19,7 +18,7 @@ from ..report import parse_gate
 from ..report.artifacts import example_grid_for_run, save_adversarial
 from ..report.attack_report import attack_markdown, attack_report, attack_table
 from ..report.defense_report import defense_markdown, defense_report, defense_table
-from .common import Output, output_options, data_options, model_options, open_data, open_model
+from .common import Output, ProgressBar, output_options, data_options, model_options, open_data, open_model
 from .sharding import is_main_process, prepare_ranks, recorded_command, workers_option
 
 @click.command()
@@ -73,13 +72,13 @@ def attack(out: Output, **kw: Any) -> int:
 
     out.info(f"loading {kw['model']} ...")
     model = open_model(kw)
-    data = open_data(kw["data_path"], model, kw)
+    data = open_data(kw["data_path"], model, kw, out=out)
     eps = _eps(model, kw)
     build_attacks(choices, model, kw["norm"], kw["target"] is not None)  # bad names/params fail before any work
     out.info(
         f"{len(data)} samples, attacks: {', '.join(str(c) for c in choices)}"
         + (" (cascade)" if cascade else "")
-        + f", {kw['norm']} eps {', '.join(f'{e:g}' for e in eps)}"
+        + f", {kw['norm']} eps {', '.join(f'{e:g}' for e in eps)}, batch size {kw['batch_size']}"
     )
     assert data.y is not None
     if kw["workers"] > 1:
@@ -111,7 +110,7 @@ def _attack_step(
     else:
         model, data = prepared
     assert data.y is not None
-    with _progress(Output(quiet=quiet or not shard.is_main)) as progress:
+    with ProgressBar(Output(quiet=quiet or not shard.is_main)) as progress:
         return run_attacks(
             model, data.x, data.y, choices, eps, norm=kw["norm"], cascade=cascade,
             target=kw["target"], batch_size=kw["batch_size"], seed=seed, progress=progress, shard=shard,
@@ -127,7 +126,7 @@ def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice
     modes = parse_modes(kw["adaptive"] or "all")
     out.info(f"loading {kw['model']} ...")
     model = open_model(kw)
-    data = open_data(kw["data_path"], model, kw)
+    data = open_data(kw["data_path"], model, kw, out=out)
     assert model.input_shape is not None and data.y is not None
     for d in stack:
         d.fits(tuple(model.input_shape))
@@ -137,7 +136,7 @@ def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice
         f"{len(data)} samples, defence {stack_spec(stack)}, modes {', '.join(modes)}, attacks: "
         f"{', '.join(str(c) for c in choices)}, {kw['norm']} eps {', '.join(f'{e:g}' for e in eps)}"
     )
-    with _progress(out) as progress:
+    with ProgressBar(out) as progress:
         ev = evaluate_defense(
             model, data.x, data.y, stack, choices, eps, modes=modes, norm=kw["norm"], eot=kw["eot"],
             eval_draws=kw["eval_draws"], batch_size=kw["batch_size"], seed=seed, progress=progress,
@@ -176,28 +175,4 @@ def _choices(suite: str | None, attack_args: tuple[str, ...]) -> tuple[list[Atta
     return resolve_choices(suite, attack_args)
 
 
-class _progress:
-    """A rich progress bar on stderr (silent with --quiet) exposing the runner's callback."""
-
-    def __init__(self, out: Output) -> None:
-        self.bar = None if out.quiet else Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=out.err, transient=True,
-        )
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> Any:
-        if self.bar is None:
-            return None
-        self.bar.__enter__()
-        return self.update
-
-    def update(self, label: str, done: int, total: int) -> None:
-        assert self.bar is not None
-        if label not in self.tasks:
-            self.tasks[label] = self.bar.add_task(label, total=max(total, 1))
-        self.bar.update(self.tasks[label], completed=done if total else 1)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
+_progress = ProgressBar  # the old name, still imported by other commands

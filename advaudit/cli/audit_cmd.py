@@ -16,8 +16,7 @@ from ..audit import REPORT_NAME, load_config, run_audit, starter
 from ..audit.config import ConfigError
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..report.writer import write_atomic
-from .attack_cmd import _progress
-from .common import Output, output_options
+from .common import Output, ProgressBar, output_options
 from .sharding import recorded_command
 
 EXIT_INTERRUPTED = 130
@@ -64,7 +63,7 @@ def audit(out: Output, **kw: Any) -> int:
     out.info(f"auditing {kw['model']} with {kw['config_path']}: {len(config.steps)} steps, {len(config.gates)} gates")
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        with _progress(out) as progress:
+        with ProgressBar(out) as progress:
             report = run_audit(
                 kw["model"], config, report_dir, seed=kw["seed"], device=kw["device"], workers=kw["workers"],
                 baseline=kw["baseline"], tolerance=kw["tolerance"], resume=kw["resume"], command=command,

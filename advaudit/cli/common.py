@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..data import PreparedData, load_data, prepare
-from ..data.loaders import FORMATS
+from ..data import AutoBatchSize, PreparedData, load_data, prepare, resolve_batch_size
+from ..data.batching import VALUES_PER_BATCH
+from ..data.loaders import FORMATS, LABELS_FROM_NAME
 from ..report.writer import write_json
 
 if TYPE_CHECKING:  # torch loads only when a command opens a model (advaudit report never does)
@@ -86,14 +90,81 @@ model_options = compose(
     click.option("--max-model-size", default=2048.0, show_default=True, type=float, metavar="MB", help="Refuse model files larger than this."),
 )
 
+
+def _batch_size(ctx: click.Context, param: click.Parameter, value: int) -> int:
+    """Mark the default so commands can fit it to the input size (see :mod:`advaudit.data.batching`)."""
+    if param.name and ctx.get_parameter_source(param.name) == ParameterSource.DEFAULT:
+        return AutoBatchSize(value)
+    return value
+
+
+BATCH_HELP = (
+    f"Batch size. [default: 256; for inputs of over {VALUES_PER_BATCH // 256} values the largest power of two "
+    f"within {VALUES_PER_BATCH // 2**20}M input values per batch: 32 for 3x224x224]"
+)
+
+LABELS_HELP = (
+    "IDX labels file (default: the sibling *labels-idx1* file). For a flat folder of images: a FILE LABEL list, "
+    f"or '{LABELS_FROM_NAME}' (the number after the last _ of each name: imagenet_03_990.jpg is 990)."
+)
+RESIZE_HELP = (
+    "Resize each image first: the shorter side to S keeping the aspect ratio (bilinear, antialiased, as "
+    "torchvision's Resize), or to exactly H,W."
+)
+CROP_HELP = (
+    "Then cut out the central SxS (or HxW) pixels, as torchvision's CenterCrop. ImageNet: --resize 256 --crop 224."
+)
+
 data_options = compose(
     click.option("--data-format", type=click.Choice(FORMATS), help="Data format (default: from the path; cifar10-batch only when named)."),
-    click.option("--labels", "labels_path", type=click.Path(dir_okay=False), help="IDX labels file (default: the sibling *labels-idx1* file)."),
+    click.option("--labels", "labels_path", type=click.Path(dir_okay=False), help=LABELS_HELP),
     click.option("--n", "n", type=int, help="Use at most N samples."),
     click.option("--offset", default=0, show_default=True, type=int, help="Skip the first OFFSET samples."),
     click.option("--seed", type=int, help="Random seed; with --n, picks a stratified random sample."),
-    click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=1), help="Batch size."),
+    click.option("--resize", metavar="S|H,W", help=RESIZE_HELP),
+    click.option("--crop", metavar="S|H,W", help=CROP_HELP),
+    click.option("--batch-size", default=256, type=click.IntRange(min=1), callback=_batch_size, help=BATCH_HELP),
 )
+
+
+class ProgressBar:
+    """A rich progress bar on stderr (silent with --quiet): ``with ProgressBar(out) as progress:``
+    gives the ``progress(label, done, total)`` callback of the attack runner, the backdoor scanners
+    and the audit (None when quiet); one bar per label."""
+
+    def __init__(self, out: Output) -> None:
+        self.bar = None if out.quiet else Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=out.err, transient=True,
+        )
+        self.tasks: dict[str, Any] = {}
+        self.started = False
+
+    def __enter__(self) -> Callable[[str, int, int], None] | None:
+        return None if self.bar is None else self.update
+
+    def update(self, label: str, done: int, total: int) -> None:
+        """Show ``done`` of ``total`` on the bar named ``label`` (made on first use; the display
+        starts with the first update, so work that reports nothing leaves nothing on stderr)."""
+        if self.bar is None:
+            return
+        if not self.started:
+            self.bar.__enter__()
+            self.started = True
+        if label not in self.tasks:
+            self.tasks[label] = self.bar.add_task(label, total=max(total, 1))
+        self.bar.update(self.tasks[label], completed=done if total else 1)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.bar is not None and self.started:
+            self.bar.__exit__(*exc)
+
+
+def progress_for(progress: Callable[[str, int, int], None] | None, label: str) -> Callable[[int, int], None] | None:
+    """``progress`` as the two-argument ``(done, total)`` callback of one bar (data loading, purifying)."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(label, done, total)
 
 
 def open_model(kw: dict[str, Any]) -> Model:
@@ -117,13 +188,31 @@ def open_model(kw: dict[str, Any]) -> Model:
     return model
 
 
-def open_data(path: str, model: Model, kw: dict[str, Any], need_labels: bool = True) -> PreparedData:
-    ds = load_data(
-        path,
-        fmt=kw.get("data_format"),
-        n=kw.get("n"),
-        offset=kw.get("offset") or 0,
-        seed=kw.get("seed"),
-        labels_path=kw.get("labels_path"),
-    )
-    return prepare(ds, model, need_labels=need_labels)
+def open_data(
+    path: str, model: Model, kw: dict[str, Any], need_labels: bool = True, out: Output | None = None
+) -> PreparedData:
+    """Load ``path`` with the data options in ``kw`` and prepare it for ``model``.
+
+    Images are converted to the model's channel count (greyscale or RGB) and fitted with
+    ``--resize``/``--crop``; with ``out``, decoding shows a progress bar.  The default
+    ``--batch-size`` in ``kw`` is replaced by the one for the model's input size
+    (:func:`advaudit.data.resolve_batch_size`), so the command's later steps use it."""
+    shape = model.input_shape
+    channels = shape[0] if shape is not None and len(shape) == 3 and shape[0] in (1, 3) else None
+    with ProgressBar(out or Output(quiet=True)) as progress:
+        ds = load_data(
+            path,
+            fmt=kw.get("data_format"),
+            n=kw.get("n"),
+            offset=kw.get("offset") or 0,
+            seed=kw.get("seed"),
+            labels_path=kw.get("labels_path"),
+            resize=kw.get("resize"),
+            crop=kw.get("crop"),
+            channels=channels,
+            progress=progress_for(progress, f"loading {Path(path).name}"),
+        )
+    data = prepare(ds, model, need_labels=need_labels)
+    if "batch_size" in kw:
+        kw["batch_size"] = resolve_batch_size(kw["batch_size"], model.input_shape)
+    return data

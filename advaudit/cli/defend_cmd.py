@@ -6,16 +6,18 @@ from typing import Any
 
 import click
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..data import load_data
+from ..data import load_data, resolve_batch_size
 from ..defenses import build_stack
 from ..defenses.defended import stack_spec
 from ..defenses.purify import purify_array
 from ..errors import UsageError
 from ..report import write_atomic
 from ..spec import _normalise_field
-from .common import Output, data_options, output_options
+from .common import Output, ProgressBar, data_options, output_options, progress_for
+
+VQVAE_DEFAULT_BATCH = 128
+"""train-vqvae's default --batch-size (fewer for large images)."""
 
 
 @click.group()
@@ -46,22 +48,16 @@ def purify(out: Output, **kw: Any) -> None:
     bounds = (0.0, 1.0)
     if kw["value_range"]:
         bounds = tuple(_normalise_field("range", kw["value_range"]))  # type: ignore[assignment]
-    ds = load_data(kw["data_path"], fmt=kw["data_format"], n=kw["n"], offset=kw["offset"] or 0,
-                   seed=kw["seed"], labels_path=kw["labels_path"])
+    ds = _load(out, kw)
     seed = kw["seed"] or 0
     if ds.x.ndim == 4:
         for d in stack:
             d.fits(tuple(ds.x.shape[1:]))
+    batch_size = resolve_batch_size(kw["batch_size"], ds.x.shape[1:])
     out.info(f"purifying {len(ds)} images with {stack_spec(stack)}")
-    bar = None if out.quiet else Progress(TextColumn("purify"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                          console=out.err, transient=True)
-    if bar is not None:
-        with bar:
-            task = bar.add_task("purify", total=len(ds))
-            x = purify_array(ds.x, stack, bounds, seed=seed, batch_size=kw["batch_size"],
-                             progress=lambda done, total: bar.update(task, completed=done))
-    else:
-        x = purify_array(ds.x, stack, bounds, seed=seed, batch_size=kw["batch_size"])
+    with ProgressBar(out) as progress:
+        x = purify_array(ds.x, stack, bounds, seed=seed, batch_size=batch_size,
+                         progress=progress_for(progress, "purify"))
     arrays: dict[str, Any] = {"x": x, "index": ds.indices, "defense": np.array(stack_spec(stack)), "seed": np.int64(seed)}
     if ds.y is not None:
         arrays["y"] = ds.y
@@ -101,8 +97,7 @@ def train_vqvae_cmd(out: Output, **kw: Any) -> None:
         raise UsageError(f"--out {kw['out_path']} must end in .safetensors")
     if kw["noise"] < 0:
         raise UsageError(f"--noise must be >= 0, got {kw['noise']}")
-    ds = load_data(kw["data_path"], fmt=kw["data_format"], n=kw["n"], offset=kw["offset"] or 0,
-                   seed=kw["seed"], labels_path=kw["labels_path"])
+    ds = _load(out, kw)
     x = _unit(ds.x, kw["value_range"])
     out.info(f"training a VQ-VAE on {len(x)} images of shape {tuple(x.shape[1:])} for {kw['epochs']} epochs")
 
@@ -110,7 +105,7 @@ def train_vqvae_cmd(out: Output, **kw: Any) -> None:
         out.info(f"epoch {epoch}/{total}: reconstruction MSE {rec:.5f}")
 
     net, rec = train_vqvae(
-        x, epochs=kw["epochs"], batch_size=min(kw["batch_size"], 128) if kw["batch_size"] == 256 else kw["batch_size"],
+        x, epochs=kw["epochs"], batch_size=resolve_batch_size(kw["batch_size"], x.shape[1:], base=VQVAE_DEFAULT_BATCH),
         lr=kw["lr"], hidden=kw["hidden"], codes=kw["codes"], dim=kw["dim"], beta=kw["beta"], noise=kw["noise"],
         seed=kw["seed"] or 0, progress=progress,
     )
@@ -119,6 +114,14 @@ def train_vqvae_cmd(out: Output, **kw: Any) -> None:
     save_vqvae(kw["out_path"], net, tuple(x.shape[1:]), info)
     out.info(f"wrote {kw['out_path']}")
     out.out.print(f"VQ-VAE {','.join(map(str, x.shape[1:]))}: reconstruction MSE {rec:.5f} (last epoch, [0,1] scale)", highlight=False)
+
+
+def _load(out: Output, kw: dict[str, Any]) -> Any:
+    """The --data images with the data options (--resize/--crop included), a bar while decoding."""
+    with ProgressBar(out) as progress:
+        return load_data(kw["data_path"], fmt=kw["data_format"], n=kw["n"], offset=kw["offset"] or 0, seed=kw["seed"],
+                         labels_path=kw["labels_path"], resize=kw["resize"], crop=kw["crop"],
+                         progress=progress_for(progress, f"loading {kw['data_path']}"))
 
 
 def _unit(x: np.ndarray, value_range: str | None) -> np.ndarray:

@@ -83,7 +83,7 @@ def calibrate(out: Output, **kw: Any) -> None:
     """Estimate kappa_nor (LCR of correctly classified clean inputs + one-sided 99% margin)."""
     mutation = _mutation(kw)
     model = open_model(kw)
-    data = open_data(kw["data_path"], model, kw)
+    data = open_data(kw["data_path"], model, kw, out=out)
     assert data.y is not None
     cal = calibrate_lcr(model, data.x, data.y, mutation, n_mutations=kw["n_mutations"], seed=kw["seed"] or 0)
     cal.save(kw["out_path"])
@@ -112,7 +112,7 @@ def run(out: Output, **kw: Any) -> int:
     cal = Calibration.load(kw["calibration_path"])
     model = open_model(kw)
     cal.check_for(model)
-    data = open_data(kw["inputs_path"], model, kw, need_labels=False)
+    data = open_data(kw["inputs_path"], model, kw, need_labels=False, out=out)
     det = LCRDetector(
         model, cal, alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"],
         max_mutations=kw["max_mutations"], seed=kw["seed"] or 0,

@@ -22,6 +22,11 @@ from .common import Output, data_options, model_options, open_data, open_model, 
 EVAL_SUITES = ("quick", "standard")
 
 
+def _format_of(suffix: str) -> str:
+    """The model format a file suffix stands for: ``.onnx``, ``.pt2`` (torch.export), else TorchScript."""
+    return {".onnx": "onnx", ".pt2": "torch.export"}.get(suffix, "torchscript")
+
+
 def _default_out(model_path: str) -> str:
     p = Path(model_path)
     return f"{p.stem}-hardened{p.suffix}"
@@ -66,7 +71,7 @@ def harden_cmd(out: Output, **kw: Any) -> int:
     suites = list(kw["eval_suites"]) or list(EVAL_SUITES)
     out_path = kw["out_path"] or _default_out(kw["model"])
     in_suffix, out_suffix = Path(kw["model"]).suffix.lower(), Path(out_path).suffix.lower()
-    if (in_suffix == ".onnx") != (out_suffix == ".onnx"):
+    if _format_of(in_suffix) != _format_of(out_suffix):
         raise UsageError(f"--out {out_path} changes the model format", f"the hardened model keeps MODEL's format: use a {in_suffix or '.pt'} file")
     if Path(out_path).resolve() == Path(kw["model"]).resolve():
         raise UsageError("--out is the input model", "write the hardened model to a new file")

@@ -9,7 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..info import model_info
-from .common import Output, output_options, data_options, model_options, open_data, open_model
+from .common import (
+    Output, ProgressBar, data_options, model_options, open_data, open_model, output_options, progress_for,
+)
 
 
 @click.command()
@@ -21,11 +23,13 @@ from .common import Output, output_options, data_options, model_options, open_da
 @output_options
 @click.pass_obj
 def info(out: Output, data_path: str | None, fmt: str, **kw: Any) -> None:
-    """Describe MODEL: format, input/output, input spec, gradients, classes; accuracy with --data."""
+    """Describe MODEL: format, input/output, input shape, classes, parameters, input spec, gradients;
+    clean accuracy and throughput with --data."""
     out.info(f"loading {kw['model']} ...")
     model = open_model(kw)
-    data = open_data(data_path, model, kw) if data_path else None
-    result = model_info(model, data, batch_size=kw["batch_size"])
+    data = open_data(data_path, model, kw, out=out) if data_path else None
+    with ProgressBar(out) as progress:
+        result = model_info(model, data, batch_size=kw["batch_size"], progress=progress_for(progress, "clean accuracy"))
     if fmt == "json":
         out.json(result)
         return
@@ -38,6 +42,21 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return "-" if v is None else str(v)
+
+
+def _transform(t: dict[str, Any] | None) -> str:
+    """``, resize 256, crop 224`` for a data set loaded with --resize/--crop."""
+    if not t:
+        return ""
+    return "".join(f", {k} {','.join(map(str, t[k]))}" for k in ("resize", "crop") if t.get(k))
+
+
+def _params(count: int | None, source: str | None) -> str:
+    """``11,689,512 (11.7M; torch module)``."""
+    if count is None:
+        return "-"
+    short = f"{count / 1e9:.3g}G" if count >= 1e9 else f"{count / 1e6:.3g}M" if count >= 1e6 else f"{count / 1e3:.3g}k"
+    return f"{count:,} ({short}; {source})" if count >= 1000 else f"{count} ({source})"
 
 
 def _table(result: dict[str, Any]) -> Table:
@@ -53,12 +72,14 @@ def _table(result: dict[str, Any]) -> Table:
             ("output", _fmt(m["output_dims"])),
         ]
     else:
-        rows.append(("runtime", "TorchScript (torch.jit)"))
+        rows.append(("runtime", "torch.export (ExportedProgram.module())" if m["format"] == "torch.export"
+                     else "TorchScript (torch.jit)"))
     rows += [
         ("input shape (C,H,W)", _fmt(m["input_shape"])),
         ("fixed batch", _fmt(m["fixed_batch"]) + (f" (rewritten from {m['batch_rewritten_from']})" if m.get("batch_rewritten_from") else "")),
         ("classes", _fmt(m["num_classes"])),
-        ("output kind", m["output_kind"]),
+        ("parameters", _params(m.get("parameters"), m.get("parameters_source"))),
+        ("output kind", m["output_kind"] + (f", from {m['logits_from']}" if m.get("logits_from") else "")),
         ("value range", f"{_fmt(spec['range'])} ({spec['source'].get('range')})"),
         ("mean / std", f"{_fmt(spec['mean'])} / {_fmt(spec['std'])} ({spec['source'].get('mean')})"),
         ("layout", f"{spec['layout']} ({spec['source'].get('layout')})"),
@@ -75,7 +96,7 @@ def _table(result: dict[str, Any]) -> Table:
     if "clean_accuracy" in result:
         d = result["data"]
         rows += [
-            ("data", f"{d['path']} ({d['format']}, n={d['n']})"),
+            ("data", f"{d['path']} ({d['format']}, n={d['n']}{_transform(d.get('transform'))})"),
             ("clean accuracy", f"{result['clean_accuracy']:.4f}"),
             ("throughput", f"{result['throughput_images_per_s']:.0f} images/s (batch {d['batch_size']})"),
         ]

@@ -12,11 +12,11 @@ from rich.text import Text
 
 from ..backdoor.images import write_trigger_pngs
 from ..backdoor.scan import method_names, scan_model
+from ..data import default_batch_size
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..registry import get_registry
 from ..report.backdoor_report import scan_report
-from .attack_cmd import _progress
-from .common import Output, data_options, model_options, open_data, open_model, output_options
+from .common import Output, ProgressBar, data_options, model_options, open_data, open_model, output_options
 
 DEFAULT_N = 300
 NC_DEFAULT_BATCH = 32
@@ -46,8 +46,8 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
         [--format table|json|md] [--fail-on-backdoor]
 
     --n defaults to 300 clean images; --batch-size is Neural Cleanse's mini-batch of clean images
-    per step (default 32). Exit codes: 0 clean (or no gate), 1 backdoored with --fail-on-backdoor,
-    2 bad input.
+    per step (default 32, fewer for inputs of over 262144 values). Exit codes: 0 clean (or no gate),
+    1 backdoored with --fail-on-backdoor, 2 bad input.
     """
     out: Output = ctx.obj
     methods = method_names(kw["method"])
@@ -61,7 +61,6 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
         for m in methods:
             params[m]["steps"] = kw["steps"]
     if "neural-cleanse" in params:
-        params["neural-cleanse"]["batch_size"] = kw["batch_size"] if batch_given else NC_DEFAULT_BATCH
         if kw["anomaly_threshold"] is not None:
             params["neural-cleanse"]["anomaly_threshold"] = kw["anomaly_threshold"]
     elif kw["anomaly_threshold"] is not None:
@@ -69,13 +68,16 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
     if kw["data_path"] is None and needs_data:
         raise UsageError(f"--method {kw['method']} needs clean labelled images", "give them with --data")
     model = open_model(kw)
-    data = open_data(kw["data_path"], model, kw) if kw["data_path"] else None
+    data = open_data(kw["data_path"], model, kw, out=out) if kw["data_path"] else None
+    if "neural-cleanse" in params:  # its default mini-batch, fewer for large inputs
+        nc_batch = kw["batch_size"] if batch_given else default_batch_size(model.input_shape, NC_DEFAULT_BATCH)
+        params["neural-cleanse"]["batch_size"] = int(nc_batch)
     seed = kw["seed"] if kw["seed"] is not None else 0
     if data is not None:
         out.info(f"scanning {model.path.name} with {', '.join(methods)} on {len(data)} clean images")
     else:
         out.info(f"scanning {model.path.name} with {', '.join(methods)} (data-free)")
-    with _progress(out) as progress:
+    with ProgressBar(out) as progress:
         scan = scan_model(
             model, None if data is None else data.x, None if data is None else data.y,
             methods=methods, params=params, seed=seed, progress=progress,

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from ..errors import DataError
 from . import loaders
+from .batching import AutoBatchSize, default_batch_size, resolve_batch_size
+from .transforms import ImageTransform, resize_crop_batch
 
 if TYPE_CHECKING:
     from ..models import Model
 
-__all__ = ["Dataset", "PreparedData", "load_data", "prepare", "select"]
+__all__ = [
+    "AutoBatchSize", "Dataset", "ImageTransform", "PreparedData", "default_batch_size", "load_data", "prepare",
+    "resolve_batch_size", "select",
+]
 
 
 @dataclass
@@ -33,11 +38,13 @@ class Dataset:
     format: str
     indices: np.ndarray
     class_names: list[str] | None = None
+    transform: dict[str, Any] | None = None  # {"resize": [256], "crop": [224]} when asked for
 
     def __len__(self) -> int:
         return len(self.x)
 
     def describe(self) -> dict[str, Any]:
+        extra = {} if self.transform is None else {"transform": self.transform}
         return {
             "path": self.source,
             "format": self.format,
@@ -46,6 +53,7 @@ class Dataset:
             "dtype": str(self.x.dtype),
             "labelled": self.y is not None,
             "first_index": int(self.indices[0]) if len(self.indices) else None,
+            **extra,
         }
 
 
@@ -104,22 +112,39 @@ def load_data(
     offset: int = 0,
     seed: int | None = None,
     labels_path: str | Path | None = None,
+    resize: Any = None,
+    crop: Any = None,
+    channels: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Dataset:
-    """Read ``path`` (npz, IDX, image folder, images, or a named CIFAR-10 batch) and take a subset."""
+    """Read ``path`` (npz, IDX, image folder, images, or a named CIFAR-10 batch) and take a subset.
+
+    ``resize`` / ``crop`` (N or (H, W); see :mod:`.transforms`) resize and centre-crop each selected
+    image like torchvision's ``Resize`` + ``CenterCrop``.  Image files are listed first and only the
+    selected ones are decoded, one at a time, each through the transform; ``channels`` (the model's:
+    1 or 3) makes them greyscale or RGB.  ``labels_path`` is an IDX labels file, or for a flat folder
+    of images a ``FILE LABEL`` list or ``"from-name"``.  ``progress(done, total)`` follows the decoding.
+    """
     p = Path(path)
     if not p.exists():
         raise DataError(f"data not found: {p}")
+    transform = ImageTransform.parse(resize, crop)
     fmt = fmt or loaders.detect_format(p)
+    if str(labels_path) == loaders.LABELS_FROM_NAME and fmt not in ("images", "image-folder"):
+        raise DataError(f"--labels {loaders.LABELS_FROM_NAME} labels image files; {p.name} is {fmt} data", "drop --labels")
+    if fmt in ("image-folder", "images"):
+        listing = (loaders.list_image_folder if fmt == "image-folder" else loaders.list_images)(p, labels_path)
+        y = _check_labels(p, listing.labels, len(listing.files))
+        idx = select(len(listing.files), y, n, offset, seed)
+        x = loaders.read_image_files([listing.files[i] for i in idx], p, transform, channels, progress)
+        return Dataset(x=x, y=None if y is None else y[idx], source=str(p), format=fmt, indices=idx,
+                       class_names=listing.names, transform=transform.describe() if transform else None)
     if fmt == "npz":
         x, y, names = loaders.read_npz(p)
     elif fmt == "idx":
         x, y, names = loaders.read_idx(p, Path(labels_path) if labels_path else None)
     elif fmt == "cifar10-batch":
         x, y, names = loaders.read_cifar10_batch(p)
-    elif fmt == "image-folder":
-        x, y, names = loaders.read_image_folder(p)
-    elif fmt == "images":
-        x, y, names = loaders.read_images(p)
     else:
         raise DataError(f"unknown data format {fmt!r}", f"choose one of {', '.join(loaders.FORMATS)}")
     if x.ndim < 2:
@@ -128,26 +153,36 @@ def load_data(
         raise DataError(f"{p.name} holds no samples")
     if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"{p.name}: x has dtype {x.dtype}; expected numbers")
-    if y is not None:
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] > 1:  # one-hot
-            y = y.argmax(axis=1)
-        y = y.reshape(-1)
-        if len(y) != len(x):
-            raise DataError(f"{p.name}: {len(x)} images but {len(y)} labels")
-        if not np.issubdtype(y.dtype, np.integer):
-            if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
-                raise DataError(f"{p.name}: labels must be whole numbers")
-        y = y.astype(np.int64)
+    y = _check_labels(p, y, len(x))
     idx = select(len(x), y, n, offset, seed)
+    xs = _to_nchw(x[idx])
+    if transform:
+        xs = resize_crop_batch(xs, transform.resize, transform.crop, progress)
     return Dataset(
-        x=_to_nchw(x[idx]),
+        x=xs,
         y=None if y is None else y[idx],
         source=str(p),
         format=fmt,
         indices=idx,
         class_names=names,
+        transform=transform.describe() if transform else None,
     )
+
+
+def _check_labels(p: Path, y: Any, n: int) -> np.ndarray | None:
+    """Labels as int64 (N,): one-hot rows become indices; whole numbers only; one per sample."""
+    if y is None:
+        return None
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+        y = y.argmax(axis=1)
+    y = y.reshape(-1)
+    if len(y) != n:
+        raise DataError(f"{p.name}: {n} images but {len(y)} labels")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise DataError(f"{p.name}: labels must be whole numbers")
+    return y.astype(np.int64)
 
 
 def prepare(ds: Dataset, model: Model, *, need_labels: bool = True) -> PreparedData:
@@ -155,7 +190,10 @@ def prepare(ds: Dataset, model: Model, *, need_labels: bool = True) -> PreparedD
     if len(ds) == 0:
         raise DataError("the data set is empty")
     if need_labels and ds.y is None:
-        raise DataError(f"{Path(ds.source).name} has no labels", "store them as y (npz) or use class folders")
+        raise DataError(
+            f"{Path(ds.source).name} has no labels",
+            "store them as y (npz), use class sub-folders, or give --labels (a FILE LABEL list, or from-name)",
+        )
     x = ds.x
     if model.input_shape is None:
         model.set_input_shape(tuple(x.shape[1:]))
@@ -166,10 +204,11 @@ def prepare(ds: Dataset, model: Model, *, need_labels: bool = True) -> PreparedD
         elif int(np.prod(x.shape[1:])) == int(np.prod(want)):
             x = x.reshape(len(x), *want)
         else:
-            raise DataError(
-                f"data samples have shape {tuple(ds.x.shape[1:])} but the model takes {want}",
-                "check --data, or the model's --input-shape/--layout",
-            )
+            hint = "check --data, or the model's --input-shape/--layout"
+            if x.ndim == 4 and len(want) == 3 and ds.transform is None:
+                hint = (f"fit the images to {want[1]}x{want[2]} with --resize/--crop (e.g. --resize "
+                        f"{want[1]},{want[2]}; ImageNet-style models: --resize 256 --crop 224), or {hint}")
+            raise DataError(f"data samples have shape {tuple(ds.x.shape[1:])} but the model takes {want}", hint)
     lo, hi = model.spec.range
     if x.dtype == np.uint8:
         xf = (x.astype(np.float32) / 255.0) * (hi - lo) + lo

@@ -8,6 +8,10 @@
   tolerance is an error and nothing is written.
 * TorchScript: ``torch.jit.save`` of the fine-tuned script module with the original's extra file
   ``advaudit.json`` (and ``advaudit-harden.json``); reloaded and compared the same way.
+* torch.export (``.pt2``): ``torch.export.export`` of the fine-tuned module with a dynamic batch dimension
+  (with the original's final softmax put back where the loader cut it off), ``torch.export.save`` with the
+  original's extra files (``advaudit.json``) plus ``advaudit-harden.json``; the bytes are reloaded through the
+  same checks as any untrusted ``.pt2`` (:func:`advaudit.models.export_model.load_program`) and compared.
 
 The file is written atomically (:func:`advaudit.report.writer.write_atomic`).
 """
@@ -19,7 +23,7 @@ import json
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,6 +34,13 @@ from ..report.writer import write_atomic
 
 EXPORT_TOL = 1e-3  # max |exported - torch| logit difference, relative to max(1, max |logit|)
 EXTRA_FILE = "advaudit.json"
+
+
+def _bytes_writer(data: bytes) -> Callable[[Path], None]:
+    def write(p: Path) -> None:
+        p.write_bytes(data)
+
+    return write
 
 
 def _max_rel_diff(got: np.ndarray, ref: np.ndarray) -> float:
@@ -98,13 +109,13 @@ def export_onnx(model: Model, module: torch.nn.Module, path: str | Path, x_check
     if not np.isfinite(diff) or diff > tol:
         raise ModelError(f"the ONNX export disagrees with the trained torch module (max rel diff {diff:.3g})",
                          "report this model; save as TorchScript instead")
-    write_atomic(path, lambda p: p.write_bytes(data))
+    write_atomic(path, _bytes_writer(data))
     return {"format": "onnx", "path": str(path), "opset": opset, "check_n": int(len(ref)),
             "max_rel_diff": diff, "argmax_agreement": agree, "tolerance": tol}
 
 
 def _read_extra(path: Path) -> dict[str, str]:
-    """The extra files (``<archive>/extra/NAME``) of a TorchScript archive, without unpickling."""
+    """The extra files (``<archive>/extra/NAME``) of a TorchScript or .pt2 archive, without unpickling."""
     out: dict[str, str] = {}
     with zipfile.ZipFile(path) as z:
         for name in z.namelist():
@@ -134,14 +145,93 @@ def export_torchscript(model: Model, module: torch.nn.Module, path: str | Path, 
     diff = _max_rel_diff(_torch_outputs(back, xin), _torch_outputs(module, xin))
     if not np.isfinite(diff) or diff > tol:
         raise ModelError(f"the reloaded TorchScript export disagrees with the trained module (max rel diff {diff:.3g})")
-    write_atomic(path, lambda p: p.write_bytes(data))
+    write_atomic(path, _bytes_writer(data))
     return {"format": "torchscript", "path": str(path), "check_n": int(len(xin)), "max_rel_diff": diff,
             "tolerance": tol, "extra_files": sorted(extra)}
 
 
+class _WithSoftmax(torch.nn.Module):
+    """``softmax(module(x), dim)``: the hardened logits module with the original's final softmax."""
+
+    def __init__(self, module: torch.nn.Module, dim: int) -> None:
+        super().__init__()
+        self.module = module
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.module(x), dim=self.dim)
+
+
+def _eval_mode(module: torch.nn.Module) -> torch.nn.Module:
+    try:
+        module.eval()
+    except NotImplementedError:  # a raw ExportedProgram.module(): its ops already carry their mode
+        pass
+    return module
+
+
+def export_torch_export(model: Model, module: torch.nn.Module, path: str | Path, x_check: np.ndarray,
+                        record: dict[str, Any] | None = None, tol: float = EXPORT_TOL) -> dict[str, Any]:
+    """``torch.export`` the fine-tuned ``module`` (dynamic batch) to a ``.pt2`` with the original's extra
+    files; reload it through the untrusted-file checks and compare."""
+    from ..models.export_model import load_program, program_module
+
+    extra = dict(getattr(model, "extra_files", None) or _read_extra(model.path))
+    if record is not None:
+        extra["advaudit-harden.json"] = json.dumps(record, sort_keys=True, default=str)
+    net = _eval_mode(module)
+    if model.details.get("final_softmax"):  # the loader returns the softmax's input; the file keeps the softmax
+        net = _WithSoftmax(net, int(model.details.get("softmax_dim", -1))).eval()
+    xin = _model_inputs(model, x_check)
+    example = torch.from_numpy(np.resize(xin, (2, *xin.shape[1:])).astype(np.float32))
+    buf = io.BytesIO()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+            torch.export.save(program, buf, extra_files=extra)
+    except Exception as exc:
+        text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        raise ModelError(f"cannot export the hardened model with torch.export: {text}") from None
+    data = buf.getvalue()
+    back = program_module(load_program(data, Path(path).name)[0], Path(path).name)
+    diff = _max_rel_diff(_torch_outputs(back, xin), _torch_outputs(net, xin))
+    if not np.isfinite(diff) or diff > tol:
+        raise ModelError(f"the reloaded torch.export program disagrees with the trained module "
+                         f"(max rel diff {diff:.3g})")
+    write_atomic(path, _bytes_writer(data))
+    return {"format": "torch.export", "path": str(path), "check_n": int(len(xin)), "max_rel_diff": diff,
+            "tolerance": tol, "extra_files": sorted(extra), "dynamic_batch": True,
+            "final_softmax": bool(model.details.get("final_softmax"))}
+
+
+class _WithActivation(torch.nn.Module):
+    """The hardened logits module with the original graph's final softmax/sigmoid put back."""
+
+    def __init__(self, module: torch.nn.Module, activation: str) -> None:
+        super().__init__()
+        self.module = module
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.module(x)
+        z = z.reshape(z.shape[0], -1)
+        return torch.softmax(z, dim=1) if self.activation == "Softmax" else torch.sigmoid(z)
+
+
 def export_hardened(model: Model, module: torch.nn.Module, path: str | Path, x_check: np.ndarray,
                     record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Export in the input model's format (``model.format``)."""
+    """Export in the input model's format (``model.format``).
+
+    A model whose graph ended in a softmax/sigmoid was trained on the logits feeding it; the export
+    puts the activation back, so the hardened file has the original's outputs."""
+    if model.format == "torch.export":
+        return export_torch_export(model, module, path, x_check, record)
+    full = getattr(module, "full_module", None)
+    if full is not None:  # TorchScript cut before its softmax: the trained script module still ends in it
+        module = full
+    elif model.details.get("final_activation"):
+        module = _WithActivation(module, model.details["final_activation"]).eval()
     if model.format == "onnx":
         return export_onnx(model, module, path, x_check, record)
     return export_torchscript(model, module, path, x_check, record)

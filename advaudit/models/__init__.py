@@ -1,4 +1,4 @@
-"""Model loading: one :class:`Model` interface over ONNX and TorchScript files."""
+"""Model loading: one :class:`Model` interface over ONNX, TorchScript and torch.export (``.pt2``) files."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ..errors import ModelError
 from .base import GradientInfo, LoadOptions, Model, Prediction, sha256_file
 
 TORCHSCRIPT_SUFFIXES = {".pt", ".pth", ".ts", ".torchscript", ".jit", ".zip"}
+EXPORT_SUFFIXES = {".pt2"}  # torch.export.save archives (also zips: checked before TorchScript)
 
 __all__ = ["GradientInfo", "LoadOptions", "Model", "Prediction", "load_model", "sha256_file"]
 
@@ -23,7 +24,11 @@ def load_model(
     max_size_mb: float = 2048.0,
     check_gradients: bool = True,
 ) -> Model:
-    """Load an ONNX or TorchScript classifier.
+    """Load an ONNX, TorchScript or torch.export (``.pt2``) classifier.
+
+    The format follows the suffix (``.onnx``, ``.pt2``, ``.pt``/``.pth``/...), except that any other zip
+    archive with the ``archive_format`` member ``torch.export.save`` writes is a torch.export program too
+    (a ``.pt2`` is a zip: it never reaches the TorchScript loader).
 
     ``spec`` holds input-spec overrides (``range``, ``mean``, ``std``, ``layout``, ``class_names``,
     ``input_shape``) with the highest priority; ``spec_file`` names a YAML spec.  See
@@ -48,10 +53,21 @@ def load_model(
         max_size_mb=max_size_mb,
         check_gradients=check_gradients,
     )
-    if p.suffix.lower() in TORCHSCRIPT_SUFFIXES or (p.suffix.lower() != ".onnx" and zipfile.is_zipfile(p)):
+    suffix = p.suffix.lower()
+    if suffix in EXPORT_SUFFIXES or (suffix != ".onnx" and _is_pt2(p)):
+        from .export_model import ExportedProgramModel
+
+        return ExportedProgramModel(p, opts)
+    if suffix in TORCHSCRIPT_SUFFIXES or (suffix != ".onnx" and zipfile.is_zipfile(p)):
         from .torchscript_model import TorchScriptModel
 
         return TorchScriptModel(p, opts)
     from .onnx_model import OnnxModel
 
     return OnnxModel(p, opts)
+
+
+def _is_pt2(path: Path) -> bool:
+    from .export_model import is_pt2_archive
+
+    return is_pt2_archive(path)

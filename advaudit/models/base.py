@@ -143,15 +143,12 @@ class Model(ABC):
 
     # --------------------------------------------------------------- prediction
     def predict(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> Prediction:
-        """Labels and raw outputs from the deployment runtime, computed in batches."""
-        xs = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        xs = np.ascontiguousarray(xs, dtype=np.float32)
-        if len(xs) == 0:
-            k = self.num_classes or 0
-            return Prediction(np.zeros(0, np.int64), np.zeros((0, k), np.float32), self.output_kind)
-        outs = [self._run_deploy(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
-        outputs = np.concatenate(outs).astype(np.float32, copy=False)
-        return Prediction(outputs.argmax(axis=1).astype(np.int64), outputs, self.output_kind)
+        """Labels and raw outputs from the deployment runtime, computed in batches.
+
+        The labels are the argmax of the model's real output.  The outputs are its logits: the raw
+        output, or for a graph ending in a softmax/sigmoid the tensor feeding it (``logits_from``).
+        """
+        return self._batched(x, batch_size, self._run_deploy)
 
     def query(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> Prediction:
         """Like :meth:`predict`, through the runtime's fastest equivalent path, for bulk queries.
@@ -162,30 +159,51 @@ class Model(ABC):
         copy).  Final verdicts (adversarial-example verification, clean accuracy) always use
         :meth:`predict`.
         """
+        if self.fixed_batch is not None:
+            return self.predict(x, batch_size)
+        return self._batched(x, batch_size, self._query_pair)
+
+    def _batched(
+        self, x: np.ndarray | torch.Tensor, batch_size: int, run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+    ) -> Prediction:
         xs = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
         xs = np.ascontiguousarray(xs, dtype=np.float32)
-        if len(xs) == 0 or self.fixed_batch is not None:
-            return self.predict(xs, batch_size)
-        outs = [self._query_forward(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
-        outputs = np.concatenate(outs).astype(np.float32, copy=False)
-        return Prediction(outputs.argmax(axis=1).astype(np.int64), outputs, self.output_kind)
+        if len(xs) == 0:
+            k = self.num_classes or 0
+            return Prediction(np.zeros(0, np.int64), np.zeros((0, k), np.float32), self.output_kind)
+        pairs = [run(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+        labels = np.concatenate([p[0] for p in pairs]).astype(np.int64, copy=False)
+        outputs = np.concatenate([p[1] for p in pairs]).astype(np.float32, copy=False)
+        return Prediction(labels, outputs, self.output_kind)
 
     def _query_forward(self, x: np.ndarray) -> np.ndarray:
         return self._deploy_forward(x)
 
-    def _run_deploy(self, x: np.ndarray) -> np.ndarray:
+    def _deploy_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, outputs)`` for one batch the runtime accepts; formats whose logits are not
+        their real output override this to read the labels off the real output."""
+        out = self._deploy_forward(x)
+        return out.argmax(axis=1), out
+
+    def _query_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self._query_forward(x)
+        return out.argmax(axis=1), out
+
+    def _run_deploy(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Run a chunk, honouring a fixed batch size by looping over padded sub-batches."""
         if self.fixed_batch is None:
-            return self._deploy_forward(x)
+            return self._deploy_pair(x)
         b = self.fixed_batch
-        outs = []
+        labels, outs = [], []
         for i in range(0, len(x), b):
             chunk = x[i : i + b]
             n = len(chunk)
             if n < b:
                 chunk = np.concatenate([chunk, np.repeat(chunk[-1:], b - n, axis=0)])
-            outs.append(self._deploy_forward(chunk)[:n])
-        return np.concatenate(outs)
+            lab, out = self._deploy_pair(chunk)
+            labels.append(lab[:n])
+            outs.append(out[:n])
+        return np.concatenate(labels), np.concatenate(outs)
 
     @abstractmethod
     def _deploy_forward(self, x: np.ndarray) -> np.ndarray:
@@ -257,7 +275,7 @@ class Model(ABC):
         if _precision.resolve(self._precision_asked, self.device) != "bf16":
             return None
         if not (self.reduced_search and self.gradients.available) or self.torch_batch is not None:
-            self._search_note = "no plain differentiable module to copy; searching in fp32"
+            self._search_note = "no plain float network to copy (quantised, wrapped or fixed-batch); searching in fp32"
             return None
         try:
             with torch.no_grad(), warnings.catch_warnings():
@@ -326,7 +344,7 @@ class Model(ABC):
 
     def _finish_probe(self) -> None:
         """Run the deployment runtime once to learn the class count and output kind."""
-        out = self._run_deploy(self.probe_inputs(max(PROBE_BATCH, self.fixed_batch or 0)))
+        _, out = self._run_deploy(self.probe_inputs(max(PROBE_BATCH, self.fixed_batch or 0)))
         if out.ndim != 2:
             raise ModelError(
                 f"{self.path.name} returns outputs of shape {tuple(out.shape)}; expected (batch, classes)",
@@ -337,7 +355,7 @@ class Model(ABC):
         if not np.all(np.isfinite(out)):
             raise ModelError(f"{self.path.name} returns NaN or inf on in-range inputs")
         self.num_classes = int(out.shape[1])
-        self.output_kind = detect_output_kind(out)
+        self.output_kind = "logits" if self.details.get("logits_from") else detect_output_kind(out)
         self._probe_outputs = out
 
     def set_input_shape(self, shape: tuple[int, ...]) -> None:
@@ -354,7 +372,7 @@ class Model(ABC):
     def check_twin(self, forward: Callable[[torch.Tensor], torch.Tensor], tol: float = 1e-3) -> GradientInfo:
         """Compare a differentiable forward with the deployment runtime on the probe batch."""
         probe = self.probe_inputs(max(PROBE_BATCH, self.fixed_batch or 0), seed=1)
-        ref = self._run_deploy(probe)
+        _, ref = self._run_deploy(probe)
         with torch.no_grad():
             got = forward(torch.from_numpy(probe).to(self.device)).float().cpu().numpy()
         if got.shape != ref.shape:

@@ -28,6 +28,10 @@ import torch
 from ..errors import ModelError
 from ..spec import read_spec_file, resolve_spec
 from .base import GradientInfo, LoadOptions, Model, flat_outputs
+from .convert import Converted, find_logits, to_torch, with_extra_output, with_outputs
+
+QUANT_TWIN_TOL = 0.05
+"""Twin-vs-runtime tolerance (relative to the logit scale) for graphs with quantisation ops."""
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
@@ -153,8 +157,16 @@ class OnnxModel(Model):
                 for d in proto.graph.output[0].type.tensor_type.shape.dim
             ],
         }
+        # A graph ending in a softmax/sigmoid: its input is the logits, an extra output of the session.
+        self._logits = find_logits(proto)
+        self._run_proto = proto
+        if self._logits is not None:
+            self._run_proto = with_extra_output(proto, self._logits.tensor)
+            self.details["logits_from"] = self._logits.describe()
+            self.details["final_activation"] = self._logits.activation
         try:
-            self._sess = _session(str(path), opts.device)
+            source = str(path) if self._logits is None else self._run_proto.SerializeToString()
+            self._sess = _session(source, opts.device)
         except ModelError:
             raise
         except Exception as exc:
@@ -166,6 +178,7 @@ class OnnxModel(Model):
         self._in_dtype = ORT_DTYPES[ort_input.type]
         self._in_name = ort_input.name
         self._out_name = self._sess.get_outputs()[0].name
+        self._out_names = [self._out_name] + ([self._logits.tensor] if self._logits is not None else [])
 
         shape = self._canonical_shape(dims)
         if shape is not None:
@@ -190,8 +203,10 @@ class OnnxModel(Model):
         self.fixed_batch = fixed
         if has_external or self.input_shape is None:
             return
-        proto = copy.deepcopy(self._proto)
+        proto = copy.deepcopy(self._run_proto)
         for value in list(proto.graph.input) + list(proto.graph.output):
+            if not value.type.tensor_type.shape.dim:
+                continue
             dim0 = value.type.tensor_type.shape.dim[0]
             dim0.Clear()
             dim0.dim_param = "batch"
@@ -199,7 +214,7 @@ class OnnxModel(Model):
         try:
             sess = _session(proto.SerializeToString(), device)
             probe = self.probe_inputs(fixed + 1, seed=2)
-            got = sess.run([self._out_name], {self._in_name: self._np_input(probe)})[0]
+            got = sess.run([self._out_names[-1]], {self._in_name: self._np_input(probe)})[0]
             want = np.concatenate(
                 [self._deploy_forward(probe[i : i + fixed]) for i in range(0, fixed * (len(probe) // fixed), fixed)]
             )
@@ -217,46 +232,67 @@ class OnnxModel(Model):
             self._build_twin()
 
     def _build_twin(self) -> None:
-        try:
-            from onnx2torch import convert
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                logging.getLogger("onnx2torch").setLevel(logging.ERROR)
-                twin = convert(copy.deepcopy(self._proto))
-            twin = twin.eval().to(self.device)
-            for p in twin.parameters():
-                p.requires_grad_(False)
-        except Exception as exc:
-            self.gradients.note = f"onnx2torch could not convert the graph: {_first_line(exc)}"
-            self.gradients.source = "none"
-            return
-        self._twin = twin
-        # Try the twin on free batches first; a graph with a baked-in batch size needs chunks of it.
+        """Convert the graph (its logits part) to torch and keep the first candidate that agrees
+        with ONNX Runtime on the probe batch; see :mod:`.convert`."""
+        graph = self._proto if self._logits is None else with_outputs(self._proto, [self._logits.tensor])
+        info = GradientInfo(False, "none", "onnx2torch could not convert the graph")
         declared = self.details["input_dims"][0] if self.details["input_dims"] else None
-        attempts = [None] + ([declared] if isinstance(declared, int) and declared > 0 else [])
-        for batch in attempts:
-            self.torch_batch = batch
-            try:
-                info = self.check_twin(self._torch_forward_batched)
-            except Exception as exc:
-                info = GradientInfo(False, "none", f"onnx2torch twin fails to run: {_first_line(exc)}")
-            if info.available:
-                info.source = "onnx2torch twin, checked against ONNX Runtime"
-                break
+        for twin in to_torch(graph):
+            if isinstance(twin, Exception):
+                if info.note.startswith("onnx2torch could not"):
+                    info.note = f"onnx2torch could not convert the graph: {_first_line(twin)}"
+                continue
+            self._twin = twin.module.to(self.device)
+            # A free batch first; a graph with a baked-in batch size needs chunks of it.
+            for batch in [None] + ([declared] if isinstance(declared, int) and declared > 0 else []):
+                self.torch_batch = batch
+                try:
+                    checked = self.check_twin(self._torch_forward_batched, tol=self._twin_tol(twin))
+                except Exception as exc:
+                    checked = GradientInfo(False, "none", f"onnx2torch twin fails to run: {_first_line(exc)}")
+                if checked.available:
+                    checked.source = self._twin_source(twin)
+                    self.gradients = checked
+                    self.details["twin"] = {"normalised": twin.normalised, "straight_through": twin.straight_through}
+                    # A bf16 copy would round quantisation scales and zero points: search those in fp32.
+                    self.reduced_search = not twin.straight_through
+                    return
+                info = checked
+        self._twin = None
         self.gradients = info
+
+    @staticmethod
+    def _twin_tol(twin: Converted) -> float:
+        """Quantised graphs round at every layer; a twin that computes the same integers in another
+        order can land on the other side of a rounding boundary, one quantum off."""
+        return QUANT_TWIN_TOL if twin.straight_through else 1e-3
+
+    @staticmethod
+    def _twin_source(twin: Converted) -> str:
+        source = "onnx2torch twin, checked against ONNX Runtime"
+        if twin.straight_through:
+            source += f"; straight-through gradient through {', '.join(twin.straight_through)}"
+        return source
 
     # -------------------------------------------------------------- inference
     def _np_input(self, x: np.ndarray) -> np.ndarray:
         t = self.to_model_input(torch.from_numpy(x))
         return t.numpy().astype(self._in_dtype, copy=False)
 
-    def _deploy_forward(self, x: np.ndarray) -> np.ndarray:
+    def _run_session(self, x: np.ndarray) -> list[np.ndarray]:
         try:
-            out = self._sess.run([self._out_name], {self._in_name: self._np_input(x)})[0]
+            outs = self._sess.run(self._out_names, {self._in_name: self._np_input(x)})
         except Exception as exc:
             raise ModelError(f"ONNX Runtime failed on {self.path.name}: {_first_line(exc)}") from None
-        return np.asarray(out, dtype=np.float32).reshape(len(x), -1)
+        return [np.asarray(o, dtype=np.float32).reshape(len(x), -1) for o in outs]
+
+    def _deploy_forward(self, x: np.ndarray) -> np.ndarray:
+        """The logits: the real output, or the tensor feeding its final softmax/sigmoid."""
+        return self._run_session(x)[-1]
+
+    def _deploy_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs = self._run_session(x)
+        return outs[0].argmax(axis=1), outs[-1]
 
     def torch_module(self) -> torch.nn.Module | None:
         return self._twin if self.gradients.available else None

@@ -7,6 +7,7 @@ or from the data.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 import zipfile
@@ -22,6 +23,66 @@ from .base import GradientInfo, LoadOptions, Model, flat_outputs
 
 EXTRA_FILE = "advaudit.json"
 PROBE = 16
+PASS_THROUGH = ("aten::view", "aten::reshape", "aten::flatten", "aten::squeeze", "aten::contiguous")
+ACTIVATIONS = {"aten::softmax": "Softmax", "aten::sigmoid": "Sigmoid"}
+
+
+class _LogitsModule(torch.nn.Module):
+    """``module`` with its final softmax/sigmoid cut off: ``forward`` returns the logits."""
+
+    def __init__(self, module: Any, fn: Any) -> None:
+        super().__init__()
+        self.module = module
+        self._fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fn(self.module._c, x)
+
+    @property
+    def full_module(self) -> Any:
+        """The script module with its final activation (what an export writes)."""
+        return self.module
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _LogitsModule:
+        """A copy over a copy of the module (the graph function itself cannot be copied)."""
+        module = copy.deepcopy(self.module, memo)
+        found = _logits_function(module)
+        if found is None:  # pragma: no cover - the copy has the same graph
+            raise ModelError("cannot copy the logits part of the TorchScript module")
+        return _LogitsModule(module, found[0])
+
+
+def _logits_function(module: Any) -> tuple[Any, str, str] | None:
+    """``(function, activation, tensor)`` computing the input of ``module``'s final softmax/sigmoid.
+
+    The function is a copy of ``forward``'s graph whose return is the activation's input; it is
+    called as ``function(module._c, x)``.  None when the graph does not end that way.
+    """
+    try:
+        graph = module.graph.copy()
+    except Exception:  # a module without a forward graph
+        return None
+    ret = graph.return_node()
+    if len(list(ret.inputs())) != 1:
+        return None
+    node = ret.inputsAt(0).node()
+    while node.kind() in PASS_THROUGH:
+        node = node.inputsAt(0).node()
+    activation = ACTIVATIONS.get(node.kind())
+    if activation is None:
+        return None
+    if activation == "Softmax":
+        dim = node.inputsAt(1).toIValue() if node.inputsAt(1).node().kind() == "prim::Constant" else None
+        if dim not in (1, -1):
+            return None
+    source = node.inputsAt(0)
+    ret.replaceInput(0, source)
+    torch._C._jit_pass_dce(graph)
+    try:
+        fn = torch._C._create_function_from_graph("forward_logits", graph)
+    except Exception:
+        return None
+    return fn, activation, source.debugName()
 
 
 class TorchScriptModel(Model):
@@ -58,6 +119,12 @@ class TorchScriptModel(Model):
         super().__init__(path, spec, opts.device)
         self._module = module.eval()
         self._fast: Any = False  # the frozen query copy: False = not built yet, None = unavailable
+        found = _logits_function(self._module)
+        self._logits_fn = None
+        if found is not None:
+            self._logits_fn, activation, tensor = found
+            self.details["logits_from"] = f"the input of the final {activation} (%{tensor})"
+            self.details["final_activation"] = activation
         if spec.input_shape is not None:
             self.input_shape = spec.input_shape
             self._after_shape_known()
@@ -80,6 +147,18 @@ class TorchScriptModel(Model):
         with torch.inference_mode():
             out = self._torch_forward(torch.from_numpy(x).to(self.device))
         return out.float().cpu().numpy()
+
+    def _deploy_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self._deploy_forward(x)
+        if self._logits_fn is None:
+            return out.argmax(axis=1), out
+        # The real output's labels: the same activation on the same logits, computed by the same kernel.
+        z = torch.from_numpy(out)
+        real = torch.softmax(z, dim=1) if self.details["final_activation"] == "Softmax" else torch.sigmoid(z)
+        return real.argmax(dim=1).numpy(), out
+
+    def _query_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._deploy_pair(x) if self._logits_fn is not None else super()._query_pair(x)
 
     def _query_forward(self, x: np.ndarray) -> np.ndarray:
         fast = self._fast_module()
@@ -115,11 +194,14 @@ class TorchScriptModel(Model):
         return self._fast
 
     def torch_module(self) -> torch.nn.Module | None:
-        return self._module if self.gradients.available else None
+        if not self.gradients.available:
+            return None
+        return self._module if self._logits_fn is None else _LogitsModule(self._module, self._logits_fn)
 
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
         try:
-            out = self._module(self.to_model_input(x))
+            xm = self.to_model_input(x)
+            out = self._module(xm) if self._logits_fn is None else self._logits_fn(self._module._c, xm)
         except RuntimeError:
             raise ModelError(
                 f"{self.path.name} fails on inputs of shape {tuple(x.shape)}",

@@ -516,6 +516,7 @@ def _fingerprint_section(a: dict[str, Any]) -> str:
     model_kv = _kv([
         ("path", m.get("path")), ("sha256", m.get("sha256")), ("format", m.get("format")),
         ("gradients", m.get("gradient_source")), ("gradients note", m.get("gradients_note")),
+        ("logits from", m.get("logits_from")),
         ("output", m.get("output_kind")), ("classes", m.get("num_classes")),
         ("value range", ((m.get("spec") or {}).get("range"))),
     ], code=("path", "sha256"))

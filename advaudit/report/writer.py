@@ -53,6 +53,11 @@ def model_section(model: Any, search: bool = False) -> dict[str, Any]:
         "num_classes": model.num_classes,
         "spec": model.spec.to_dict(),
     }
+    details = getattr(model, "details", {})
+    if details.get("logits_from"):
+        section["logits_from"] = details["logits_from"]
+    if (details.get("twin") or {}).get("straight_through"):
+        section["straight_through"] = list(details["twin"]["straight_through"])
     if search:
         section["search_precision"] = model.search_precision
         section["search_precision_note"] = model.search_precision_note

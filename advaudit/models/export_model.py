@@ -1,0 +1,570 @@
+"""torch.export programs: ``.pt2`` files written by ``torch.export.save``, the successor of TorchScript.
+
+``ExportedProgram.module()`` (an FX ``GraphModule``) is both the deployment runtime and the
+differentiable path, as the script module is for TorchScript.
+
+**What ``torch.export.load`` executes (torch 2.14).**  It calls
+``torch.export.pt2_archive._package.load_pt2`` on a zip archive.  The graph (``models/model.json``) and the
+weight and constant tables (``data/weights/model_weights_config.json``, ``data/constants/...``) are JSON and
+plain tensors are raw bytes, but the same loader also:
+
+* unpickles weights and constants marked ``use_pickle`` with ``torch.load(weights_only=False)``
+  (``_load_state_dict``, ``_load_constants``), ``custom_obj_*`` constants with ``torch._C._pickle_load_obj`` and
+  ``opaque_obj_*`` constants with ``pickle.loads``;
+* unpickles the example inputs (``data/sample_inputs/model.pt``) with ``torch.load(weights_only=True)`` and, if
+  that fails, again with ``weights_only=False`` (``torch._export.serde.serialize.deserialize_torch_artifact``);
+* loads AOTInductor shared libraries found under ``data/aotinductor/`` (``_load_aoti``: native code);
+* when the new layout fails with a ``RuntimeError``, falls back to the legacy layout, whose weights go
+  through ``deserialize_torch_artifact`` as well;
+* parses symbolic shape expressions from the JSON with ``sympy.sympify`` (``eval``:
+  ``GraphModuleDeserializer._parse_sym_expr``) and resolves node targets by attribute path from ``torch``,
+  ``operator`` and ``math`` (``deserialize_operator``), so a target may be any reachable callable.
+
+``ExportedProgram.module()`` then ``exec``\\ s Python generated from the graph (node names, attribute paths,
+``forward`` argument names: FX code generation) and, by default (``check_guards=True``), compiles the
+program's ``guards_code`` strings into a guard function that runs on every call of the module
+(``torch.export._unlift._convert_guards_code_to_fn``).
+
+So :func:`check_archive` reads the file into memory once and refuses it *before torch sees it* unless
+everything torch would unpickle, import or evaluate is inert: no pickled, TorchBind or opaque payloads, no
+AOTInductor or legacy members (only the members ``torch.export.save`` writes), example inputs that load with
+``torch.load(weights_only=True)`` (so torch's ``weights_only=False`` fallback is never reached), only ATen
+operators (minus file and print ops) and shape arithmetic as node targets, identifiers as names and attribute
+paths, and symbolic expressions made of numbers, operators, symbol names and a fixed list of sympy functions.
+:func:`load_program` then calls ``torch.export.load`` on a zip re-packed from exactly the checked members (so
+torch's zip reader cannot see anything else; member names that clash, even only in case, are refused) and
+:func:`program_module` builds the module with ``check_guards=False`` (no ``guards_code`` is executed; torch
+checks input shapes in a pre-hook).
+
+Input shape and batch: the spec (``--input-shape``, YAML, or ``input_shape`` in the archive's ``advaudit.json``
+extra file, written with ``torch.export.save(..., extra_files={"advaudit.json": ...})``) or the static
+dimensions of the program's input placeholder.  Exporters must declare the batch dimension dynamic
+(``dynamic_shapes={"x": {0: torch.export.Dim("batch")}}``); a program exported without it only runs with its
+example's batch size, and advaudit pads and loops in batches of that size (``fixed_batch``/``torch_batch``).
+
+A program exported in train mode (batch norm on batch statistics, dropout on) is rewritten to eval mode: the
+``training`` flags of its batch-norm and dropout ops are set to False and the ``num_batches_tracked`` updates
+removed; ``details["train_mode_rewrites"]`` says what changed.  A final softmax is cut off (on the module,
+never on the loaded program): both paths return the tensor that feeds it (``details["logits_from"]``, the FX
+node's name; ``output_kind`` is ``logits``), and :meth:`ExportedProgramModel.predict` reads the labels off the
+softmax of those logits, the real output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import re
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from ..spec import read_spec_file, resolve_spec
+from .base import GradientInfo, LoadOptions, Model, flat_outputs
+
+EXTRA_FILE = "advaudit.json"
+PT2_SUFFIX = ".pt2"
+MODEL_NAME = "model"  # torch.export.save stores its one program as models/model.json
+
+_FIXED_MEMBERS = {
+    "archive_format", "archive_version", "byteorder", ".data/version", ".data/serialization_id",
+    f"models/{MODEL_NAME}.json", f"data/sample_inputs/{MODEL_NAME}.pt",
+    f"data/weights/{MODEL_NAME}_weights_config.json", f"data/constants/{MODEL_NAME}_constants_config.json",
+}
+_PAYLOAD_MEMBER = re.compile(r"data/(weights|constants)/[A-Za-z0-9_]+")  # raw tensor bytes: weight_N, tensor_N
+_EXTRA_MEMBER = re.compile(r"extra/[^/]+")
+_PAYLOAD_NAME = re.compile(r"(weight|tensor)_[0-9]+")
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_FQN = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+_FQN_KEYS = {"parameter_name", "buffer_name", "tensor_constant_name", "fqn"}
+_REFUSED_KEYS = {"custom_obj_name": "a TorchBind object", "as_custom_obj": "a TorchBind object",
+                 "as_graph": "a nested graph (higher-order op)"}
+
+_ATEN_TARGET = re.compile(r"torch\.ops\.aten\.([A-Za-z0-9_]+)\.[A-Za-z0-9_]+")
+_DENIED_ATEN = {"from_file", "_print", "set", "set_", "record_stream"}  # file reads, printing, raw storage
+_SHAPE_TARGETS = {f"_operator.{op}" for op in (
+    "getitem", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pow", "eq", "ne", "lt", "le", "gt", "ge",
+    "and_", "or_", "not_", "abs")} | {f"math.{f}" for f in ("ceil", "floor", "trunc", "sqrt")} | {
+    f"torch.sym_{f}" for f in ("float", "int", "max", "min", "not", "ite", "sqrt", "sum")}
+
+# Symbolic shape expressions, e.g. "Symbol('s31', positive=True, integer=True)" or "FloorDiv(s0, 2) + 1".
+_EXPR_TOKEN = re.compile(
+    r"\s*(?:(?P<num>[0-9]+(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?)|(?P<str>'[a-z]{1,5}[0-9]+')|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<op>\*\*|//|==|!=|<=|>=|[-+*/%(),<>=&|~]))"
+)
+_SYMBOL_NAME = re.compile(r"[a-z]{1,5}[0-9]+")
+_EXPR_NAMES = {
+    "Symbol", "Integer", "Rational", "Float", "Max", "Min", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not",
+    "Abs", "Mul", "Add", "Pow", "Mod", "floor", "ceiling", "sqrt", "Piecewise", "ITE", "oo", "zoo", "nan", "int_oo",
+    "true", "false", "True", "False", "None", "positive", "negative", "nonnegative", "nonpositive", "integer", "real",
+    "finite", "infinite", "zero", "nonzero", "even", "odd", "commutative",
+    # torch.utils._sympy.functions, the deserialiser's sympify locals
+    "FloorDiv", "ModularIndexing", "Where", "PythonMod", "CleanDiv", "CeilToInt", "FloorToInt", "CeilDiv", "LShift",
+    "RShift", "PowByNatural", "FloatPow", "FloatTrueDiv", "IntTrueDiv", "IsNonOverlappingAndDenseIndicator",
+    "TruncToFloat", "TruncToInt", "RoundToInt", "RoundDecimal", "ToFloat", "Identity",
+}
+
+_SOFTMAX = ("aten.softmax.int", "aten._softmax.default")
+# ops whose ``training`` flag (argument index, name) decides batch statistics / dropout
+_BATCH_NORMS = ("aten.batch_norm.default", "aten.native_batch_norm.default", "aten._native_batch_norm_legit.default",
+                "aten._native_batch_norm_legit_functional.default", "aten.cudnn_batch_norm.default",
+                "aten.miopen_batch_norm.default")
+_DROPOUTS = ("aten.dropout.default", "aten.feature_dropout.default", "aten.alpha_dropout.default",
+             "aten.feature_alpha_dropout.default", "aten.native_dropout.default")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+# ------------------------------------------------------------------------------------------- archive check
+def _refuse(name: str, what: str) -> ModelError:
+    return ModelError(f"refused: {name} {what}",
+                      "advaudit loads .pt2 files written by torch.export.save from a plain ATen graph and tensors")
+
+
+def _check_expr(text: Any, name: str) -> None:
+    """Refuse a symbolic expression that is more than numbers, operators, symbols and sympy functions."""
+    if not isinstance(text, str) or len(text) > 4000:
+        raise _refuse(name, "holds a malformed symbolic shape expression")
+    pos = 0
+    while pos < len(text.rstrip()):
+        m = _EXPR_TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            raise _refuse(name, f"holds a symbolic shape expression torch would eval: {text[:80]!r}")
+        word = m.group("name")
+        if word is not None and word not in _EXPR_NAMES and not _SYMBOL_NAME.fullmatch(word):
+            raise _refuse(name, f"holds a symbolic shape expression torch would eval: {text[:80]!r}")
+        pos = m.end()
+
+
+def _check_target(target: Any, name: str) -> None:
+    if not isinstance(target, str):
+        raise _refuse(name, "holds a graph node without an operator name")
+    m = _ATEN_TARGET.fullmatch(target)
+    if (m is not None and m.group(1) not in _DENIED_ATEN) or target in _SHAPE_TARGETS:
+        return
+    raise _refuse(name, f"calls {target[:120]!r}; advaudit runs ATen operators and shape arithmetic only")
+
+
+def _check_tree(node: Any, name: str) -> None:
+    """Names are identifiers, attribute paths dotted identifiers, expressions inert; no objects or subgraphs."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "metadata":  # stack traces and module paths: strings torch neither evaluates nor imports
+                continue
+            if key in _REFUSED_KEYS and value:
+                raise _refuse(name, f"holds {_REFUSED_KEYS[key]}, which torch would unpickle or run")
+            if key == "expr_str":
+                _check_expr(value, name)
+            elif key in ("name", "as_name") and isinstance(value, str) and value and not _IDENT.fullmatch(value):
+                raise _refuse(name, f"holds the name {value[:80]!r}, which is not an identifier")
+            elif key in _FQN_KEYS and isinstance(value, str) and value and not _FQN.fullmatch(value):
+                raise _refuse(name, f"holds the attribute path {value[:80]!r}")
+            elif key == "forward_arg_names" and not all(isinstance(v, str) and _IDENT.fullmatch(v)
+                                                        for v in value or []):
+                raise _refuse(name, "holds forward argument names that are not identifiers")
+            else:
+                _check_tree(value, name)
+    elif isinstance(node, list):
+        for value in node:
+            _check_tree(value, name)
+
+
+def _check_program(program: Any, name: str) -> None:
+    if not isinstance(program, dict) or not isinstance(program.get("graph_module"), dict):
+        raise ModelError(f"{name} is not a torch.export archive (no graph in models/{MODEL_NAME}.json)")
+    graph = program["graph_module"].get("graph") or {}
+    if graph.get("custom_obj_values"):
+        raise _refuse(name, "holds TorchBind objects, which torch would unpickle")
+    for node in graph.get("nodes") or []:
+        _check_target(node.get("target") if isinstance(node, dict) else None, name)
+    for key in program.get("range_constraints") or {}:
+        if not _SYMBOL_NAME.fullmatch(str(key)):
+            raise _refuse(name, f"holds the symbol name {str(key)[:80]!r}")
+    _check_tree(program, name)
+
+
+def _check_payloads(config: Any, kind: str, name: str) -> None:
+    """Every weight/constant must be raw tensor bytes, never a pickle."""
+    entries = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(entries, dict):
+        raise ModelError(f"{name}: the {kind} table of the archive is malformed")
+    for fqn, meta in entries.items():
+        if not isinstance(meta, dict) or meta.get("use_pickle") is not False:
+            raise _refuse(name, f"stores the {kind[:-1]} {str(fqn)[:80]!r} as a pickle, which torch.export.load "
+                                "would unpickle with weights_only=False")
+        path_name = meta.get("path_name")
+        if not isinstance(path_name, str) or not _PAYLOAD_NAME.fullmatch(path_name):
+            raise _refuse(name, f"stores the {kind[:-1]} {str(fqn)[:80]!r} as {str(path_name)[:80]!r}, "
+                                "not as a plain tensor (TorchBind and opaque objects are unpickled)")
+
+
+def _member_reason(rel: str) -> str | None:
+    """Why an archive member is refused, or None if torch.export.save writes it and it is inert."""
+    if rel in _FIXED_MEMBERS or _PAYLOAD_MEMBER.fullmatch(rel) or _EXTRA_MEMBER.fullmatch(rel):
+        return None
+    if rel.startswith("data/aotinductor/"):
+        return "AOTInductor native code, which torch.export.load would load"
+    if rel.endswith((".pt", ".pkl")) or rel == "version":
+        return "a legacy pickled member, which torch.export.load would unpickle"
+    return "not written by torch.export.save"
+
+
+def _repack(root: str, members: dict[str, bytes]) -> bytes:
+    """A fresh zip of exactly the checked members (stored, in their checked form)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as out:
+        for rel, content in members.items():
+            out.writestr(f"{root}/{rel}", content)
+    return buf.getvalue()
+
+
+def check_archive(data: bytes, name: str, max_bytes: float) -> dict[str, Any]:
+    """Refuse a .pt2 whose loading would run anything but the checks above.
+
+    ``data`` is the whole file.  Returns ``archive`` (the checked members re-packed into a new zip: what
+    :func:`load_program` hands to torch, so torch reads exactly what was checked, whatever its zip reader
+    would make of the original), ``torch_version`` (of the exporter) and ``extra_files`` (name -> text).
+    """
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = [i for i in zf.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ModelError(f"{name} is not a .pt2 archive ({_first_line(exc)})") from None
+    roots = {i.filename.split("/", 1)[0] for i in infos}
+    if len(roots) != 1 or any("/" not in i.filename for i in infos):
+        raise ModelError(f"{name} is not a torch.export archive (expected one top-level folder)")
+    root = roots.pop()
+    rels = [i.filename.split("/", 1)[1] for i in infos]
+    if len({r.lower() for r in rels}) != len(rels):  # torch's zip reader looks names up case-insensitively
+        raise _refuse(name, "contains two members with the same name")
+    if sum(i.file_size for i in infos) > max_bytes:
+        raise ModelError(f"{name} unpacks to more than {max_bytes / 2**20:.3g} MB", "raise it with --max-model-size")
+    for rel in rels:
+        reason = _member_reason(rel)
+        if reason is not None:
+            raise _refuse(name, f"contains {rel!r}: {reason}")
+    try:
+        members = {rel: zf.read(info) for rel, info in zip(rels, infos)}  # also checks every CRC
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise ModelError(f"{name} is a damaged .pt2 archive ({_first_line(exc)})") from None
+
+    def read(rel: str) -> bytes:
+        if rel not in members:
+            raise ModelError(f"{name} is not a torch.export archive (no {rel})")
+        return members[rel]
+
+    try:
+        if read("archive_format").strip() != b"pt2":
+            raise ModelError(f"{name} is not a torch.export archive (archive_format is not pt2)")
+        program = json.loads(read(f"models/{MODEL_NAME}.json"))
+        _check_program(program, name)
+        for kind, rel in (("weights", f"data/weights/{MODEL_NAME}_weights_config.json"),
+                          ("constants", f"data/constants/{MODEL_NAME}_constants_config.json")):
+            _check_payloads(json.loads(read(rel)), kind, name)
+        sample = read(f"data/sample_inputs/{MODEL_NAME}.pt")
+        extra = {rel[len("extra/"):]: read(rel).decode("utf-8") for rel in members if rel.startswith("extra/")}
+    except ModelError:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise ModelError(f"{name} is a damaged .pt2 archive ({_first_line(exc)})") from None
+    if sample:
+        try:  # the exact call torch makes first; it must succeed so torch never falls back to weights_only=False
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.load(io.BytesIO(sample), weights_only=True)
+        except Exception:
+            raise _refuse(name, "has example inputs (data/sample_inputs) that torch.export.load would unpickle "
+                                "with weights_only=False") from None
+    return {"archive": _repack(root, members), "torch_version": program.get("torch_version"), "extra_files": extra}
+
+
+# --------------------------------------------------------------------------------------------- loading
+@contextlib.contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """Keep torch's load-time warnings and logged tracebacks off the console (errors surface as ModelError)."""
+    loggers = [logging.getLogger(n) for n in ("torch.export", "torch._export", "torch.fx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def load_program(data: bytes, name: str, max_bytes: float = float("inf")) -> tuple[Any, dict[str, str], dict[str, Any]]:
+    """Check ``data`` (a whole .pt2 file) and load it: ``(ExportedProgram, extra files, facts)``."""
+    facts = check_archive(data, name, max_bytes)
+    try:
+        with _quiet_torch():
+            ep = torch.export.load(io.BytesIO(facts.pop("archive")))
+    except Exception as exc:
+        raise ModelError(f"cannot load torch.export program {name}: {_first_line(exc)}") from None
+    return ep, dict(facts["extra_files"]), facts
+
+
+def program_module(ep: Any, name: str = "the program") -> torch.fx.GraphModule:
+    """``ep.module(check_guards=False)`` with ``nn.Module``'s own ``train``/``eval``.
+
+    ``check_guards=False``: the program's ``guards_code`` is not executed (input shapes are still checked
+    by torch's pre-hook).  torch 2.14 replaces ``train``/``eval`` on the module by methods that raise; the
+    ops carry the mode they were exported in (see :func:`to_eval_mode`), so here, as for traced
+    TorchScript, switching modes only sets the ``training`` flags.
+    """
+    try:
+        with _quiet_torch():
+            gm = ep.module(check_guards=False)
+    except Exception as exc:
+        raise ModelError(f"cannot build a module from torch.export program {name}: {_first_line(exc)}") from None
+    for attr in ("train", "eval"):
+        if attr in gm.__dict__:
+            delattr(gm, attr)
+    return gm
+
+
+def _target_name(node: torch.fx.Node) -> str:
+    return str(node.target) if node.op == "call_function" else ""
+
+
+def _flag(node: torch.fx.Node, index: int, key: str) -> Any:
+    if key in node.kwargs:
+        return node.kwargs[key]
+    return node.args[index] if len(node.args) > index else None
+
+
+def _set_flag(node: torch.fx.Node, index: int, key: str, value: Any) -> None:
+    if key in node.kwargs:
+        node.update_kwarg(key, value)
+    else:
+        node.update_arg(index, value)
+
+
+def to_eval_mode(gm: torch.fx.GraphModule) -> list[str]:
+    """Rewrite train-mode batch norm and dropout ops of ``gm`` to eval mode; return what changed."""
+    changed: set[str] = set()
+    for node in list(gm.graph.nodes):
+        target = _target_name(node)
+        if target in _BATCH_NORMS and _flag(node, 5, "training") is True and _flag(node, 3, "running_mean") is not None:
+            _set_flag(node, 5, "training", False)  # running statistics; without them eager eval uses batch stats too
+            changed.add("batch norm uses its running statistics")
+        elif target in _DROPOUTS and _flag(node, 2, "train") is True:
+            _set_flag(node, 2, "train", False)
+            changed.add("dropout off")
+    if changed:  # the running-statistics counter update of train-mode batch norm
+        for node in list(gm.graph.nodes):
+            arg0 = node.args[0] if node.op == "call_function" and node.args else None
+            if (isinstance(arg0, torch.fx.Node) and arg0.op == "get_attr" and not node.users
+                    and str(arg0.target).endswith("num_batches_tracked") and _target_name(node).split(".")[1:2] in (
+                        ["add_"], ["copy_"])):
+                gm.graph.erase_node(node)
+                changed.add("num_batches_tracked updates removed")
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
+    return sorted(changed)
+
+
+def cut_final_softmax(gm: torch.fx.GraphModule) -> tuple[str, int] | None:
+    """If ``gm``'s (first) output is a softmax over its last dimension, return its input instead.
+
+    Returns ``(name of the node feeding the softmax, softmax dim)``, or None (``gm`` unchanged).
+    """
+    output = next(n for n in reversed(gm.graph.nodes) if n.op == "output")
+    flat = output.args[0]
+    first = flat[0] if isinstance(flat, (tuple, list)) and flat else flat
+    if not isinstance(first, torch.fx.Node) or _target_name(first) not in _SOFTMAX:
+        return None
+    src, dim = first.args[0], _flag(first, 1, "dim")
+    val = first.meta.get("val")
+    rank = val.dim() if isinstance(val, torch.Tensor) else 2
+    if not isinstance(src, torch.fx.Node) or not isinstance(dim, int) or rank < 2 or dim % rank != rank - 1:
+        return None
+    if isinstance(val, torch.Tensor) and any(not isinstance(d, int) or d != 1 for d in val.shape[1:-1]):
+        return None  # (N, 1, ..., classes) only: a softmax over the classes of each sample
+    new_flat = type(flat)([src, *flat[1:]]) if isinstance(flat, (tuple, list)) else src
+    output.args = (new_flat, *output.args[1:])
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+    return src.name, dim
+
+
+def _finite_int(value: Any) -> int | None:
+    if isinstance(value, int):
+        return value
+    return int(value) if getattr(value, "is_Integer", False) else None
+
+
+def is_pt2_archive(path: str | Path) -> bool:
+    """Whether ``path`` is a zip archive written by ``torch.export.save`` (whatever its suffix)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(n.count("/") == 1 and n.endswith("/archive_format") for n in zf.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+class ExportedProgramModel(Model):
+    """A ``torch.export`` program (``.pt2``); gradients are native."""
+
+    reduced_search = True
+
+    format = "torch.export"
+
+    def __init__(self, path: str | Path, opts: LoadOptions) -> None:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read {path.name}: {_first_line(exc)}") from None
+        ep, extra, facts = load_program(data, path.name, opts.max_size_mb * 2**20)
+        metadata: dict[str, Any] = {}
+        if extra.get(EXTRA_FILE):
+            try:
+                metadata = json.loads(extra[EXTRA_FILE])
+            except json.JSONDecodeError:
+                raise ModelError(f"{path.name}: the embedded {EXTRA_FILE} is not valid JSON") from None
+            if not isinstance(metadata, dict):
+                raise ModelError(f"{path.name}: the embedded {EXTRA_FILE} must be a JSON object")
+        user_inputs = list(ep.graph_signature.user_inputs)
+        if len(user_inputs) != 1:
+            raise ModelError(f"{path.name} has {len(user_inputs)} inputs; advaudit audits single-input classifiers")
+        placeholder = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == user_inputs[0])
+        val = placeholder.meta.get("val")
+        if not isinstance(val, torch.Tensor) or not val.is_floating_point():
+            raise ModelError(f"{path.name} takes {getattr(val, 'dtype', type(val).__name__)} inputs; "
+                             "advaudit supports float tensor inputs")
+        dims: list[int | None] = [d if isinstance(d, int) else None for d in val.shape]
+        spec = resolve_spec(opts.spec_flags, read_spec_file(opts.spec_file) if opts.spec_file else None, metadata, dims)
+        super().__init__(path, spec, opts.device)
+        self._sha256 = hashlib.sha256(data).hexdigest()  # of the bytes that were checked and loaded
+        self.extra_files = extra
+        self._dims = dims
+        self._batch_range: tuple[int, int | None] = (1, None)
+        if dims and dims[0] is not None:
+            self.fixed_batch = self.torch_batch = dims[0]
+            self._batch_range = (dims[0], dims[0])
+        elif dims:
+            batch_dim: Any = val.shape[0]  # a SymInt
+            bounds = ep.range_constraints.get(batch_dim.node.expr)
+            if bounds is not None:
+                self._batch_range = (max(1, _finite_int(bounds.lower) or 1), _finite_int(bounds.upper))
+            if self._batch_range != (1, None):
+                self.reduced_search = False  # the bf16 copy is called on whole attack batches
+
+        gm = program_module(ep, path.name)
+        rewrites = to_eval_mode(gm)
+        cut = cut_final_softmax(gm)
+        for p in gm.parameters():
+            p.requires_grad_(False)
+        self._module = gm.to(self.device)
+        self.details = {
+            "exported_with_torch": facts.get("torch_version"),
+            "input_name": user_inputs[0],
+            "input_dims": [d if isinstance(d, int) else str(d) for d in val.shape],
+            "batch_range": list(self._batch_range) if dims and dims[0] is None else None,
+            "final_softmax": cut is not None,
+            "exported_in_train_mode": bool(rewrites),
+        }
+        if rewrites:
+            self.details["train_mode_rewrites"] = rewrites
+        if cut is not None:
+            self.details["logits_from"], self.details["softmax_dim"] = cut
+            self.details["final_activation"] = "Softmax"
+            self.output_kind = "logits"
+
+        shape = self._canonical_shape(dims)
+        if shape is not None:
+            self.input_shape = shape
+            self._after_shape_known()
+
+    def _canonical_shape(self, dims: list[int | None]) -> tuple[int, ...] | None:
+        if len(dims) == 4 and self.spec.layout == "nhwc":
+            dims = [dims[0], dims[3], dims[1], dims[2]]
+        rest = dims[1:]
+        if rest and all(isinstance(d, int) and d > 0 for d in rest):
+            shape = tuple(int(d) for d in rest if d is not None)
+            if self.spec.input_shape is not None and tuple(self.spec.input_shape) != shape:
+                raise ModelError(f"{self.path.name} takes inputs of shape {shape}, "
+                                 f"but the spec says {tuple(self.spec.input_shape)}", "fix or drop --input-shape")
+            return shape
+        return self.spec.input_shape
+
+    def _after_shape_known(self) -> None:
+        self._finish_probe()
+        if self.details.get("final_softmax"):
+            self.output_kind = "logits"
+        probe = torch.from_numpy(self.probe_inputs(2, seed=3)).to(self.device).requires_grad_(True)
+        try:
+            out = self._torch_forward(probe)
+            (grad,) = torch.autograd.grad(out.sum(), probe, allow_unused=True)
+        except (RuntimeError, ModelError) as exc:
+            self.gradients = GradientInfo(False, "none", f"backward pass fails: {_first_line(exc)[:200]}")
+            return
+        if grad is None:
+            self.gradients = GradientInfo(False, "none", "the output does not depend on the input through autograd")
+            return
+        self.gradients = GradientInfo(True, "native torch.export (FX graph) autograd", "", 0.0)
+
+    # -------------------------------------------------------------------------------- forward
+    def _call(self, xm: torch.Tensor) -> torch.Tensor:
+        try:
+            out = self._module(xm)
+        except (RuntimeError, AssertionError, ValueError) as exc:
+            raise ModelError(f"{self.path.name} fails on inputs of shape {tuple(xm.shape)}: {_first_line(exc)[:200]}",
+                             "check the data shape, --input-shape and --layout") from None
+        return flat_outputs(out, xm.shape[0])
+
+    def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        xm = self.to_model_input(x)
+        dims = self._dims
+        if xm.dim() != len(dims) or any(d is not None and d != s for d, s in zip(dims[1:], xm.shape[1:])):
+            raise ModelError(f"{self.path.name} takes inputs of shape {['N' if d is None else d for d in dims]}, "
+                             f"got {list(xm.shape)}", "check the data shape, --input-shape and --layout")
+        n = xm.shape[0]
+        lo, hi = self._batch_range
+        if lo <= n and (hi is None or n <= hi):
+            return self._call(xm)
+        step = hi or n  # loop in allowed batch sizes, padding a short chunk with its last row
+        outs = []
+        for i in range(0, n, step):
+            chunk = xm[i : i + step]
+            m = chunk.shape[0]
+            if m < lo:
+                chunk = torch.cat([chunk, chunk[-1:].expand(lo - m, *chunk.shape[1:])])
+            outs.append(self._call(chunk)[:m])
+        return torch.cat(outs)
+
+    def _deploy_forward(self, x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = self._torch_forward(torch.from_numpy(x).to(self.device))
+        return out.float().cpu().numpy()
+
+    def _deploy_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(labels, logits)``: with a final softmax cut off, the labels are read off the real output, the
+        same softmax kernel on the same tensor, so exact ties in probability resolve as the file's would."""
+        out = self._deploy_forward(x)
+        if not self.details.get("final_softmax"):
+            return out.argmax(axis=1), out
+        real = torch.softmax(torch.from_numpy(out), dim=1)  # (N, classes): the cut softmax was over the classes
+        return real.argmax(dim=1).numpy(), out
+
+    def _query_pair(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._deploy_pair(x)
+
+    def torch_module(self) -> torch.nn.Module | None:
+        return self._module if self.gradients.available else None
