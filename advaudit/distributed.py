@@ -15,7 +15,10 @@ Two ways to start the processes:
 * ``advaudit attack ... --workers N`` on one machine: :func:`run_sharded` spawns ``N`` processes
   (torch.multiprocessing, start method spawn, gloo over localhost), runs the step in each and hands
   rank 0's result back to the caller.  An :class:`~advaudit.errors.AdvauditError` raised in a worker
-  is raised again in the caller (one line, exit 2); the other workers are stopped, nothing hangs.
+  is raised again in the caller (one line, exit 2), a ``MemoryError`` as a ``MemoryError`` (exit 2),
+  anything else as a :class:`WorkerCrash` naming the worker's exception type (the CLI's internal
+  error, exit 3, with the worker's traceback under ``--verbose``); the other workers are stopped,
+  nothing hangs.
 
 The collectives always use gloo: what is exchanged are per-sample numpy arrays on the CPU.  With a
 CUDA model each rank uses ``cuda:LOCAL_RANK`` (:meth:`Shard.device`).
@@ -30,6 +33,7 @@ API::
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import socket
@@ -50,6 +54,21 @@ R = TypeVar("R")
 
 TIMEOUT = timedelta(minutes=30)
 """How long a rank waits for the others in a collective before giving up."""
+
+
+class WorkerCrash(RuntimeError):
+    """An unexpected exception in a worker process, raised again in the caller.
+
+    ``type_name`` is the worker's exception type, ``detail`` its message and ``remote_traceback`` its
+    traceback (the CLI prints them as an internal error, the traceback only with ``--verbose``)."""
+
+    def __init__(self, rank: int, type_name: str, detail: str, remote_traceback: str) -> None:
+        first = next((ln for ln in detail.splitlines() if ln.strip()), "")
+        super().__init__(f"worker {rank} failed: {type_name}{': ' + first if first else ''}")
+        self.rank = rank
+        self.type_name = type_name
+        self.detail = f"{first} (in worker {rank})" if first else f"in worker {rank}"
+        self.remote_traceback = remote_traceback
 
 
 def _dist() -> Any:
@@ -181,8 +200,8 @@ def run_sharded(fn: Callable[..., R], workers: int = 1, *args: Any, **kwargs: An
     * ``workers == 1``: call ``fn`` in this process with ``Shard.single()``;
     * ``workers > 1``: spawn ``workers`` local processes (gloo over localhost) and return rank 0's
       result.  ``fn``, ``args`` and ``kwargs`` must pickle (``fn`` a module-level function).  An
-      :class:`AdvauditError` in any worker is raised here again; other failures raise RuntimeError
-      with the worker's traceback.
+      :class:`AdvauditError` or ``MemoryError`` in any worker is raised here again; other failures raise
+      :class:`WorkerCrash` (a RuntimeError) with the worker's exception type and traceback.
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -230,8 +249,9 @@ def _worker(rank: int, fn: Callable[..., Any], args: tuple, kwargs: dict, world:
         # the files in box are ours (a private temporary folder), never user input
         _dump(out / f"error-{rank}.pkl", (type(exc), exc.message, exc.hint, str(exc)))
         sys.exit(2)
-    except BaseException:
-        _dump(out / f"crash-{rank}.pkl", traceback.format_exc())
+    except BaseException as exc:
+        _dump(out / f"crash-{rank}.pkl", (type(exc).__name__, str(exc), traceback.format_exc(),
+                                          isinstance(exc, MemoryError)))
         raise
     finally:
         if dist.is_initialized():
@@ -241,6 +261,18 @@ def _worker(rank: int, fn: Callable[..., Any], args: tuple, kwargs: dict, world:
 def _spawn(fn: Callable[..., R], workers: int, args: tuple, kwargs: dict) -> R:
     import torch.multiprocessing as mp
 
+    # join() logs "Terminating process N via signal SIGTERM" when it stops the others after a failure:
+    # the failure itself is reported once, as one line, by the caller.
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
+    try:
+        return _spawn_quiet(mp, fn, workers, args, kwargs)
+    finally:
+        spawn_log.setLevel(level)
+
+
+def _spawn_quiet(mp: Any, fn: Callable[..., R], workers: int, args: tuple, kwargs: dict) -> R:
     with tempfile.TemporaryDirectory(prefix="advaudit-shard-") as box:
         ctx = mp.start_processes(
             _worker, args=(fn, args, kwargs, workers, _free_port(), box), nprocs=workers, join=False,
@@ -275,7 +307,10 @@ def _raise_worker_error(box: Path) -> None:
     crashes = sorted(box.glob("crash-*.pkl"), key=lambda p: p.stat().st_mtime_ns)  # the first one
     if crashes:
         with open(crashes[0], "rb") as f:
-            raise RuntimeError(f"a worker failed:\n{pickle.load(f)}") from None
+            name, detail, text, memory = pickle.load(f)
+        if memory:
+            raise MemoryError(detail or "a worker ran out of memory") from None
+        raise WorkerCrash(int(crashes[0].stem.split("-")[1]), name, detail, text) from None
 
 
-__all__ = ["Shard", "env_world", "is_main_process", "local_device", "run_sharded"]
+__all__ = ["Shard", "WorkerCrash", "env_world", "is_main_process", "local_device", "run_sharded"]

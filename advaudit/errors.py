@@ -2,7 +2,16 @@
 
 Every expected failure (bad flag, unreadable model, data that does not fit) raises a subclass of
 :class:`AdvauditError`.  The CLI prints it as one line on stderr and exits with :data:`EXIT_INPUT`;
-no traceback.  Anything else is a bug and is allowed to surface.
+no traceback.  Running out of memory is reported the same way (exit 2, with a hint to lower
+``--batch-size`` / ``--n``).
+
+Anything else is a bug in advaudit.  The CLI never lets it look like a failed gate: it prints one line,
+``advaudit: internal error: <Type>: <message> (run with --verbose for the traceback; please report it)``,
+and exits with :data:`EXIT_INTERNAL` (3); with ``-v/--verbose`` the traceback follows.  The same holds for
+an error raised in a worker process of ``--workers N``.
+
+Exit codes: 0 :data:`EXIT_OK`, 1 :data:`EXIT_GATE`, 2 :data:`EXIT_INPUT`, 3 :data:`EXIT_INTERNAL`,
+130 :data:`EXIT_INTERRUPTED`.
 """
 
 from __future__ import annotations
@@ -13,6 +22,10 @@ EXIT_GATE = 1
 """The command ran but a gate failed (``--fail-under``, ``--fail-on-backdoor``, ...)."""
 EXIT_INPUT = 2
 """Usage or input error: nothing was evaluated."""
+EXIT_INTERNAL = 3
+"""An unexpected error (a bug in advaudit): one line on stderr, the traceback with ``--verbose``."""
+EXIT_INTERRUPTED = 130
+"""Interrupted (Ctrl-C, SIGTERM)."""
 
 
 class AdvauditError(Exception):

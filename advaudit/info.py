@@ -21,13 +21,15 @@ def clean_accuracy(
     """Accuracy in the deployment runtime and its throughput in images per second.
 
     ``progress(done, total)`` is called after every batch (the predictions are those of one
-    ``model.predict(data.x, batch_size)`` call)."""
+    ``model.predict(data.x, batch_size)`` call).  The inputs are converted a batch at a time
+    (:attr:`~advaudit.data.PreparedData.view`)."""
     start = time.perf_counter()
     labels = []
-    for i in range(0, len(data.x), batch_size):
-        labels.append(model.predict(data.x[i : i + batch_size], batch_size=batch_size).labels)
+    x = data.view
+    for i in range(0, len(x), batch_size):
+        labels.append(model.predict(x[i : i + batch_size], batch_size=batch_size).labels)
         if progress is not None:
-            progress(min(i + batch_size, len(data.x)), len(data.x))
+            progress(min(i + batch_size, len(x)), len(x))
     pred = np.concatenate(labels) if labels else np.zeros(0, np.int64)
     elapsed = time.perf_counter() - start
     assert data.y is not None

@@ -19,6 +19,7 @@ Sources, highest priority first:
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -79,14 +80,25 @@ def _floats(value: Any, key: str) -> tuple[float, ...]:
     elif isinstance(value, Sequence):
         parts = list(value)
     else:
-        raise SpecError(f"{key} must be a number or a comma-separated list, got {value!r}")
+        raise SpecError(f"{key} must be a number or a comma-separated list, got {_short(value)}")
     try:
         out = tuple(float(p) for p in parts)
-    except (TypeError, ValueError):
-        raise SpecError(f"{key} must be numbers, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise SpecError(f"{key} must be numbers, got {_short(value)}") from None
     if not out:
         raise SpecError(f"{key} is empty")
+    if not all(math.isfinite(v) for v in out):
+        raise SpecError(f"{key} must be finite numbers, got {_short(value)}")
     return out
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a hostile file can hold anything)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        text = f"a deeply nested {type(value).__name__}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _normalise_field(key: str, value: Any) -> Any:
@@ -94,51 +106,58 @@ def _normalise_field(key: str, value: Any) -> Any:
     if key == "range":
         lo_hi = _floats(value, "range")
         if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
-            raise SpecError(f"range must be two numbers LO,HI with LO < HI, got {value!r}", "for example --range 0,1")
+            raise SpecError(f"range must be two numbers LO,HI with LO < HI, got {_short(value)}",
+                            "for example --range 0,1")
         return lo_hi
     if key in ("mean", "std"):
         vals = _floats(value, key)
         if key == "std" and any(v <= 0 for v in vals):
-            raise SpecError(f"std must be positive, got {value!r}")
+            raise SpecError(f"std must be positive, got {_short(value)}")
         return vals
     if key == "layout":
         layout = str(value).lower()
         if layout not in LAYOUTS:
-            raise SpecError(f"layout must be one of {', '.join(LAYOUTS)}, got {value!r}")
+            raise SpecError(f"layout must be one of {', '.join(LAYOUTS)}, got {_short(value)}")
         return layout
     if key == "class_names":
         if isinstance(value, str):
             try:
                 value = json.loads(value)
-            except json.JSONDecodeError:
+            except ValueError:  # not JSON (or an integer too long for Python to read): a comma list
                 value = [v.strip() for v in value.split(",")]
+            except RecursionError:
+                raise SpecError("class_names is nested too deeply to be a list of names") from None
         if not isinstance(value, Sequence) or isinstance(value, str):
-            raise SpecError(f"class_names must be a list, got {value!r}")
+            raise SpecError(f"class_names must be a list, got {_short(value)}")
+        if not all(isinstance(v, (str, int, float, bool)) or v is None for v in value):
+            raise SpecError("class_names must be a list of names (strings or numbers)")
         return tuple(str(v) for v in value)
     if key == "input_shape":
         dims = _floats(value, "input_shape")
         if not 1 <= len(dims) <= 3 or any(d < 1 or d != int(d) for d in dims):
-            raise SpecError(f"input_shape must be C,H,W positive integers, got {value!r}", "for example --input-shape 1,28,28")
+            raise SpecError(f"input_shape must be C,H,W positive integers, got {_short(value)}",
+                            "for example --input-shape 1,28,28")
         return tuple(int(d) for d in dims)
     raise SpecError(f"unknown spec key {key!r}", f"valid keys: {', '.join(SPEC_KEYS)}")
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML spec file into a dict of raw fields."""
+    from .safeio import parse_yaml, read_text
+
     p = Path(path)
+    text = read_text(p, "spec file", error=SpecError, max_bytes=2**20)
     try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"spec file not found: {p}") from None
-    except (OSError, yaml.YAMLError) as exc:
+        data = parse_yaml(text, f"spec file {p}", error=SpecError)
+    except yaml.YAMLError as exc:
         raise SpecError(f"cannot read spec file {p}: {str(exc).splitlines()[0]}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise SpecError(f"spec file {p} must hold a mapping with keys {', '.join(SPEC_KEYS)}")
-    unknown = set(data) - set(SPEC_KEYS)
+    unknown = sorted(map(str, set(data) - set(SPEC_KEYS)))
     if unknown:
-        raise SpecError(f"spec file {p}: unknown key {sorted(unknown)[0]!r}", f"valid keys: {', '.join(SPEC_KEYS)}")
+        raise SpecError(f"spec file {p}: unknown key {_short(unknown[0])}", f"valid keys: {', '.join(SPEC_KEYS)}")
     return data
 
 

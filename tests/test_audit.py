@@ -357,4 +357,4 @@ def test_bad_model_or_report_dir_creates_nothing(tmp_path, capsys):
     assert "model file not found" in capsys.readouterr().err and not (tmp_path / "o").exists()
     (tmp_path / "afile").write_text("x")
     assert main(["audit", MODEL, "--config", str(cfg), "--report-dir", str(tmp_path / "afile" / "o")]) == 2
-    assert "is not a writable folder" in capsys.readouterr().err
+    assert "afile is not a folder" in capsys.readouterr().err

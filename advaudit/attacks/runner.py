@@ -4,6 +4,11 @@
 classified samples, in batches, at every eps; re-checks every candidate in the deployment runtime
 (:mod:`.verify`); keeps, per sample and eps, whether *any* attack fooled it (the per-sample worst
 case); and, for a cascade suite, runs each attack only on the samples still robust.
+
+Memory follows the batch size, not the data size: ``x`` may be a lazily converted view
+(:class:`advaudit.data.views.FloatView`); each batch of candidates is verified as soon as the attack
+batches covering it are done, and only per-sample figures are kept in memory.  Adversarial images go
+to a temporary file (:mod:`.store`), and only at the eps that ``keep_adversarial`` asks for.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 
+from ..data.views import Rows
 from ..distributed import Shard
 from ..errors import UsageError
 from ..models import Model
@@ -23,10 +29,31 @@ from ..models.base import Prediction
 from . import get_attack
 from .base import Attack
 from .masking import masking_warnings
+from .store import AdversarialImages, ImageSpool
 from .suites import AttackChoice
 from .verify import Verified, norms, verify
 
 Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class AttackUnit:
+    """What one attack at one budget produced (all samples): enough to replay it without running it."""
+
+    verified: Verified
+    queries: np.ndarray
+    rejected: np.ndarray  # fooled the differentiable twin, not the runtime
+    time_s: float
+
+
+class UnitStore(Protocol):
+    """Where :func:`run_attacks` keeps finished (attack, eps) units (:class:`advaudit.checkpoint.AttackUnits`)."""
+
+    def load(self, key: str, x: np.ndarray) -> AttackUnit | None:
+        """The unit ``key`` of an interrupted run with the same inputs, or None to run it."""
+
+    def save(self, key: str, unit: AttackUnit, x: np.ndarray) -> None:
+        """Keep a finished unit."""
 
 
 @dataclass
@@ -67,11 +94,12 @@ class AttackRun:
     rows: list[AttackRow]
     robust_by_eps: dict[float, float]
     warnings: list[str]
-    x: np.ndarray = field(repr=False)
+    x: Rows = field(repr=False)  # the inputs as given (an array or a lazily converted view)
     y: np.ndarray = field(repr=False)
     clean_labels: np.ndarray = field(repr=False)
     clean_probs: np.ndarray = field(repr=False)
-    adv: dict[float, np.ndarray] = field(repr=False)  # per eps: first verified adversarial (or x)
+    # per eps: first verified adversarial (or x), read from a temporary file (``run.adv[e][rows]``)
+    adv: dict[float, AdversarialImages] = field(repr=False)
     adv_by: dict[float, np.ndarray] = field(repr=False)  # per eps: index of the attack that found it, -1 none
     adv_labels: dict[float, np.ndarray] = field(repr=False)
     adv_probs: dict[float, np.ndarray] = field(repr=False)
@@ -163,9 +191,13 @@ def _ce(log_probs: np.ndarray, y: np.ndarray) -> np.ndarray:
     return -log_probs[np.arange(len(y)), y]
 
 
+KEEP_ADVERSARIAL = ("all", "largest", "none")
+"""``run_attacks(keep_adversarial=)``: the eps at which adversarial images are kept (on disk)."""
+
+
 def run_attacks(
     model: Model,
-    x: np.ndarray,
+    x: Rows,
     y: np.ndarray,
     choices: list[AttackChoice],
     eps: list[float],
@@ -177,11 +209,23 @@ def run_attacks(
     seed: int = 0,
     progress: Progress | None = None,
     shard: Shard | None = None,
+    units: UnitStore | None = None,
+    keep_adversarial: str = "all",
 ) -> AttackRun:
     """Attack ``x`` (canonical, model-ready) with every choice at every eps; see module docstring.
 
     ``shard``: this process's share of a sharded run (default: one process); every rank must call
-    with the same arguments, and every rank returns the same :class:`AttackRun`."""
+    with the same arguments, and every rank returns the same :class:`AttackRun`.
+
+    ``units``: finished (attack, eps) units are saved there and, when it has them, reused instead of
+    run again; a cascade replays them in order, so the result equals an uninterrupted run's.
+
+    ``x`` may be an array or a lazy view of one (:mod:`advaudit.data.views`): it is read a batch at a
+    time.  ``keep_adversarial``: where :attr:`AttackRun.adv` keeps the verified adversarial images
+    (in a temporary file): ``all`` eps, the ``largest`` (what ``--save-adv`` and ``--examples`` use) or
+    ``none``; the figures do not depend on it."""
+    if keep_adversarial not in KEEP_ADVERSARIAL:
+        raise ValueError(f"keep_adversarial must be one of {', '.join(KEEP_ADVERSARIAL)}, got {keep_adversarial!r}")
     shard = shard or Shard.single()
     eps = check_eps(model, eps, norm)
     attacks = build_attacks(choices, model, norm, target is not None)
@@ -196,7 +240,9 @@ def run_attacks(
     # change still counts as success.
     random_targets = choose_targets("random", y, clean.log_probs, model.num_classes, seed)
     robust = {e: correct.copy() for e in eps}
-    adv = {e: x.copy() for e in eps}
+    kept = [] if keep_adversarial == "none" else eps if keep_adversarial == "all" else [max(eps)]
+    spool = ImageSpool(tuple(x.shape[1:])) if kept else None
+    adv = {e: AdversarialImages(x, spool, kept=e in kept) for e in eps}
     adv_by = {e: np.full(len(x), -1) for e in eps}
     adv_labels = {e: clean.labels.copy() for e in eps}
     adv_probs = {e: clean.probs.copy() for e in eps}
@@ -208,17 +254,25 @@ def run_attacks(
             todo = correct.copy()
             if cascade:
                 todo &= robust[budget] if budget is not None else np.logical_or.reduce([robust[e] for e in eps])
-            start = time.perf_counter()
-            ver, queries, rejected = _attack_all(
-                model, attack, x, y, targets, todo, norm, budget, batch_size, seed, progress, shard,
-                aim=random_targets if targets is None and not attack.supports_untargeted else targets,
-            )
-            elapsed = time.perf_counter() - start
+            key = f"{k}/{choice.name}/{'all' if budget is None else repr(budget)}"
+            unit = units.load(key, x) if units is not None else None
+            if unit is None:
+                start = time.perf_counter()
+                ver, queries, rejected = _attack_all(
+                    model, attack, x, y, targets, todo, norm, budget, batch_size, seed, progress, shard,
+                    aim=random_targets if targets is None and not attack.supports_untargeted else targets,
+                    keep=_keep(kept, robust, eps, budget, spool),
+                )
+                unit = AttackUnit(ver, queries, rejected, time.perf_counter() - start)
+                if units is not None:
+                    units.save(key, unit, x)
+            ver, queries, rejected, elapsed = unit.verified, unit.queries, unit.rejected, unit.time_s
             measured = ver.linf if norm == "linf" else ver.l2
             for e in ([budget] if budget is not None else eps):
                 ok = ver.success & (measured <= e)
                 fresh = ok & robust[e]
-                adv[e][fresh], adv_by[e][fresh] = ver.x_adv[fresh], k
+                adv[e].take(fresh, ver.x_adv)
+                adv_by[e][fresh] = k
                 adv_labels[e][fresh], adv_probs[e][fresh] = ver.adv_labels[fresh], np.exp(ver.adv_log_probs[fresh])
                 robust[e] &= ~ok
                 att = todo.sum()
@@ -268,10 +322,30 @@ def run_attacks(
     return run
 
 
+@dataclass
+class _Keep:
+    """Which verified candidates of one (attack, budget) to write to ``spool``: the successful ones
+    among ``rows`` whose norm is at most ``within`` (those that can become a kept eps's example)."""
+
+    rows: np.ndarray
+    within: float
+    spool: ImageSpool
+
+
+def _keep(kept: list[float], robust: dict[float, np.ndarray], eps: list[float], budget: float | None,
+          spool: ImageSpool | None) -> _Keep | None:
+    """:class:`_Keep` for an attack at ``budget`` (None: minimum-norm, every eps), or None when no
+    eps it counts at keeps images."""
+    at = [e for e in ([budget] if budget is not None else eps) if e in kept]
+    if not at or spool is None:
+        return None
+    return _Keep(np.logical_or.reduce([robust[e] for e in at]), max(at), spool)
+
+
 def _attack_all(
     model: Model,
     attack: Attack,
-    x: np.ndarray,
+    x: Rows,
     y: np.ndarray,
     targets: np.ndarray | None,
     todo: np.ndarray,
@@ -282,15 +356,18 @@ def _attack_all(
     progress: Progress | None,
     shard: Shard,
     aim: np.ndarray | None = None,
+    keep: _Keep | None = None,
 ) -> tuple[Verified, np.ndarray, np.ndarray]:
     """Attack the ``todo`` samples in batches; return verdicts for all samples (others: x, failed).
 
     ``aim`` are the targets handed to the attack (default ``targets``); success is judged against
-    ``targets`` (None: any label change).  Sharded: this rank attacks its own batches only, then the
-    candidates are merged and verified block by block (:func:`_verify`)."""
+    ``targets`` (None: any label change).  One process verifies each block of ``batch_size`` samples
+    as soon as the attack batches covering it are done (:class:`_StreamVerifier`), so only about two
+    batches of candidates are ever held.  Sharded: this rank attacks its own batches only, then the
+    candidates are merged and verified block by block (:func:`_verify`).  The verdict's ``x_adv`` holds
+    the candidates ``keep`` asks for (:class:`~.store.AdversarialImages`; the others read as ``x``)."""
     aim = targets if aim is None else aim
     idx = np.flatnonzero(todo)
-    x_adv = x.copy()
     queries = np.zeros(len(x), dtype=np.int64)
     twin_fooled = np.zeros(len(x), dtype=bool)
     label = f"{attack.name}" + (f" eps={eps:g}" if eps is not None else "")
@@ -298,6 +375,8 @@ def _attack_all(
     chunks = [idx[start : start + batch_size] for start in range(0, len(idx), batch_size)]
     own = shard.mine(len(chunks))
     own_total = sum(len(chunks[j]) for j in own)
+    stream = _StreamVerifier(model, x, y, todo, targets, norm, eps, batch_size, keep) if shard.world == 1 else None
+    x_adv = None if stream is not None else np.array(x, dtype=np.float32, copy=True)
     done = 0
     for j in own:
         b = chunks[j]
@@ -305,20 +384,86 @@ def _attack_all(
         yb = torch.from_numpy(y[b]).to(model.device)
         tb = None if aim is None else torch.from_numpy(aim[b]).to(model.device)
         out = attack(model, xb, yb, eps=eps, norm=attack_norm, targets=tb, seed=_batch_seed(seed, attack.name, eps, int(b[0])))
-        x_adv[b] = out.x_adv.cpu().numpy()
+        candidates = out.x_adv.cpu().numpy()
         queries[b] = out.queries.cpu().numpy()
         if attack.uses_gradients and model.format == "onnx":  # TorchScript, torch.export: twin == runtime
             with torch.no_grad():
                 pred = model.logits(out.x_adv).argmax(dim=1).cpu().numpy()
             twin_fooled[b] = pred != y[b] if targets is None else pred == targets[b]
+        if stream is not None:  # every todo row before the next chunk's first one is attacked now
+            stream.add(b, candidates)
+            stream.verify_until(int(chunks[j + 1][0]) if j + 1 < len(chunks) else len(x))
+        else:
+            assert x_adv is not None
+            x_adv[b] = candidates
         done += len(b)
         if progress is not None:  # sharded: this rank's share
             progress(label, done, own_total)
     if own_total == 0 and progress is not None:
         progress(label, 0, 0)
+    if stream is not None:
+        return stream.finish(), queries, twin_fooled
+    assert x_adv is not None
     shard.merge(shard.rows(chunks), x_adv, queries, twin_fooled)
     ver = _verify(model, x, x_adv, y, todo, targets, None if eps is None else norm, eps, batch_size, shard)
-    return ver, queries, twin_fooled
+    images = AdversarialImages(x, None if keep is None else keep.spool)
+    if keep is not None:
+        measured = ver.linf if norm == "linf" else ver.l2
+        images.take(ver.success & keep.rows & (measured <= keep.within), ver.x_adv)
+    return Verified(images, ver.adv_labels, ver.adv_log_probs, ver.success, ver.linf, ver.l2), queries, twin_fooled
+
+
+class _StreamVerifier:
+    """Verifies candidates block by block (``[0, b)``, ``[b, 2b)``, ... with ``b = batch_size``: the
+    blocks, and so the runtime's batches, of verifying all samples at once) as the attack delivers
+    them, keeping per-sample verdicts and spooling the candidates ``keep`` asks for."""
+
+    def __init__(
+        self, model: Model, x: Rows, y: np.ndarray, todo: np.ndarray, targets: np.ndarray | None, norm: str,
+        eps: float | None, batch_size: int, keep: _Keep | None,
+    ) -> None:
+        self.model, self.x, self.y, self.todo, self.targets = model, x, y, todo, targets
+        self.norm, self.eps, self.batch_size, self.keep = norm, eps, batch_size, keep
+        self.images = AdversarialImages(x, None if keep is None else keep.spool)
+        self.next = 0  # first sample of the next block to verify
+        self.rows = np.zeros(0, dtype=np.int64)  # attacked, not yet verified (ascending)
+        self.candidates = np.zeros((0, *x.shape[1:]), dtype=np.float32)
+        self.parts: list[tuple[np.ndarray, ...]] = []
+
+    def add(self, rows: np.ndarray, candidates: np.ndarray) -> None:
+        self.rows = np.concatenate([self.rows, rows])
+        self.candidates = np.concatenate([self.candidates, candidates.astype(np.float32, copy=False)])
+
+    def verify_until(self, bound: int) -> None:
+        """Verify every block that ends at or before sample ``bound`` (all todo rows below it attacked)."""
+        n = len(self.x)
+        while self.next < n and min(self.next + self.batch_size, n) <= bound:
+            s, e = self.next, min(self.next + self.batch_size, n)
+            xb = np.asarray(self.x[s:e])
+            candidates = xb.copy()
+            k = int(np.searchsorted(self.rows, e))
+            candidates[self.rows[:k] - s] = self.candidates[:k]
+            self.rows, self.candidates = self.rows[k:], self.candidates[k:]
+            targets = None if self.targets is None else self.targets[s:e]
+            norm = None if self.eps is None else self.norm
+            v = verify(
+                self.model, xb, candidates, self.y[s:e], self.todo[s:e], targets, norm, self.eps, self.batch_size
+            )
+            if self.keep is not None:
+                measured = v.linf if self.norm == "linf" else v.l2
+                wanted = np.flatnonzero(v.success & self.keep.rows[s:e] & (measured <= self.keep.within))
+                self.images.put(s + wanted, v.x_adv[wanted])
+            self.parts.append((v.adv_labels, v.adv_log_probs, v.success, v.linf, v.l2))
+            self.next = e
+
+    def finish(self) -> Verified:
+        self.verify_until(len(self.x))
+        if not self.parts:  # no samples
+            empty = np.asarray(self.x[0:0])
+            v = verify(self.model, empty, empty, self.y[:0], self.todo[:0], None, None, None, self.batch_size)
+            self.parts.append((v.adv_labels, v.adv_log_probs, v.success, v.linf, v.l2))
+        labels, log_probs, success, linf, l2 = (np.concatenate(cols) for cols in zip(*self.parts))
+        return Verified(self.images, labels, log_probs, success, linf, l2)
 
 
 def _prediction(p: Prediction) -> tuple[np.ndarray, np.ndarray]:
@@ -329,10 +474,14 @@ def _blocks(
     shard: Shard, n: int, size: int, compute: Callable[[int, int], tuple[np.ndarray, ...]]
 ) -> tuple[np.ndarray, ...]:
     """Per-sample arrays computed block by block (``[0, size)``, ``[size, 2 size)``, ...): one
-    process computes all rows at once (the same batches inside), a rank its own blocks, merged."""
-    if shard.world == 1:
-        return compute(0, n)
+    process computes them one after the other (the batches of computing all rows at once; only one
+    block of inputs in memory), a rank its own blocks, merged."""
     starts = list(range(0, n, size))
+    if shard.world == 1:
+        if not starts:
+            return compute(0, 0)
+        parts = [compute(s, min(s + size, n)) for s in starts]
+        return parts[0] if len(parts) == 1 else tuple(np.concatenate(cols) for cols in zip(*parts))
     parts = shard.map(lambda s: compute(s, min(s + size, n)), starts)
     if not parts:
         return compute(0, 0)
@@ -340,7 +489,7 @@ def _blocks(
 
 
 def _verify(
-    model: Model, x: np.ndarray, x_adv: np.ndarray, y: np.ndarray, todo: np.ndarray, targets: np.ndarray | None,
+    model: Model, x: Rows, x_adv: np.ndarray, y: np.ndarray, todo: np.ndarray, targets: np.ndarray | None,
     norm: str | None, eps: float | None, batch_size: int, shard: Shard,
 ) -> Verified:
     """:func:`verify` over all samples, each rank verifying its own blocks of ``batch_size``."""
@@ -352,4 +501,7 @@ def _verify(
     return Verified(*_blocks(shard, len(x), batch_size, block))
 
 
-__all__ = ["AttackRow", "AttackRun", "choose_targets", "default_eps", "norms", "resolve_eps", "run_attacks"]
+__all__ = [
+    "AttackRow", "AttackRun", "AttackUnit", "UnitStore", "choose_targets", "default_eps", "norms", "resolve_eps",
+    "run_attacks",
+]

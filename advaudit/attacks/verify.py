@@ -9,6 +9,7 @@ Runtime for ``.onnx``) on those exact values.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,19 +37,44 @@ def finalise(x: np.ndarray, x_adv: np.ndarray, lo: float, hi: float, norm: str |
             delta = delta * scale.reshape(-1, *([1] * (delta.ndim - 1)))
     out = np.clip(x64 + delta, lo, hi).astype(np.float32)
     if norm is not None and eps is not None:
-        # float32 rounding can only move a value by one ulp; step back towards x where it overshot.
-        linf, l2 = norms(out.astype(np.float64) - x64)
-        over = (linf > eps) if norm == "linf" else (l2 > eps)
-        if over.any():
-            out[over] = x[over]
+        out = _within_budget(x, out, norm, eps)
+    return out
+
+
+def _within_budget(x: np.ndarray, out: np.ndarray, norm: str, eps: float, tries: int = 4) -> np.ndarray:
+    """``out`` with float32 rounding overshoots taken back: each coordinate that ended up outside the
+    Linf budget moves one ulp towards ``x`` (rounding moves a value by at most half an ulp); an L2
+    overshoot is shrunk towards ``x`` by a hair more.  A sample still over after ``tries`` rounds (never
+    seen) falls back to ``x`` itself."""
+    x64 = x.astype(np.float64)
+    for _ in range(tries):
+        delta = out.astype(np.float64) - x64
+        if norm == "linf":
+            bad = np.abs(delta) > eps
+            if not bad.any():
+                return out
+            out[bad] = np.nextafter(out[bad], x[bad])
+        else:
+            l2 = np.sqrt((delta.reshape(len(delta), -1) ** 2).sum(axis=1))
+            over = l2 > eps
+            if not over.any():
+                return out
+            shrink = (1.0 - 1e-6) * eps / l2[over]
+            out[over] = (x64[over] + delta[over] * shrink.reshape(-1, *([1] * (delta.ndim - 1)))).astype(np.float32)
+    linf, l2 = norms(out.astype(np.float64) - x64)
+    over = (linf > eps) if norm == "linf" else (l2 > eps)
+    out[over] = x[over]
     return out
 
 
 @dataclass
 class Verified:
-    """Deployment-runtime verdicts for a batch of candidates."""
+    """Deployment-runtime verdicts for a batch of candidates.
 
-    x_adv: np.ndarray
+    ``x_adv`` is an array here; the attack runner's verdicts over a whole data set hold an
+    :class:`~advaudit.attacks.store.AdversarialImages` instead (the candidates it keeps, on disk)."""
+
+    x_adv: Any
     adv_labels: np.ndarray
     adv_log_probs: np.ndarray
     success: np.ndarray

@@ -19,6 +19,7 @@ import yaml
 from ..data.loaders import LABELS_FROM_NAME
 from ..errors import UsageError
 from ..report.schema import json_path, load_schema
+from ..safeio import parse_yaml, read_text
 from .gates import GateSpec, parse_gate
 
 HEADLINE = {"attack": "robust_accuracy", "defense": "robust_accuracy", "scan-backdoor": "verdict", "detect": "auroc"}
@@ -110,15 +111,15 @@ def load_config(path: str | Path, *, text: str | None = None) -> AuditConfig:
     """Read and validate ``path`` (``text`` overrides the file's content, for tests)."""
     p = Path(path)
     if text is None:
-        if not p.is_file():
-            raise ConfigError(f"audit configuration {p} not found", "write a starter file with 'advaudit audit --init'")
-        text = p.read_text()
+        text = read_text(p, "audit configuration", error=ConfigError, max_bytes=16 * 2**20, missing=(
+            f"audit configuration {p} not found", "write a starter file with 'advaudit audit --init'"))
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text, str(p), error=ConfigError)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{p}:{mark.line + 1}" if mark else str(p)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # YAML's problems span lines
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping with 'steps' (and optionally 'gates')", "see 'advaudit audit --init'")
     found = _schema_error(data)
@@ -129,7 +130,24 @@ def load_config(path: str | Path, *, text: str | None = None) -> AuditConfig:
     return _build(p, data, text)
 
 
+INTEGER_KEYS = frozenset({"batch_size", "eot", "eval_draws", "lcr_mutations", "max_mutations", "n", "offset", "seed",
+                          "steps", "target", "workers", "version", "resize", "crop"})
+"""Keys the schema types as integers (or lists of them): JSON Schema also calls 6.0 an integer."""
+
+
+def _integers(data: dict[str, Any]) -> None:
+    """``n: 6.0`` -> ``n: 6`` (top level and in each step), so counts stay Python ints downstream."""
+    for node in [data, *(s for s in data.get("steps", []) if isinstance(s, dict))]:
+        for key in INTEGER_KEYS & set(node):
+            value = node[key]
+            if isinstance(value, float) and value.is_integer():
+                node[key] = int(value)
+            elif isinstance(value, list):
+                node[key] = [int(v) if isinstance(v, float) and v.is_integer() else v for v in value]
+
+
 def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
+    _integers(data)
     base = p.resolve().parent
     raw = copy.deepcopy(data)
     raw.setdefault("version", 1)
@@ -193,6 +211,8 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
         except UsageError as exc:
             raise ConfigError(f"{where(['gates', j])}: {exc.message}", exc.hint) from None
     tolerance = float(data.get("baseline", {}).get("tolerance", DEFAULT_TOLERANCE))
+    if not 0.0 <= tolerance <= 1.0:  # the schema's bounds let NaN through
+        raise ConfigError(f"{where(['baseline', 'tolerance'])}: {tolerance!r} is not a tolerance in [0, 1]")
     return AuditConfig(path=p, raw=raw, steps=steps, gates=gates, tolerance=tolerance, base_dir=base)
 
 

@@ -7,6 +7,7 @@ configuration that measures it.  ``robust_accuracy@0.10`` and ``robust_accuracy@
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ def parse_gate(text: str, steps: list[Mapping[str, Any]], headline: Mapping[str,
         threshold = value_text
         if op not in ("==", "!="):
             raise UsageError(f"gate {text!r} compares with {op} against {value_text!r}, which is not a number") from None
+    if isinstance(threshold, float) and not math.isfinite(threshold):
+        raise UsageError(f"gate {text!r}: the threshold {value_text!r} is not a finite number")
 
     by_name = {s["name"]: s for s in steps}
     prefix, dot, rest = token.partition(".")
@@ -93,7 +96,11 @@ def parse_gate(text: str, steps: list[Mapping[str, Any]], headline: Mapping[str,
         if step["kind"] not in AT_METRICS.get(base, ()):
             raise UsageError(f"gate {text!r}: {base} takes no '@'")
         eps = _eps_list(step) if base == "robust_accuracy" else None
-        if eps is not None and not any(abs(e - float(arg)) <= 1e-9 * max(1.0, abs(e)) for e in eps):
+        try:
+            at_eps = float(arg)
+        except ValueError:
+            raise UsageError(f"gate {text!r}: {arg!r} after '@' is not a number", "e.g. robust_accuracy@0.1") from None
+        if eps is not None and not any(abs(e - at_eps) <= 1e-9 * max(1.0, abs(e)) for e in eps):
             raise UsageError(f"gate {text!r}: step {step['name']!r} does not attack at eps {arg}", f"its eps: {', '.join(f'{e:g}' for e in eps)}")
     if isinstance(threshold, str) and base not in ("verdict", "suspected_targets"):
         raise UsageError(f"gate {text!r}: {base} is a number, not {threshold!r}")

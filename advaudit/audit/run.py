@@ -19,6 +19,8 @@ from .. import __version__
 from ..errors import AdvauditError, DataError
 from ..models import Model, load_model
 from ..report.writer import SCHEMA, base_report, model_section, versions, write_json
+from ..report.schema import validate_report
+from ..safeio import parse_json, read_text
 from .config import AuditConfig
 from .gates import evaluate_gates
 from .steps import RUNNERS, StepContext, StepResult
@@ -56,14 +58,18 @@ def environment(model: Model, workers: int) -> dict[str, Any]:
 def load_baseline(path: str | Path) -> dict[str, Any]:
     """The ``metrics`` of an earlier audit report (for the ratchet)."""
     p = Path(path)
+    text = read_text(p, "baseline", missing=(f"baseline {p} not found",
+                                             "give the report.json of an earlier 'advaudit audit'"))
     try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise DataError(f"baseline {p} not found", "give the report.json of an earlier 'advaudit audit'") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        doc = parse_json(text, f"baseline {p}")
+    except json.JSONDecodeError as exc:
         raise DataError(f"baseline {p} is not JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA or doc.get("kind") != "audit":
         raise DataError(f"baseline {p} is not an advaudit audit report", "give the report.json of an earlier 'advaudit audit'")
+    try:  # its metrics, model and meta are read below: they must have the published shape
+        validate_report(doc)
+    except DataError as exc:
+        raise DataError(f"baseline {p}: {exc.message}", exc.hint) from None
     return doc
 
 

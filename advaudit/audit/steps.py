@@ -86,10 +86,11 @@ def attack_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     choices, cascade = resolve_choices(step.get("suite"), step.get("attacks"))
     norm = step.get("norm", "linf")
     target = step.get("target")
+    keep = step.get("examples", True) or step.get("save_adversarial", True)
     run = run_attacks(
-        model, data.x, data.y, choices, _eps(model, step), norm=norm, cascade=cascade,
+        model, data.view, data.y, choices, _eps(model, step), norm=norm, cascade=cascade,
         target=None if target is None else str(target), batch_size=_batch_size(ctx, step),
-        seed=ctx.seed, progress=ctx.progress, shard=ctx.shard,
+        seed=ctx.seed, progress=ctx.progress, shard=ctx.shard, keep_adversarial="largest" if keep else "none",
     )
     report = attack_report(run, model, data, ctx.command, ctx.seed, [])
     artifacts: dict[str, str] = {}
@@ -174,7 +175,7 @@ def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     mutation = Mutation.parse(step.get("mutation", DEFAULT_MUTATION), step.get("radius")).check()
     sprt = {k: step[k] for k in ("alpha", "beta", "mu", "max_mutations") if k in step}
     ev, _, _ = evaluate_held_out(
-        model, clean.x, clean.y, adv.x, groups, cal, mutation, n_lcr=step.get("lcr_mutations", 200),
+        model, clean.view, clean.y, adv.view, groups, cal, mutation, n_lcr=step.get("lcr_mutations", 200),
         seed=ctx.seed, shard=ctx.shard, **sprt,
     )
     report = detect_evaluate_report(ev, model, clean, ctx.command, ctx.seed, adversarial={"source": source, "n": int(len(adv))})

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, final
+from typing import Any, Callable, ClassVar, Protocol, final
 
 import numpy as np
 import torch
@@ -31,6 +31,17 @@ from ..models import Model
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; the CLI draws it on stderr."""
+
+
+class SearchStore(Protocol):
+    """Where a scanner keeps its search state so that an interrupted scan continues exactly
+    (:class:`advaudit.checkpoint.SearchState`): arrays only, saved as units of work finish."""
+
+    def load(self) -> dict[str, np.ndarray] | None:
+        """The state an interrupted run saved last, or None."""
+
+    def save(self, arrays: dict[str, np.ndarray], finished: int, total: int) -> None:
+        """Keep the state after ``finished`` of ``total`` units (Neural Cleanse: labels)."""
 
 
 @dataclass
@@ -97,6 +108,8 @@ class ScanContext:
     generator: torch.Generator
     seed: int
     progress: Progress | None = None
+    state: SearchStore | None = None
+    """Optional: save and restore the search state (scanners that cannot resume ignore it)."""
 
     @property
     def lo(self) -> float:
@@ -143,8 +156,9 @@ class BackdoorScanner(ABC):
         *,
         seed: int = 0,
         progress: Progress | None = None,
+        state: SearchStore | None = None,
     ) -> ScanResult:
-        """Validate, freeze the weights, run the method, time it."""
+        """Validate, freeze the weights, run the method, time it (``state``: see :class:`ScanContext`)."""
         adopt_shape(model, x)
         k = check_model(model)
         shape = tuple(model.input_shape or ())
@@ -157,7 +171,7 @@ class BackdoorScanner(ABC):
                 )
         check_per_class(self.name, self.min_per_class, y, k)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        ctx = ScanContext(model, k, shape, gen, int(seed), progress)
+        ctx = ScanContext(model, k, shape, gen, int(seed), progress, state)
         module = model.torch_module()
         saved = [(p, p.requires_grad) for p in module.parameters()] if module is not None else []
         training = module.training if module is not None else False

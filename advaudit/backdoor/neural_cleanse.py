@@ -37,6 +37,11 @@ Departures from the reference code (documented in the README):
   ``reached: false`` (the reference code would save nothing).
 * The attack success rate reported per class is re-measured after the search in the deployment
   runtime (ONNX Runtime for ``.onnx``) on all clean images not already of that class.
+
+Interruption: with a :class:`~advaudit.backdoor.base.SearchStore` (``advaudit scan-backdoor
+--report``), the whole search state (masks, patterns, Adam moments, cost schedule, best triggers,
+the generator and the mini-batch order) is saved each time a label stops, and a resumed search
+continues from it exactly as an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ import torch.nn.functional as F
 
 from ..errors import UsageError
 from ..models import Model
-from .base import BackdoorScanner, ClassEvidence, ScanContext, ScanResult
+from .base import BackdoorScanner, ClassEvidence, ScanContext, ScanResult, SearchStore
 from .mad import ANOMALY_THRESHOLD, mad_outliers
 
 EPSILON = 1e-7  # the reference code's K.epsilon() in the tanh re-parametrisation
@@ -173,11 +178,13 @@ def reconstruct_triggers(
     config: NCConfig | None = None,
     generator: torch.Generator | None = None,
     progress: Callable[[int, int, int], None] | None = None,
+    state: SearchStore | None = None,
 ) -> Reconstruction:
     """Neural Cleanse's trigger search for all ``targets`` at once (see the module docstring).
 
     ``logits`` is a differentiable forward on canonical inputs; ``x`` the clean images (N, C, H, W);
-    ``progress(step, steps, labels_running)`` is called every 10 steps.
+    ``progress(step, steps, labels_running)`` is called every 10 steps; ``state`` keeps the search
+    state each time a label stops and, when it holds one, the search continues from there.
     """
     cfg = (config or NCConfig()).check()
     gen = generator or torch.Generator().manual_seed(0)
@@ -197,7 +204,13 @@ def reconstruct_triggers(
     tg_t = torch.from_numpy(tg).to(dev)
     b = min(cfg.batch_size, n)
     perm, pos = torch.randperm(n, generator=gen), 0
-    for step in range(cfg.steps):
+    first = 0
+    saved = state.load() if state is not None else None
+    if saved is not None:
+        first, pos, perm = _restore(
+            saved, gen, opt, [mask_t, pattern_t], sched, best_mask, best_pattern, active, steps_run
+        )
+    for step in range(first, cfg.steps):
         idx = np.flatnonzero(active)
         if len(idx) == 0:
             break
@@ -229,6 +242,9 @@ def reconstruct_triggers(
                 best_pattern[idx[improved]] = p.detach()[sel.to(dev)].cpu()
         steps_run[idx] += 1
         active[idx[stop]] = False
+        if state is not None and stop.any():
+            arrays = _snapshot(step + 1, pos, perm, gen, opt, [mask_t, pattern_t], sched, best_mask, best_pattern)
+            state.save({**arrays, "active": active, "steps_run": steps_run}, int((~active).sum()), k)
         if progress is not None and (step % 10 == 0 or not active.any()):
             progress(step + 1, cfg.steps, int(active.sum()))
     reached = np.isfinite(sched.reg_best)
@@ -240,6 +256,52 @@ def reconstruct_triggers(
     best_pattern[miss] = last_p[miss]
     l1 = best_mask.abs().sum(dim=(1, 2, 3)).numpy().astype(np.float64)
     return Reconstruction(tg, best_mask.numpy(), best_pattern.numpy(), l1, reached, steps_run, sched.cost.copy())
+
+
+def _snapshot(
+    step: int, pos: int, perm: torch.Tensor, gen: torch.Generator, opt: torch.optim.Optimizer,
+    params: list[torch.Tensor], sched: CostSchedule, best_mask: torch.Tensor, best_pattern: torch.Tensor,
+) -> dict[str, np.ndarray]:
+    """The search state after ``step`` steps as arrays (see :func:`_restore`)."""
+    out = {
+        "step": np.array(step), "pos": np.array(pos), "perm": perm.numpy().copy(),
+        "generator": gen.get_state().numpy().copy(),
+        "best_mask": best_mask.numpy().copy(), "best_pattern": best_pattern.numpy().copy(),
+    }
+    for i, p in enumerate(params):
+        out[f"param{i}"] = p.detach().cpu().numpy().copy()
+        for name, v in opt.state[p].items():
+            out[f"adam{i}.{name}"] = v.detach().cpu().numpy().copy() if torch.is_tensor(v) else np.array(v)
+    for name, v in vars(sched).items():
+        if isinstance(v, np.ndarray):
+            out[f"sched.{name}"] = v.copy()
+    return out
+
+
+def _restore(
+    a: dict[str, np.ndarray], gen: torch.Generator, opt: torch.optim.Optimizer, params: list[torch.Tensor],
+    sched: CostSchedule, best_mask: torch.Tensor, best_pattern: torch.Tensor, active: np.ndarray,
+    steps_run: np.ndarray,
+) -> tuple[int, int, torch.Tensor]:
+    """Put a :func:`_snapshot` back in place; returns ``(next step, pos, perm)``."""
+    gen.set_state(torch.from_numpy(a["generator"].copy()))
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(torch.from_numpy(a[f"param{i}"]).to(p.device))
+            prefix = f"adam{i}."
+            # Adam keeps its step count on the CPU, its moments beside the parameter
+            opt.state[p] = {
+                k[len(prefix):]: torch.from_numpy(v.copy()).to("cpu" if k == prefix + "step" else p.device)
+                for k, v in a.items() if k.startswith(prefix)
+            }
+        best_mask.copy_(torch.from_numpy(a["best_mask"]))
+        best_pattern.copy_(torch.from_numpy(a["best_pattern"]))
+    for name in list(vars(sched)):
+        if f"sched.{name}" in a:
+            setattr(sched, name, a[f"sched.{name}"].copy())
+    active[:] = a["active"]
+    steps_run[:] = a["steps_run"]
+    return int(a["step"]), int(a["pos"]), torch.from_numpy(a["perm"].copy())
 
 
 def stamp(x: np.ndarray, mask: np.ndarray, pattern: np.ndarray) -> np.ndarray:
@@ -312,6 +374,7 @@ class NeuralCleanse(BackdoorScanner):
             ctx.logits, xt, list(range(k)), value_range=(ctx.lo, ctx.hi), config=self.config(),
             generator=ctx.generator,
             progress=lambda s, total, running: ctx.report(f"neural-cleanse ({running} labels running)", s, total),
+            state=ctx.state,
         )
         ctx.report("neural-cleanse: attack success in the runtime", 0, 1)
         asr = trigger_asr(ctx.model, x, y, rec.masks, rec.patterns, rec.targets)

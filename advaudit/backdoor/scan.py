@@ -8,7 +8,7 @@ first trigger-reconstruction method's (Neural Cleanse), with each other method's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from ..errors import PluginError
 from ..models import Model
 from ..registry import get_registry
 from .base import BackdoorScanner, Progress, ScanResult, adopt_shape, check_model, check_per_class
+
+if TYPE_CHECKING:
+    from ..checkpoint import ScanUnits
 
 KIND = "backdoor-scanner"
 DEFAULT_ORDER = ("neural-cleanse", "mm-bd")
@@ -85,13 +88,25 @@ def scan_model(
     params: dict[str, dict[str, Any]] | None = None,
     seed: int = 0,
     progress: Progress | None = None,
+    units: ScanUnits | None = None,
 ) -> CombinedScan:
-    """Validate everything first (so bad input fails before any work), then run each method."""
+    """Validate everything first (so bad input fails before any work), then run each method.
+
+    ``units``: a scanner whose result it holds is not run again; each finished scanner is saved
+    there, and scanners that can resume (Neural Cleanse) keep their search state there as they go."""
     params = params or {}
     scanners = [build_scanner(m, params.get(m, {})) for m in methods]
     adopt_shape(model, x)
     k = check_model(model)
     for s in scanners:
         check_per_class(s.name, s.min_per_class, y, k)
-    results = [s.scan(model, x, y, seed=seed, progress=progress) for s in scanners]
+    results: list[ScanResult] = []
+    for s in scanners:
+        result = units.load(s.name) if units is not None else None
+        if result is None:
+            state = None if units is None else units.search(s.name)
+            result = s.scan(model, x, y, seed=seed, progress=progress, state=state)
+            if units is not None:
+                units.save(result)
+        results.append(result)
     return CombinedScan(results, sum(r.time_s for r in results))

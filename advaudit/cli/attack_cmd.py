@@ -9,6 +9,7 @@ import click
 
 from ..attacks.runner import AttackRun, build_attacks, resolve_eps, run_attacks
 from ..attacks.suites import SUITES, AttackChoice, resolve_choices
+from ..checkpoint import AttackUnits, Checkpoint, data_inputs, make_inputs
 from ..defenses import build_stack
 from ..defenses.defended import stack_spec
 from ..defenses.evaluate import evaluate_defense, parse_modes
@@ -18,7 +19,10 @@ from ..report import parse_gate
 from ..report.artifacts import example_grid_for_run, save_adversarial
 from ..report.attack_report import attack_markdown, attack_report, attack_table
 from ..report.defense_report import defense_markdown, defense_report, defense_table
-from .common import Output, ProgressBar, output_options, data_options, model_options, open_data, open_model
+from .common import (
+    Output, ProgressBar, check_outputs, data_options, model_options, open_data, open_model, output_options,
+)
+from .resume import check_resume, finish, interruptible, open_checkpoint, resume_option
 from .sharding import is_main_process, prepare_ranks, recorded_command, workers_option
 
 @click.command()
@@ -41,6 +45,7 @@ from .sharding import is_main_process, prepare_ranks, recorded_command, workers_
 @click.option("--eval-draws", "eval_draws", type=click.IntRange(min=1), help="With --defense: seeded draws of randomised defences to verify under (default 5; 1 for deterministic stacks).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True, help="Precision the iterative attacks search in (auto: bf16 where the CPU/GPU has native bf16). Success is always decided and verified in float32 / the deployment runtime.")
 @workers_option
+@resume_option
 @model_options
 @data_options
 @output_options
@@ -55,7 +60,13 @@ def attack(out: Output, **kw: Any) -> int:
     reported side by side: blind (adversarials made on the undefended model, then purified), bpda
     (gradients through the defence approximated) and bpda+eot (averaged over --eot random draws).
     Verification runs the real defences, then the deployment runtime.
+
+    With --report, every finished attack x eps is kept in REPORT.partial/ as it finishes; after
+    Ctrl-C or a kill (exit 130), the same command with --resume continues where it stopped.
     """
+    check_resume(kw)
+    check_outputs({"--report": kw["report_path"], "--save-adv": kw["save_adv"], "--examples": kw["examples"]},
+                  inputs=[kw["model"], kw["data_path"], kw["spec_file"]])
     gates = [parse_gate(g) for g in kw["fail_under"]]
     choices, cascade = _choices(kw["suite"], kw["attack_args"])
     if kw["targeted"] != (kw["target"] is not None):
@@ -66,10 +77,20 @@ def attack(out: Output, **kw: Any) -> int:
     if kw["defense_args"]:
         if kw["workers"] > 1:
             raise UsageError("--workers is not supported with --defense yet", "run the defence evaluation in one process")
+        if kw["resume"]:
+            raise UsageError("--resume is not supported with --defense yet", "run the defence evaluation again")
         prepare_ranks(out, kw, supported=False)
-        return _attack_defended(out, kw, choices, gates, seed)
+        return interruptible(
+            None, lambda: _attack_defended(out, kw, choices, gates, seed), "runs with --defense keep no checkpoint yet"
+        )
     prepare_ranks(out, kw)
+    return interruptible(kw["report_path"], lambda: _attack(out, kw, choices, cascade, gates, seed))
 
+
+def _attack(
+    out: Output, kw: dict[str, Any], choices: list[AttackChoice], cascade: bool, gates: list[Any], seed: int
+) -> int:
+    """The undefended attack run, checkpointed beside ``--report``."""
     out.info(f"loading {kw['model']} ...")
     model = open_model(kw)
     data = open_data(kw["data_path"], model, kw, out=out)
@@ -81,14 +102,20 @@ def attack(out: Output, **kw: Any) -> int:
         + f", {kw['norm']} eps {', '.join(f'{e:g}' for e in eps)}, batch size {kw['batch_size']}"
     )
     assert data.y is not None
+    inputs = make_inputs(
+        "attack", model, kw, seed, data=data_inputs(kw["data_path"], data.view, data.y),
+        attacks=[str(c) for c in choices], cascade=cascade, eps=eps,
+    )
+    ckpt = open_checkpoint(out, kw, "attack", inputs)
     if kw["workers"] > 1:
         out.info(f"sharding over {kw['workers']} worker processes")
     prepared = (model, data) if kw["workers"] == 1 else None  # spawned workers load their own
-    run = run_sharded(_attack_step, kw["workers"], kw, choices, eps, cascade, seed, out.quiet, prepared)
+    run = run_sharded(_attack_step, kw["workers"], kw, choices, eps, cascade, seed, out.quiet, prepared, ckpt)
     if not is_main_process():
         return EXIT_OK
     assert run is not None
     report = attack_report(run, model, data, ["advaudit", *recorded_command(sys.argv[1:])], seed, gates)
+    finish(ckpt, report, kw["resume"])
     out.report(kw["report_path"], report)
     if kw["save_adv"]:
         save_adversarial(kw["save_adv"], run, choices)
@@ -96,14 +123,18 @@ def attack(out: Output, **kw: Any) -> int:
     if kw["examples"]:
         example_grid_for_run(kw["examples"], run, model.spec.class_names, model.spec.range)
         out.info(f"wrote examples {kw['examples']}")
+    if ckpt is not None:
+        ckpt.finish()
     return _render(out, report, kw["fmt"], attack_markdown, attack_table)
 
 
 def _attack_step(
     kw: dict[str, Any], choices: list[AttackChoice], eps: list[float], cascade: bool, seed: int, quiet: bool,
-    prepared: tuple[Any, Any] | None = None, *, shard: Shard,
+    prepared: tuple[Any, Any] | None = None, ckpt: Checkpoint | None = None, *, shard: Shard,
 ) -> AttackRun:
-    """One rank's share of the attack (all of it in one process); every rank returns the whole run."""
+    """One rank's share of the attack (all of it in one process); every rank returns the whole run.
+
+    ``ckpt``: the run's checkpoint; every rank reuses its units, rank 0 alone saves new ones."""
     if prepared is None:
         model = open_model({**kw, "device": shard.device(kw["device"])})
         data = open_data(kw["data_path"], model, kw)
@@ -112,9 +143,17 @@ def _attack_step(
     assert data.y is not None
     with ProgressBar(Output(quiet=quiet or not shard.is_main)) as progress:
         return run_attacks(
-            model, data.x, data.y, choices, eps, norm=kw["norm"], cascade=cascade,
+            model, data.view, data.y, choices, eps, norm=kw["norm"], cascade=cascade,
             target=kw["target"], batch_size=kw["batch_size"], seed=seed, progress=progress, shard=shard,
+            units=None if ckpt is None else AttackUnits(ckpt.for_rank(shard.is_main)),
+            keep_adversarial=_keep_adversarial(kw, ckpt),
         )
+
+
+def _keep_adversarial(kw: dict[str, Any], ckpt: Checkpoint | None) -> str:
+    """Keep the adversarial images of the largest eps (in a temporary file) for --save-adv and
+    --examples, and in a checkpoint's units so that a --resume can still write them; else none."""
+    return "largest" if kw["save_adv"] or kw["examples"] or ckpt is not None else "none"
 
 
 def _attack_defended(out: Output, kw: dict[str, Any], choices: list[AttackChoice], gates: list[Any], seed: int) -> int:

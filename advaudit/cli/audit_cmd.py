@@ -16,7 +16,7 @@ from ..audit import REPORT_NAME, load_config, run_audit, starter
 from ..audit.config import ConfigError
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..report.writer import write_atomic
-from .common import Output, ProgressBar, output_options
+from .common import MAX_SEED, Output, ProgressBar, check_outputs, output_options
 from .sharding import recorded_command
 
 EXIT_INTERRUPTED = 130
@@ -30,7 +30,8 @@ EXTENSIONS = {"html": "report.html", "md": "report.md", "junit": "report.junit.x
 @click.option("--baseline", type=click.Path(dir_okay=False), help="report.json of an earlier audit: fail when a gated metric regresses beyond the tolerance.")
 @click.option("--tolerance", type=click.FloatRange(min=0, max=1), help="Regression allowed against --baseline (default: the config's baseline.tolerance, else 0.01).")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["html", "md", "junit", "json"]), help="Also render the report into REPORT_DIR (report.html, report.md, report.junit.xml); repeatable.")
-@click.option("--seed", type=int, help="Seed of every step (default: the config's seed, else 0).")
+@click.option("--seed", type=click.IntRange(0, MAX_SEED),
+              help="Seed of every step (default: the config's seed, else 0).")
 @click.option("--workers", type=click.IntRange(min=1), help="Processes the attack and detect steps shard their data across (default: the config's workers, else 1).")
 @click.option("--device", help="cpu or cuda (default: the config's device, else cpu).")
 @click.option("--resume", is_flag=True, help="Reuse the steps an interrupted audit already finished in REPORT_DIR.")
@@ -55,6 +56,9 @@ def audit(out: Output, **kw: Any) -> int:
         raise UsageError("missing MODEL", "advaudit audit MODEL --config audit.yaml (or --init for a starter config)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("advaudit audit starts its own worker processes", "run it without torchrun and give --workers N")
+    check_outputs(folders={"--report-dir": kw["report_dir"]}, inputs=[kw["model"], kw["config_path"]])
+    if kw["tolerance"] is not None and not 0.0 <= kw["tolerance"] <= 1.0:  # click's FloatRange lets NaN through
+        raise UsageError(f"--tolerance must be in [0, 1], got {kw['tolerance']:g}")
     config = load_config(kw["config_path"])
     report_dir = Path(kw["report_dir"])
     _check_writable(report_dir)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import click
 from click.core import ParameterSource
@@ -15,13 +16,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..data import AutoBatchSize, PreparedData, load_data, prepare, resolve_batch_size
 from ..data.batching import VALUES_PER_BATCH
-from ..data.loaders import FORMATS, LABELS_FROM_NAME
+from ..data.loaders import DEFAULT_MAX_INPUT_PIXELS, FORMATS, LABELS_FROM_NAME
+from ..errors import UsageError
 from ..report.writer import write_json
 
 if TYPE_CHECKING:  # torch loads only when a command opens a model (advaudit report never does)
     from ..models import Model
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+MAX_SEED = 2**32 - 1
+"""Largest --seed: numpy and torch take it, with room for the offsets derived seeds add."""
 
 
 @dataclass
@@ -52,6 +57,58 @@ class Output:
 
     def json(self, payload: Any) -> None:
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def check_outputs(
+    files: dict[str, Any] | None = None, folders: dict[str, Any] | None = None, inputs: Iterable[Any] = ()
+) -> None:
+    """Refuse, before any work, output paths a run could not write or should not: a file path that is a
+    folder (or a folder path that is a file), one below a file, one in a folder that cannot be written,
+    one that is also an input (``--report`` over the ``--data`` file) or names the same path as another
+    output.  ``files`` / ``folders`` map an option (``--report``) to its value (None: not given); creates
+    nothing, so a refused command leaves no trace.  Raises a one-line :class:`UsageError`."""
+    import os
+    import stat
+
+    def resolved(option: str, path: Any) -> Path:
+        try:
+            return Path(path).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a NUL byte
+            raise UsageError(f"cannot write {option} {str(path)[:200]}: {exc}") from None
+
+    ins: dict[Path, str] = {}
+    for item in inputs:
+        if item:
+            with contextlib.suppress(OSError, RuntimeError, ValueError):
+                ins[Path(item).resolve()] = str(item)
+    seen: dict[Path, str] = {}
+    for is_dir, table in ((False, files or {}), (True, folders or {})):
+        for option, path in table.items():
+            if not path:
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                if not (stat.S_ISREG(os.stat(path).st_mode) or stat.S_ISDIR(os.stat(path).st_mode)):
+                    continue  # a FIFO or device (--out /dev/stdout): written to as it is
+            target = resolved(option, path)
+            if target in ins:
+                raise UsageError(f"{option} {path} is also an input ({ins[target]})",
+                                 "write the output to another path")
+            if target in seen:
+                raise UsageError(f"{option} and {seen[target]} name the same path {path}",
+                                 "give each output its own path")
+            seen[target] = option
+            if not is_dir and target.is_dir():
+                raise UsageError(f"{option} {path} is a folder", "give a file path")
+            if is_dir and target.exists() and not target.is_dir():
+                raise UsageError(f"{option} {path} is a file", "give a folder")
+            parent = target.parent
+            while not parent.exists() and parent != parent.parent:
+                parent = parent.parent
+            if not parent.is_dir():
+                raise UsageError(f"cannot write {option} {path}: {parent} is not a folder", "give a path in a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"cannot write {option} {path}: {parent} is not writable",
+                                 "give a path you can write to")
 
 
 def compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
@@ -114,16 +171,25 @@ RESIZE_HELP = (
 CROP_HELP = (
     "Then cut out the central SxS (or HxW) pixels, as torchvision's CenterCrop. ImageNet: --resize 256 --crop 224."
 )
+MAX_PIXELS_HELP = (
+    "Refuse inputs that would decode to more values (pixels x channels) than this: any one image or sample, "
+    "and any array read into memory whole (compressed .npz, IDX, decoded images); checked before decoding. "
+    f"Uncompressed .npz files are memory-mapped: only their per-sample size counts. [default: 2**28 = "
+    f"{DEFAULT_MAX_INPUT_PIXELS:,}]"
+)
 
 data_options = compose(
     click.option("--data-format", type=click.Choice(FORMATS), help="Data format (default: from the path; cifar10-batch only when named)."),
     click.option("--labels", "labels_path", type=click.Path(dir_okay=False), help=LABELS_HELP),
     click.option("--n", "n", type=int, help="Use at most N samples."),
     click.option("--offset", default=0, show_default=True, type=int, help="Skip the first OFFSET samples."),
-    click.option("--seed", type=int, help="Random seed; with --n, picks a stratified random sample."),
+    click.option("--seed", type=click.IntRange(0, MAX_SEED),
+                 help="Random seed; with --n, picks a stratified random sample."),
     click.option("--resize", metavar="S|H,W", help=RESIZE_HELP),
     click.option("--crop", metavar="S|H,W", help=CROP_HELP),
     click.option("--batch-size", default=256, type=click.IntRange(min=1), callback=_batch_size, help=BATCH_HELP),
+    click.option("--max-input-pixels", "max_input_pixels", default=DEFAULT_MAX_INPUT_PIXELS, type=click.IntRange(min=1),
+                 metavar="N", help=MAX_PIXELS_HELP),
 )
 
 
@@ -182,10 +248,15 @@ def open_model(kw: dict[str, Any]) -> Model:
         spec=spec,
         spec_file=kw.get("spec_file"),
         device=kw.get("device") or "cpu",
-        max_size_mb=kw.get("max_model_size") or 2048.0,
+        max_size_mb=2048.0 if kw.get("max_model_size") is None else kw["max_model_size"],
     )
     model.set_search_precision(kw.get("precision") or "auto")
     return model
+
+
+def max_input_pixels(kw: dict[str, Any]) -> int:
+    """``--max-input-pixels`` from a command's options (the default where a command has none)."""
+    return int(kw.get("max_input_pixels") or DEFAULT_MAX_INPUT_PIXELS)
 
 
 def open_data(
@@ -211,6 +282,7 @@ def open_data(
             crop=kw.get("crop"),
             channels=channels,
             progress=progress_for(progress, f"loading {Path(path).name}"),
+            max_values=max_input_pixels(kw),
         )
     data = prepare(ds, model, need_labels=need_labels)
     if "batch_size" in kw:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import click
@@ -14,7 +15,7 @@ from ..defenses.purify import purify_array
 from ..errors import UsageError
 from ..report import write_atomic
 from ..spec import _normalise_field
-from .common import Output, ProgressBar, data_options, output_options, progress_for
+from .common import Output, ProgressBar, check_outputs, data_options, max_input_pixels, output_options, progress_for
 
 VQVAE_DEFAULT_BATCH = 128
 """train-vqvae's default --batch-size (fewer for large images)."""
@@ -44,6 +45,7 @@ def purify(out: Output, **kw: Any) -> None:
     """Apply a defence stack to DATA and write the purified images to an .npz."""
     if not str(kw["out_path"]).endswith(".npz"):
         raise UsageError(f"--out {kw['out_path']} must end in .npz")
+    check_outputs({"--out": kw["out_path"]}, inputs=[kw["data_path"]])
     stack = build_stack(kw["defense_args"])
     bounds = (0.0, 1.0)
     if kw["value_range"]:
@@ -95,8 +97,13 @@ def train_vqvae_cmd(out: Output, **kw: Any) -> None:
 
     if not str(kw["out_path"]).endswith(".safetensors"):
         raise UsageError(f"--out {kw['out_path']} must end in .safetensors")
-    if kw["noise"] < 0:
-        raise UsageError(f"--noise must be >= 0, got {kw['noise']}")
+    check_outputs({"--out": kw["out_path"]}, inputs=[kw["data_path"]])
+    for option, value, low in (("--noise", kw["noise"], 0.0), ("--beta", kw["beta"], 0.0), ("--lr", kw["lr"], None)):
+        if not (math.isfinite(value) and (value > 0 if low is None else value >= low)):  # NaN fails both
+            kind = "positive" if low is None else "non-negative"
+            raise UsageError(f"{option} must be a {kind} number, got {value:g}")
+    if kw["value_range"]:
+        _normalise_field("range", kw["value_range"])  # checked before training, whatever the data's dtype
     ds = _load(out, kw)
     x = _unit(ds.x, kw["value_range"])
     out.info(f"training a VQ-VAE on {len(x)} images of shape {tuple(x.shape[1:])} for {kw['epochs']} epochs")
@@ -121,7 +128,7 @@ def _load(out: Output, kw: dict[str, Any]) -> Any:
     with ProgressBar(out) as progress:
         return load_data(kw["data_path"], fmt=kw["data_format"], n=kw["n"], offset=kw["offset"] or 0, seed=kw["seed"],
                          labels_path=kw["labels_path"], resize=kw["resize"], crop=kw["crop"],
-                         progress=progress_for(progress, f"loading {kw['data_path']}"))
+                         progress=progress_for(progress, f"loading {kw['data_path']}"), max_values=max_input_pixels(kw))
 
 
 def _unit(x: np.ndarray, value_range: str | None) -> np.ndarray:

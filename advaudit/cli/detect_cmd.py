@@ -11,6 +11,8 @@ import numpy as np
 from rich.table import Table
 from rich.text import Text
 
+from ..checkpoint import Checkpoint, ChunkUnits, data_inputs, make_inputs
+from ..models.base import sha256_file
 from ..data import load_data, prepare
 from ..detect.evaluate import adversarial_groups, evaluate_held_out, roc_png
 from ..detect.lcr import DEFAULT_MUTATION, Calibration, LCRDetector, Mutation, calibrate as calibrate_lcr
@@ -20,7 +22,11 @@ from ..distributed import Shard, run_sharded
 from ..errors import EXIT_GATE, EXIT_OK, DataError
 from ..report import base_report
 from ..report.detect_report import detect_evaluate_report
-from .common import Output, compose, data_options, model_options, open_data, open_model, output_options
+from .common import (
+    Output, check_outputs, compose, data_options, max_input_pixels, model_options, open_data, open_model,
+    output_options,
+)
+from .resume import check_resume, finish, interruptible, open_checkpoint, resume_option
 from .sharding import is_main_process, prepare_ranks, recorded_command, workers_option
 
 MUTATION_HELP = (
@@ -81,11 +87,12 @@ def _mutation(kw: dict[str, Any]) -> Mutation:
 @click.pass_obj
 def calibrate(out: Output, **kw: Any) -> None:
     """Estimate kappa_nor (LCR of correctly classified clean inputs + one-sided 99% margin)."""
+    check_outputs({"--out": kw["out_path"]}, inputs=[kw["model"], kw["data_path"], kw["spec_file"]])
     mutation = _mutation(kw)
     model = open_model(kw)
     data = open_data(kw["data_path"], model, kw, out=out)
     assert data.y is not None
-    cal = calibrate_lcr(model, data.x, data.y, mutation, n_mutations=kw["n_mutations"], seed=kw["seed"] or 0)
+    cal = calibrate_lcr(model, data.view, data.y, mutation, n_mutations=kw["n_mutations"], seed=kw["seed"] or 0)
     cal.save(kw["out_path"])
     out.info(f"wrote {kw['out_path']}")
     out.out.print(
@@ -109,6 +116,8 @@ def calibrate(out: Output, **kw: Any) -> None:
 @click.pass_obj
 def run(out: Output, **kw: Any) -> int:
     """Detect adversarial inputs with the sequential probability ratio test."""
+    check_outputs({"--report": kw["report_path"]},
+                  inputs=[kw["model"], kw["inputs_path"], kw["calibration_path"], kw["spec_file"]])
     cal = Calibration.load(kw["calibration_path"])
     model = open_model(kw)
     cal.check_for(model)
@@ -117,7 +126,7 @@ def run(out: Output, **kw: Any) -> int:
         model, cal, alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"],
         max_mutations=kw["max_mutations"], seed=kw["seed"] or 0,
     )
-    res = det(data.x)
+    res = det(data.view)
     report = base_report(["advaudit", *sys.argv[1:]], kw["seed"] or 0)
     report.update(
         {
@@ -167,30 +176,51 @@ def run(out: Output, **kw: Any) -> int:
 @click.option("--report", "report_path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @workers_option
+@resume_option
 @model_options
 @data_options
 @output_options
 @click.pass_obj
-def evaluate(out: Output, **kw: Any) -> None:
-    """AUROC of LCR, kappa_nor vs kappa_adv per attack (Table 3), SPRT precision/recall/cost."""
+def evaluate(out: Output, **kw: Any) -> int:
+    """AUROC of LCR, kappa_nor vs kappa_adv per attack (Table 3), SPRT precision/recall/cost.
+
+    With --report, every finished chunk of inputs (calibration, LCR, SPRT) is kept in
+    REPORT.partial/; after Ctrl-C or a kill (exit 130), --resume continues where it stopped.
+    """
+    check_resume(kw)
+    check_outputs({"--roc": kw["roc_path"], "--report": kw["report_path"]},
+                  inputs=[kw["model"], kw["clean_path"], kw["adv_path"], kw["calibration_path"], kw["spec_file"]])
     prepare_ranks(out, kw)
+    return interruptible(kw["report_path"], lambda: _evaluate(out, kw))
+
+
+def _evaluate(out: Output, kw: dict[str, Any]) -> int:
+    """``detect evaluate`` (checkpointed beside ``--report``): figures, ROC, report, table."""
     seed = kw["seed"] or 0
     inputs = _evaluate_inputs(kw)  # bad input fails here, before any worker starts
+    model, clean, adv, groups, _ = inputs
+    ckpt = open_checkpoint(out, kw, "detect-evaluate", make_inputs(
+        "detect-evaluate", model, kw, seed, data=data_inputs(kw["clean_path"], clean.view, clean.y),
+        adversarial=data_inputs(kw["adv_path"], adv.view, groups.astype(str)),
+        calibration=sha256_file(kw["calibration_path"]) if kw["calibration_path"] else None,
+    ))
     if kw["workers"] > 1:
         out.info(f"sharding over {kw['workers']} worker processes")
-    ev = run_sharded(_evaluate_step, kw["workers"], kw, seed, out.quiet, inputs if kw["workers"] == 1 else None)
+    ev = run_sharded(_evaluate_step, kw["workers"], kw, seed, out.quiet, inputs if kw["workers"] == 1 else None, ckpt)
     if not is_main_process():
-        return
+        return EXIT_OK
     assert ev is not None
-    model, clean = inputs[0], inputs[1]
     report = detect_evaluate_report(ev, model, clean, ["advaudit", *recorded_command(sys.argv[1:])], seed)
+    finish(ckpt, report, kw["resume"])
     if kw["roc_path"]:
         roc_png(kw["roc_path"], ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
         out.info(f"wrote {kw['roc_path']}")
     out.report(kw["report_path"], report)
+    if ckpt is not None:
+        ckpt.finish()
     if kw["fmt"] == "json":
         out.json(report)
-        return
+        return EXIT_OK
     f = ev.figures
     t3 = f["table3"]
     mutation = Mutation.parse(f["mutation"]["operator"], f["mutation"]["radius"])
@@ -210,13 +240,14 @@ def evaluate(out: Output, **kw: Any) -> None:
         f"{s['ms_per_input']:.2f} ms per input",
         highlight=False,
     )
+    return EXIT_OK
 
 
 def _evaluate_inputs(kw: dict[str, Any], shard: Shard | None = None) -> tuple[Any, Any, Any, np.ndarray, Calibration | None]:
     """Model, clean data, adversarial data, their groups, and the calibration file if one is given."""
     model = open_model(kw if shard is None else {**kw, "device": shard.device(kw["device"])})
     clean = open_data(kw["clean_path"], model, kw)
-    adv = prepare(load_data(kw["adv_path"]), model, need_labels=False)
+    adv = prepare(load_data(kw["adv_path"], max_values=max_input_pixels(kw)), model, need_labels=False)
     if len(adv) == 0:
         raise DataError(f"{Path(kw['adv_path']).name} holds no adversarial examples")
     groups = adversarial_groups(kw["adv_path"], len(adv))
@@ -227,16 +258,24 @@ def _evaluate_inputs(kw: dict[str, Any], shard: Shard | None = None) -> tuple[An
     return model, clean, adv, groups, cal
 
 
-def _evaluate_step(kw: dict[str, Any], seed: int, quiet: bool, inputs: tuple | None = None, *, shard: Shard) -> Any:
-    """One rank's share of ``detect evaluate`` (all of it in one process); every rank returns the figures."""
+def _evaluate_step(
+    kw: dict[str, Any], seed: int, quiet: bool, inputs: tuple | None = None, ckpt: Checkpoint | None = None, *,
+    shard: Shard,
+) -> Any:
+    """One rank's share of ``detect evaluate`` (all of it in one process); every rank returns the figures.
+
+    ``ckpt``: the run's checkpoint; every rank reuses its chunks, rank 0 alone saves new ones."""
     model, clean, adv, groups, cal = inputs if inputs is not None else _evaluate_inputs(kw, shard)
     assert clean.y is not None
     ev, cal, half = evaluate_held_out(
-        model, clean.x, clean.y, adv.x, groups, cal, _mutation(kw), n_lcr=kw["lcr_mutations"], seed=seed, shard=shard,
+        model, clean.view, clean.y, adv.view, groups, cal, _mutation(kw), n_lcr=kw["lcr_mutations"], seed=seed,
+        shard=shard,
         alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"], max_mutations=kw["max_mutations"],
+        units=None if ckpt is None else ChunkUnits(ckpt.for_rank(shard.is_main)),
     )
     if half:
         Output(quiet=quiet or not shard.is_main).info(
-            f"calibrated on {half} clean inputs: kappa_nor {cal.kappa_nor:.4f}; evaluated on the other {len(clean.x) - half}"
+            f"calibrated on {half} clean inputs: kappa_nor {cal.kappa_nor:.4f}; "
+            f"evaluated on the other {len(clean) - half}"
         )
     return ev

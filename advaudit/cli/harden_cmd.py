@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from ..harden.train import METHODS, EpochStats
 from ..models import load_model
 from ..report import base_report, model_section
 from .attack_cmd import _progress
-from .common import Output, data_options, model_options, open_data, open_model, output_options
+from .common import Output, check_outputs, data_options, model_options, open_data, open_model, output_options
 
 EVAL_SUITES = ("quick", "standard")
 
@@ -68,6 +69,11 @@ def harden_cmd(out: Output, **kw: Any) -> int:
     """
     seed = 0 if kw["seed"] is None else kw["seed"]
     eps = kw["eps"]
+    for option, key, zero_ok in (("--lr", "lr", False), ("--step-size", "step_size", False), ("--beta", "beta", True),
+                                 ("--ramp", "ramp", True)):
+        value = kw[key]
+        if value is not None and not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):  # NaN too
+            raise UsageError(f"{option} must be a {'non-negative' if zero_ok else 'positive'} number, got {value:g}")
     suites = list(kw["eval_suites"]) or list(EVAL_SUITES)
     out_path = kw["out_path"] or _default_out(kw["model"])
     in_suffix, out_suffix = Path(kw["model"]).suffix.lower(), Path(out_path).suffix.lower()
@@ -75,6 +81,8 @@ def harden_cmd(out: Output, **kw: Any) -> int:
         raise UsageError(f"--out {out_path} changes the model format", f"the hardened model keeps MODEL's format: use a {in_suffix or '.pt'} file")
     if Path(out_path).resolve() == Path(kw["model"]).resolve():
         raise UsageError("--out is the input model", "write the hardened model to a new file")
+    check_outputs({"--out": out_path, "--report": kw["report_path"]},
+                  inputs=[kw["model"], kw["data_path"], kw["eval_path"], kw["spec_file"]])
 
     out.info(f"loading {kw['model']} ...")
     model = open_model(kw)
@@ -87,7 +95,8 @@ def harden_cmd(out: Output, **kw: Any) -> int:
 
     out.info(f"before: {len(test)} evaluation samples, suites {', '.join(suites)}, linf eps {eps:g}")
     with _progress(out) as progress:
-        before = evaluate_suites(model, test.x, test.y, eps, suites, batch_size=kw["batch_size"], seed=seed, progress=progress)
+        before = evaluate_suites(model, test.view, test.y, eps, suites, batch_size=kw["batch_size"], seed=seed,
+                                 progress=progress)
 
     out.info(f"training ({kw['method']}) on {len(train)} samples for {kw['epochs']} epochs ...")
 
@@ -104,16 +113,17 @@ def harden_cmd(out: Output, **kw: Any) -> int:
         )
     record = {"method": kw["method"], "eps": eps, "config": result.config, "source_sha256": model.sha256,
               "train_data": train.dataset.describe()}
-    export = export_hardened(model, result.module, out_path, test.x[:256], record)
+    export = export_hardened(model, result.module, out_path, test.view[:256], record)
     out.info(f"wrote {out_path} (export check: max rel diff {export['max_rel_diff']:.2g})")
 
-    hardened = load_model(out_path, spec=_spec_flags(kw), spec_file=kw.get("spec_file"), device=kw["device"])
+    hardened = load_model(out_path, spec=_spec_flags(kw), spec_file=kw.get("spec_file"), device=kw["device"] or "cpu")
     hardened.set_search_precision(kw["precision"])
     if hardened.input_shape is None and model.input_shape is not None:
         hardened.set_input_shape(model.input_shape)
     out.info("after: evaluating the exported model ...")
     with _progress(out) as progress:
-        after = evaluate_suites(hardened, test.x, test.y, eps, suites, batch_size=kw["batch_size"], seed=seed, progress=progress)
+        after = evaluate_suites(hardened, test.view, test.y, eps, suites, batch_size=kw["batch_size"], seed=seed,
+                                progress=progress)
 
     report = base_report(["advaudit", *sys.argv[1:]], seed)
     report.update({

@@ -13,22 +13,19 @@ from ..errors import EXIT_OK, DataError
 from ..report.render import FORMATS, render
 from ..report.schema import validate_report
 from ..report.writer import write_atomic
-from .common import Output, output_options
+from ..safeio import parse_json, read_text
+from .common import Output, check_outputs, output_options
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
     """Read and check a report: a readable JSON file holding a valid ``advaudit.report/1`` document."""
     p = Path(path)
+    if p.is_dir():
+        raise DataError(f"report {p} is a folder", "give the report.json inside it")
+    text = read_text(p, "report", missing=(
+        f"report {p} does not exist", "give the report.json of 'advaudit audit' or a command's --report file"))
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"report {p} does not exist", "give the report.json of 'advaudit audit' or a command's --report file") from None
-    except IsADirectoryError:
-        raise DataError(f"report {p} is a folder", "give the report.json inside it") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"cannot read report {p}: {exc}") from None
-    try:
-        report = json.loads(text)
+        report = parse_json(text, f"report {p}")
     except json.JSONDecodeError as exc:
         raise DataError(f"report {p} is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     validate_report(report)
@@ -53,6 +50,7 @@ def report(out: Output, report_path: str, fmt: str, out_path: str | None) -> int
     Image artifacts are read relative to REPORT.json's folder and embedded. Exit codes: 0 rendered,
     2 unreadable or invalid report (whatever the audit's verdict: 'advaudit audit' does the gating).
     """
+    check_outputs({"--out": out_path}, inputs=[report_path])
     data = load_report(report_path)
     text = render(data, fmt, Path(report_path).resolve().parent)
     if out_path:

@@ -12,11 +12,16 @@ from rich.text import Text
 
 from ..backdoor.images import write_trigger_pngs
 from ..backdoor.scan import method_names, scan_model
+from ..checkpoint import ScanUnits, data_inputs, make_inputs
 from ..data import default_batch_size
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..registry import get_registry
 from ..report.backdoor_report import scan_report
-from .common import Output, ProgressBar, data_options, model_options, open_data, open_model, output_options
+from .common import (
+    Output, ProgressBar, check_outputs, data_options, model_options, open_data, open_model, output_options,
+)
+from .resume import check_resume, finish, interruptible, open_checkpoint, resume_option
+from .sharding import recorded_command
 
 DEFAULT_N = 300
 NC_DEFAULT_BATCH = 32
@@ -33,6 +38,7 @@ NC_DEFAULT_BATCH = 32
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
 @click.option("--fail-on-backdoor", is_flag=True, help="Exit 1 on a 'backdoored' verdict (after writing the report).")
+@resume_option
 @model_options
 @data_options
 @output_options
@@ -47,9 +53,15 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
 
     --n defaults to 300 clean images; --batch-size is Neural Cleanse's mini-batch of clean images
     per step (default 32, fewer for inputs of over 262144 values). Exit codes: 0 clean (or no gate),
-    1 backdoored with --fail-on-backdoor, 2 bad input.
+    1 backdoored with --fail-on-backdoor, 2 bad input, 130 interrupted.
+
+    With --report, each finished scanner and, inside Neural Cleanse, the search state each time a
+    label finishes are kept in REPORT.partial/; after Ctrl-C or a kill, --resume continues.
     """
     out: Output = ctx.obj
+    check_resume(kw)
+    check_outputs({"--report": kw["report_path"]}, {"--triggers-dir": kw["triggers_dir"]},
+                  inputs=[kw["model"], kw["data_path"], kw["spec_file"]])
     methods = method_names(kw["method"])
     registry = get_registry()
     needs_data = any(registry.get("backdoor-scanner", m).min_per_class > 0 for m in methods)
@@ -73,6 +85,19 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
         nc_batch = kw["batch_size"] if batch_given else default_batch_size(model.input_shape, NC_DEFAULT_BATCH)
         params["neural-cleanse"]["batch_size"] = int(nc_batch)
     seed = kw["seed"] if kw["seed"] is not None else 0
+    return interruptible(kw["report_path"], lambda: _scan(out, kw, model, data, methods, params, seed))
+
+
+def _scan(
+    out: Output, kw: dict[str, Any], model: Any, data: Any, methods: list[str], params: dict[str, dict[str, Any]],
+    seed: int,
+) -> int:
+    """Run the scan (checkpointed beside ``--report``), write the report and the trigger images."""
+    inputs = make_inputs(
+        "scan-backdoor", model, kw, seed, methods=methods, params=params,
+        data=None if data is None else data_inputs(kw["data_path"], data.x, data.y),
+    )
+    ckpt = open_checkpoint(out, kw, "scan-backdoor", inputs)
     if data is not None:
         out.info(f"scanning {model.path.name} with {', '.join(methods)} on {len(data)} clean images")
     else:
@@ -81,8 +106,11 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
         scan = scan_model(
             model, None if data is None else data.x, None if data is None else data.y,
             methods=methods, params=params, seed=seed, progress=progress,
+            units=None if ckpt is None else ScanUnits(ckpt),
         )
-    report = scan_report(scan, model, data, ["advaudit", *sys.argv[1:]], seed, fail_on_backdoor=kw["fail_on_backdoor"])
+    command = ["advaudit", *recorded_command(sys.argv[1:])]
+    report = scan_report(scan, model, data, command, seed, fail_on_backdoor=kw["fail_on_backdoor"])
+    finish(ckpt, report, kw["resume"])
     if kw["triggers_dir"]:
         prim = scan.primary
         if prim.masks is None or prim.patterns is None:
@@ -95,6 +123,8 @@ def scan_backdoor(ctx: click.Context, **kw: Any) -> int:
             report["triggers_dir"] = kw["triggers_dir"]
             out.info(f"wrote {len(files)} trigger images to {kw['triggers_dir']}")
     out.report(kw["report_path"], report)
+    if ckpt is not None:
+        ckpt.finish()
     render(out, report, kw["fmt"])
     if kw["fail_on_backdoor"] and scan.verdict == "backdoored":
         return EXIT_GATE

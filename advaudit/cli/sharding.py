@@ -19,7 +19,8 @@ workers_option = click.option(
 
 
 def recorded_command(argv: list[str]) -> list[str]:
-    """The command line for the report, without ``--workers N`` (it does not change the results)."""
+    """The command line for the report, without ``--workers N`` and ``--resume`` (they do not change
+    the results: a resumed or sharded run's report equals a plain run's)."""
     out: list[str] = []
     skip = False
     for a in argv:
@@ -27,7 +28,7 @@ def recorded_command(argv: list[str]) -> list[str]:
             skip = False
         elif a == "--workers":
             skip = True
-        elif not a.startswith("--workers="):
+        elif not a.startswith("--workers=") and a != "--resume":
             out.append(a)
     return out
 

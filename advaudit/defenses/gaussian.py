@@ -21,6 +21,10 @@ def gaussian_kernel(sigma: float, truncate: float, dtype: torch.dtype, device: t
     return k / k.sum()
 
 
+
+MAX_RADIUS = 1024
+"""Widest kernel radius (sigma * truncate, in pixels) accepted."""
+
 class GaussianBlur(Defense):
     """Separable Gaussian low-pass filter per channel (reflect padding).
 
@@ -37,7 +41,11 @@ class GaussianBlur(Defense):
         for key in ("sigma", "sigma_x", "sigma_y"):
             v = self.params[key]
             need(v is None or (math.isfinite(v) and v >= 0), self.name, f"{key} must be >= 0, got {v}")
-        need(self.truncate > 0, self.name, f"truncate must be > 0, got {self.truncate}")
+        need(math.isfinite(self.truncate) and self.truncate > 0, self.name,
+             f"truncate must be > 0, got {self.truncate}")
+        widest = self.truncate * max(v for v in (self.sigma, self.sigma_x, self.sigma_y) if v is not None)
+        need(widest <= MAX_RADIUS, self.name,
+             f"sigma * truncate is {widest:g} pixels; a kernel radius above {MAX_RADIUS} is not a blur but a mean")
 
     def _sigmas(self) -> tuple[float, float]:
         sx = self.sigma if self.sigma_x is None else self.sigma_x

@@ -171,6 +171,13 @@ def load_vqvae(path: str | Path) -> tuple[VQVAENet, tuple[int, int, int], dict[s
     try:
         shape = tuple(int(s) for s in meta["input_shape"].split(","))
         hidden, codes, dim = int(meta["hidden"]), int(meta["codes"]), int(meta["dim"])
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"{p.name}: broken VQ-VAE file ({str(exc).splitlines()[0][:120]})") from None
+    if len(shape) != 3 or not all(1 <= v <= 65536 for v in shape):
+        raise ModelError(f"{p.name}: input_shape must be C,H,W, got {meta['input_shape'][:40]}")
+    if not (1 <= hidden <= 4096 and 2 <= codes <= 65536 and 1 <= dim <= 4096):  # checked before allocating
+        raise ModelError(f"{p.name}: broken VQ-VAE file (hidden {hidden}, codes {codes}, dim {dim})")
+    try:
         net = VQVAENet(shape[0], hidden, codes, dim)
         net.load_state_dict(tensors)
     except (KeyError, ValueError, RuntimeError, IndexError) as exc:
@@ -178,8 +185,6 @@ def load_vqvae(path: str | Path) -> tuple[VQVAENet, tuple[int, int, int], dict[s
     net.eval()
     for prm in net.parameters():
         prm.requires_grad_(False)
-    if len(shape) != 3:
-        raise ModelError(f"{p.name}: input_shape must be C,H,W, got {meta['input_shape']}")
     return net, (shape[0], shape[1], shape[2]), meta
 
 

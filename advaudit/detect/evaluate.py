@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from ..checkpoint import ChunkUnits, cached_map, chunk_key
+from ..data.views import concat_rows, take_rows
 from ..distributed import Shard
 from .lcr import (
     ADVERSARIAL, CHUNK, NORMAL, Calibration, Detections, LCRDetector, Mutation, auroc, calibrate, chunk_seed, chunk_starts,
@@ -55,21 +57,25 @@ def evaluate(
     n_lcr: int = 200,
     seed: int = 0,
     shard: Shard | None = None,
+    units: ChunkUnits | None = None,
     **sprt: Any,
 ) -> Evaluation:
     """Evaluate LCR and its SPRT on clean inputs against adversarial ones (grouped by attack).
 
     ``shard``: this process's share of a sharded run (default: one process); every rank must call
-    with the same arguments, and every rank returns the same figures."""
+    with the same arguments, and every rank returns the same figures.  ``units``: finished chunks
+    are kept there (one unit per chunk and set), and saved ones are reused instead of recomputed."""
     shard = shard or Shard.single()
     correct = model.predict(clean_x).labels == clean_y
-    normal = clean_x[correct]
-    groups = {str(g): adv_x[adv_groups == g] for g in dict.fromkeys(adv_groups.tolist())}
+    # sets of rows, still unconverted when the inputs are lazy views (advaudit.data.views)
+    normal = take_rows(clean_x, correct)
+    groups = {str(g): take_rows(adv_x, adv_groups == g) for g in dict.fromkeys(adv_groups.tolist())}
     if (~correct).any():  # wrongly labelled clean inputs, beside any WL set given in adv_x
-        groups["WL"] = np.concatenate([groups["WL"], clean_x[~correct]]) if "WL" in groups else clean_x[~correct]
+        wrong = take_rows(clean_x, ~correct)
+        groups["WL"] = concat_rows([groups["WL"], wrong]) if "WL" in groups else wrong
     mutation = calibration.mutation
     detector = LCRDetector(model, calibration, seed=seed, **sprt)
-    adv_all_x = np.concatenate([xs for xs in groups.values() if len(xs)]) if groups else clean_x[:0]
+    adv_all_x = concat_rows([xs for xs in groups.values() if len(xs)]) if groups else clean_x[:0]
     # one list of (what, set, first index) chunks over every set, dealt out together
     Key = tuple[str, str | None]
     sets: dict[Key, tuple[np.ndarray, int]] = {("lcr", None): (normal, seed)}
@@ -85,7 +91,8 @@ def evaluate(
         return detector.chunk(xs[s : s + CHUNK], s)
 
     results: dict[Key, list[Any]] = {key: [] for key in sets}
-    for (key, _), value in zip(tasks, shard.map(run, tasks)):
+    keys = [chunk_key(what, name, s) for (what, name), s in tasks]
+    for (key, _), value in zip(tasks, cached_map(shard, run, tasks, keys, units)):
         results[key].append(value)
 
     def lcr(key: Key) -> np.ndarray:
@@ -143,16 +150,23 @@ def evaluate_held_out(
     n_lcr: int = 200,
     seed: int = 0,
     shard: Shard | None = None,
+    units: ChunkUnits | None = None,
     **sprt: Any,
 ) -> tuple[Evaluation, Calibration, int]:
     """:func:`evaluate` with ``calibration``; without one, calibrate (``mutation``) on the first half of
     the clean inputs and evaluate on the other half.  Returns the evaluation, the calibration used and
-    how many clean inputs calibrated it (0 when one was given)."""
+    how many clean inputs calibrated it (0 when one was given).  ``units``: see :func:`evaluate`."""
     half = 0
     if calibration is None:
         half = len(clean_x) // 2
-        calibration = calibrate(model, clean_x[:half], clean_y[:half], mutation, n_mutations=n_lcr, seed=seed, shard=shard)
-    ev = evaluate(model, clean_x[half:], clean_y[half:], adv_x, adv_groups, calibration, n_lcr=n_lcr, seed=seed, shard=shard, **sprt)
+        calibration = calibrate(
+            model, take_rows(clean_x, slice(0, half)), clean_y[:half], mutation, n_mutations=n_lcr, seed=seed,
+            shard=shard, units=units,
+        )
+    ev = evaluate(
+        model, take_rows(clean_x, slice(half, None)), clean_y[half:], adv_x, adv_groups, calibration, n_lcr=n_lcr,
+        seed=seed, shard=shard, units=units, **sprt,
+    )
     return ev, calibration, half
 
 

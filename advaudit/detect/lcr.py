@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..checkpoint import ChunkUnits, cached_map, chunk_key
 from ..data.batching import default_batch_size
+from ..data.views import take_rows
 from ..distributed import Shard
 from ..errors import DataError, UsageError
 from ..models import Model
@@ -211,26 +213,38 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:
+        from ..safeio import parse_json, read_text
+
         p = Path(path)
+        text = read_text(p, "calibration file", max_bytes=16 * 2**20,
+                         missing=(f"calibration file not found: {p}", "make one with 'advaudit detect calibrate'"))
         try:
-            d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise DataError(f"calibration file not found: {p}", "make one with 'advaudit detect calibrate'") from None
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            d = parse_json(text, f"calibration file {p}")
+        except json.JSONDecodeError as exc:
             raise DataError(f"{p} is not a calibration file ({str(exc).splitlines()[0]})") from None
         if not isinstance(d, dict) or d.get("schema") != CALIBRATION_SCHEMA:
             raise DataError(f"{p} is not an advaudit calibration ({CALIBRATION_SCHEMA})")
         try:
             m = d["mutation"]
+            if not isinstance(m, dict):
+                raise TypeError("mutation")
             mutation = Mutation.parse(m["operator"], m["radius"], tuple(int(s) for s in m.get("mutants", ())))
-            return cls(
+            cal = cls(
                 kappa_nor=float(d["kappa_nor"]), lcr_mean=float(d["lcr_mean"]), lcr_std=float(d["lcr_std"]),
                 margin=float(d["margin"]), n_inputs=int(d["n_inputs"]), n_mutations=int(d["n_mutations"]),
                 mutation=mutation.check(), model_sha256=str(d["model_sha256"]), model_path=str(d["model_path"]),
                 seed=int(d["seed"]), extra=dict(d.get("extra", {})),
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{p} is a damaged calibration file (field {exc})") from None
+        except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
+            field_name = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+            raise DataError(f"{p} is a damaged calibration file (field {field_name})") from None
+        rates = {"kappa_nor": cal.kappa_nor, "lcr_mean": cal.lcr_mean, "lcr_std": cal.lcr_std, "margin": cal.margin}
+        bad = next((k for k, v in rates.items() if not (math.isfinite(v) and 0.0 <= v <= 1.0)), None)
+        if bad is not None or not (1 <= cal.n_inputs <= 10**12 and 1 <= cal.n_mutations <= 10**12):
+            what = f"{bad} = {rates[bad]:g} is not a rate in [0, 1]" if bad else "it counts no inputs or mutations"
+            raise DataError(f"{p} is a damaged calibration file ({what})",
+                            "calibrate again with 'advaudit detect calibrate'")
+        return cal
 
     def check_for(self, model: Model, mutation: Mutation | None = None) -> None:
         """Refuse to use this calibration for another model or other mutation settings."""
@@ -277,13 +291,17 @@ class _Sampler:
 
 def label_change_rates(
     model: Model, x: np.ndarray, mutation: Mutation, n_mutations: int = 200, seed: int = 0,
-    *, shard: Shard | None = None,
+    *, shard: Shard | None = None, units: ChunkUnits | None = None, stage: str = "lcr",
 ) -> np.ndarray:
     """LCR of each input estimated from ``n_mutations`` mutations (no early stopping).
 
-    Computed per chunk of :data:`CHUNK` inputs; ``shard`` spreads the chunks over processes."""
-    parts = (shard or Shard.single()).map(
-        lambda s: lcr_chunk(model, x[s : s + CHUNK], mutation, n_mutations, chunk_seed(seed, s)), chunk_starts(len(x))
+    Computed per chunk of :data:`CHUNK` inputs; ``shard`` spreads the chunks over processes;
+    ``units`` keeps finished chunks (keyed by ``stage`` and the chunk's start) and reuses saved ones."""
+    starts = chunk_starts(len(x))
+    parts = cached_map(
+        shard or Shard.single(),
+        lambda s: lcr_chunk(model, x[s : s + CHUNK], mutation, n_mutations, chunk_seed(seed, s)),
+        starts, [chunk_key(stage, s) for s in starts], units,
     )
     return np.concatenate(parts) if parts else np.zeros(0)
 
@@ -305,20 +323,24 @@ def calibrate(
     seed: int = 0,
     mutants: int = 50,
     shard: Shard | None = None,
+    units: ChunkUnits | None = None,
 ) -> Calibration:
     """Estimate kappa_nor = mean LCR of correctly classified inputs + one-sided 99% margin.
 
     The margin is z_0.99 * std / sqrt(n), but kappa_nor is never below 1 - 0.01^(1/N), the 99% upper
-    bound on the label change rate when none of the N = n * n_mutations mutations changed a label."""
+    bound on the label change rate when none of the N = n * n_mutations mutations changed a label.
+    ``units``: see :func:`label_change_rates` (stage ``calibrate``)."""
     mutation = (mutation or Mutation()).check().resolve(x)
     correct = model.predict(x).labels == y
     if correct.sum() < 10:
         raise DataError(f"only {int(correct.sum())} inputs are classified correctly; calibration needs at least 10")
     if mutation.kind == "model":
-        seeds = select_mutants(model, x, y, mutation.operator, mutation.radii[0], mutants, seed)
+        seeds = select_mutants(model, np.asarray(x), y, mutation.operator, mutation.radii[0], mutants, seed)
         mutation = Mutation(mutation.operator, mutation.radius, tuple(seeds))
         n_mutations = len(seeds)
-    lcr = label_change_rates(model, x[correct], mutation, n_mutations, seed, shard=shard)
+    lcr = label_change_rates(
+        model, take_rows(x, correct), mutation, n_mutations, seed, shard=shard, units=units, stage="calibrate"
+    )
     mean, std = float(lcr.mean()), float(lcr.std(ddof=1))
     # never below the exact one-sided 99% upper bound on a rate of which N draws showed no label
     # change (with a small kappa_nor and few inputs, a calibration can see none: 0 would be no test)

@@ -37,10 +37,10 @@ class SPRT:
             v = getattr(self, name)
             if not 0.0 < v < 0.5:
                 raise UsageError(f"--{name} must be in (0, 0.5), got {v:g}")
-        if self.mu <= 0:
-            raise UsageError(f"--mu must be positive, got {self.mu:g}")
-        if self.sigma <= 0:
-            raise UsageError(f"--sigma must be positive, got {self.sigma:g}")
+        if not (math.isfinite(self.mu) and self.mu > 0):  # NaN fails every comparison: test the good case
+            raise UsageError(f"--mu must be a positive number, got {self.mu:g}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise UsageError(f"--sigma must be a positive number, got {self.sigma:g}")
         if self.sigma >= self.mu * self.kappa_nor:
             raise UsageError(
                 f"--sigma {self.sigma:g} must be smaller than mu * kappa_nor = {self.mu * self.kappa_nor:.4g}",
@@ -48,6 +48,9 @@ class SPRT:
             )
         if self.p1 >= 1.0:
             raise UsageError(f"mu * kappa_nor + sigma = {self.p1:.4g} must be below 1", "lower --mu or --sigma")
+        if not (self.p0 > 0 and (1 - self.p1) / (1 - self.p0) < 1.0):  # rates too small for float arithmetic
+            raise UsageError(f"mu * kappa_nor = {self.mu * self.kappa_nor:.3g} is too small for the test to tell "
+                             "normal from adversarial inputs", "raise --mu")
         return self
 
     @property

@@ -35,6 +35,8 @@ def load_model(
     :mod:`advaudit.spec` for the order of the sources.
     """
     p = Path(path)
+    if not max_size_mb > 0:  # NaN too
+        raise ModelError(f"--max-model-size must be a positive number of MB, got {max_size_mb:g}")
     if not p.exists():
         raise ModelError(f"model file not found: {p}")
     if not p.is_file():
@@ -46,6 +48,7 @@ def load_model(
         )
     if p.stat().st_size == 0:
         raise ModelError(f"{p.name} is empty")
+    _check_device(device)
     opts = LoadOptions(
         spec_flags={k: v for k, v in (spec or {}).items() if v is not None},
         spec_file=spec_file,
@@ -65,6 +68,26 @@ def load_model(
     from .onnx_model import OnnxModel
 
     return OnnxModel(p, opts)
+
+
+def _check_device(device: str) -> None:
+    """``cpu``, or ``cuda`` / ``cuda:N`` on a machine that has that GPU; a one-line ModelError otherwise."""
+    import torch
+
+    hint = "use --device cpu, or cuda (cuda:N for one GPU)"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ModelError(f"unknown --device {device!r}", hint) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ModelError(f"--device {device} is not supported", hint)
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ModelError(f"--device {device} was asked for but no CUDA device is available", "use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise ModelError(f"--device {device}: this machine has {count} CUDA device(s)",
+                             f"use cuda:0..cuda:{count - 1}")
 
 
 def _is_pt2(path: Path) -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -28,12 +29,16 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..data.views import is_lazy
 from ..errors import ModelError
 from ..spec import InputSpec
 from . import precision as _precision
 
 PROBE_BATCH = 4
 PROB_SUM_TOL = 1e-3
+MAX_PROBE_VALUES = 2**28
+"""Most input values in one probe batch (1 GiB of float32): a model declaring larger inputs, or a fixed
+batch of them, is refused before anything is allocated (a hostile file can declare 100000x100000)."""
 
 
 @dataclass
@@ -91,6 +96,10 @@ class Model(ABC):
 
     format: str = "?"
     reduced_search: bool = False
+    runtime_decides: bool = False
+    """Whether the differentiable path only approximates the deployment runtime (a quantised graph's
+    twin can be one quantum off at rounding boundaries): attacks then take the runtime's logits for
+    every candidate before calling it a success (:meth:`search_logits`)."""
     """Whether a bf16 copy of :meth:`torch_module` computes the same function as :meth:`logits`
     (true for the plain ONNX twin and TorchScript module; wrappers that add computation say no)."""
 
@@ -166,12 +175,17 @@ class Model(ABC):
     def _batched(
         self, x: np.ndarray | torch.Tensor, batch_size: int, run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     ) -> Prediction:
-        xs = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        xs = np.ascontiguousarray(xs, dtype=np.float32)
+        if is_lazy(x):  # a lazily converted data set (advaudit.data.views): one batch in memory at a time
+            xs: Any = x
+        else:
+            xs = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+            xs = np.ascontiguousarray(xs, dtype=np.float32)
         if len(xs) == 0:
             k = self.num_classes or 0
             return Prediction(np.zeros(0, np.int64), np.zeros((0, k), np.float32), self.output_kind)
-        pairs = [run(xs[i : i + batch_size]) for i in range(0, len(xs), batch_size)]
+        pairs = [
+            run(np.ascontiguousarray(xs[i : i + batch_size], dtype=np.float32)) for i in range(0, len(xs), batch_size)
+        ]
         labels = np.concatenate([p[0] for p in pairs]).astype(np.int64, copy=False)
         outputs = np.concatenate([p[1] for p in pairs]).astype(np.float32, copy=False)
         return Prediction(labels, outputs, self.output_kind)
@@ -311,14 +325,23 @@ class Model(ABC):
     def search_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Differentiable logits to search with, for inputs whose true labels are ``y``.
 
-        In bf16, rows whose bf16 prediction differs from ``y`` (candidates for success, targeted or
-        not) take the exact values of their float32 logits, so success is only ever decided in
-        float32; their gradient is still the bf16 one (a straight-through correction).
+        Rows whose search prediction differs from ``y`` (candidates for success, targeted or not)
+        take exact values, with the search path's gradient (a straight-through correction), so
+        success is never decided on an approximation: in bf16 the float32 logits.  For a twin that
+        only approximates the runtime (:attr:`runtime_decides`, quantised graphs) every row takes the
+        deployment runtime's own logits (BPDA, Athalye et al. 2018: the forward pass of the deployed
+        model, the backward pass of its straight-through twin), so the search's losses, step-size
+        schedules and success decisions are those of the runtime.
         """
         module = self._search_module()
-        if module is None:
-            return self.logits(x)
-        return _exact_where_moved(self._reduced_forward(module, x), x, y, self.logits)
+        out = self.logits(x) if module is None else self._reduced_forward(module, x)
+        if self.runtime_decides:  # BPDA: the runtime's values, the twin's gradient, on every row
+            return out - out.detach() + self._runtime_logits(x)
+        return out if module is None else _exact_where_moved(out, x, y, self.logits)
+
+    def _runtime_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`logits` computed by the deployment runtime (no gradient)."""
+        return self._as_logits(torch.from_numpy(self.query(x.detach()).outputs)).to(x.device)
 
     def search_scores(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Log-probabilities to search with, no gradients (score-based attacks); same rule as
@@ -337,6 +360,14 @@ class Model(ABC):
             raise ModelError(
                 f"the input shape of {self.path.name} is unknown",
                 "pass --input-shape C,H,W (or give --data, or embed input_shape in the model's metadata)",
+            )
+        total = n * math.prod(self.input_shape)
+        if total > MAX_PROBE_VALUES:
+            raise ModelError(
+                f"{self.path.name} takes inputs of shape {tuple(self.input_shape)}"
+                + (f" in batches of {n}" if n > PROBE_BATCH else "")
+                + f": {total:,} values, more than advaudit handles ({MAX_PROBE_VALUES:,})",
+                "check the model's declared input shape, --input-shape and --layout",
             )
         rng = np.random.default_rng(seed)
         lo, hi = self.spec.range
@@ -369,8 +400,15 @@ class Model(ABC):
     def _after_shape_known(self) -> None:
         self._finish_probe()
 
-    def check_twin(self, forward: Callable[[torch.Tensor], torch.Tensor], tol: float = 1e-3) -> GradientInfo:
-        """Compare a differentiable forward with the deployment runtime on the probe batch."""
+    def check_twin(
+        self, forward: Callable[[torch.Tensor], torch.Tensor], tol: float = 1e-3, surrogate: bool = False
+    ) -> GradientInfo:
+        """Compare a differentiable forward with the deployment runtime on the probe batch.
+
+        An exact twin must agree within ``tol`` of the largest logit.  A ``surrogate`` (a quantised
+        graph's straight-through twin, whose values the runtime replaces during the search) must
+        only track the runtime: its relative error (:func:`surrogate_error`) at most ``tol``.
+        """
         probe = self.probe_inputs(max(PROBE_BATCH, self.fixed_batch or 0), seed=1)
         _, ref = self._run_deploy(probe)
         with torch.no_grad():
@@ -378,6 +416,16 @@ class Model(ABC):
         if got.shape != ref.shape:
             return GradientInfo(False, "none", f"differentiable twin returns shape {got.shape}, runtime {ref.shape}")
         diff = float(np.max(np.abs(got - ref)))
+        if surrogate:
+            error = surrogate_error(got, ref)
+            if not error <= tol:  # also catches NaN
+                return GradientInfo(
+                    False,
+                    "none",
+                    f"straight-through twin does not track the runtime (relative error {error:.3g} > {tol})",
+                    diff,
+                )
+            return GradientInfo(True, "", f"surrogate relative error {error:.3g} on the probe batch", diff)
         scale = max(1.0, float(np.max(np.abs(ref))))
         if not np.isfinite(diff) or diff > tol * scale:
             return GradientInfo(
@@ -409,6 +457,16 @@ class Model(ABC):
             },
             **self.details,
         }
+
+
+def surrogate_error(got: np.ndarray, ref: np.ndarray) -> float:
+    """||got - ref|| / ||ref - its per-row mean||: 0 for an exact twin, about 1.4 for an unrelated one.
+
+    Logits are defined up to a per-row constant only through softmax, and quantised graphs round at
+    every layer, so a twin whose values are a few quanta off still points its gradient the right way;
+    this measures how far off it is relative to the spread of the runtime's logits."""
+    spread = float(np.linalg.norm(ref - ref.mean(axis=1, keepdims=True)))
+    return float(np.linalg.norm(got - ref)) / max(spread, 1e-12)
 
 
 def flat_outputs(out: Any, n: int) -> torch.Tensor:

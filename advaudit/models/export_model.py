@@ -278,7 +278,8 @@ def check_archive(data: bytes, name: str, max_bytes: float) -> dict[str, Any]:
         extra = {rel[len("extra/"):]: read(rel).decode("utf-8") for rel in members if rel.startswith("extra/")}
     except ModelError:
         raise
-    except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
+    except (ValueError, RecursionError, TypeError, AttributeError, KeyError, IndexError) as exc:  # JSON, UTF-8 and
+        # the graph JSON's shape (a number where the checks expect a list or an object) are damage too
         raise ModelError(f"{name} is a damaged .pt2 archive ({_first_line(exc)})") from None
     if sample:
         try:  # the exact call torch makes first; it must succeed so torch never falls back to weights_only=False
@@ -436,7 +437,7 @@ class ExportedProgramModel(Model):
         if extra.get(EXTRA_FILE):
             try:
                 metadata = json.loads(extra[EXTRA_FILE])
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 raise ModelError(f"{path.name}: the embedded {EXTRA_FILE} is not valid JSON") from None
             if not isinstance(metadata, dict):
                 raise ModelError(f"{path.name}: the embedded {EXTRA_FILE} must be a JSON object")

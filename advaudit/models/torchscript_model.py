@@ -8,9 +8,12 @@ or from the data.
 from __future__ import annotations
 
 import copy
+import io
 import json
+import pickle
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +88,113 @@ def _logits_function(module: Any) -> tuple[Any, str, str] | None:
     return fn, activation, source.debugName()
 
 
+_ITEM_SIZES = {
+    "Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2, "Char": 1, "Byte": 1,
+    "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16, "QInt8": 1, "QUInt8": 1, "QInt32": 4,
+    "float64": 8, "double": 8, "float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "int64": 8,
+    "long": 8, "int32": 4, "int": 4, "int16": 2, "short": 2, "int8": 1, "uint8": 1, "bool": 1, "complex64": 8,
+    "complex128": 16, "qint8": 1, "quint8": 1, "qint32": 4,
+}
+"""Bytes per element of a storage type (``torch.FloatStorage``) or dtype (``torch.float32``) in a pickle."""
+_PICKLED_RECORDS = {"data.pkl": "data", "constants.pkl": "constants"}  # traced_inputs/ is written empty, never read
+
+
+class _Storage:
+    def __init__(self, pid: Any) -> None:
+        self.pid = pid
+
+
+class _InertUnpickler(pickle.Unpickler):
+    """Reads a TorchScript pickle without importing or calling anything: every global is an inert stub
+    class, every storage reference (``persistent_load``) a :class:`_Storage`.  Collects the storages and
+    the arguments of ``_rebuild_tensor_v2`` calls, so their sizes can be checked against the archive."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.storages: list[Any] = []
+        self.tensors: list[tuple[Any, ...]] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        tensors = self.tensors
+
+        class Stub:
+            qualname = full
+
+            def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+                if full in ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor"):
+                    tensors.append(args)
+                return object.__new__(cls)
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                pass
+
+            def __setstate__(self, state: Any) -> None:
+                pass
+
+            def __setitem__(self, key: Any, value: Any) -> None:
+                pass
+
+            def append(self, value: Any) -> None:
+                pass
+
+            def extend(self, values: Any) -> None:
+                pass
+
+        return Stub
+
+    def persistent_load(self, pid: Any) -> Any:
+        self.storages.append(pid)
+        return _Storage(pid)
+
+
+def check_storages(path: Path, members: dict[str, int]) -> None:
+    """Refuse an archive whose tensors need more bytes than their records hold: ``torch.jit.load`` reads
+    past the end of a short record (a crash of the whole process, not an exception)."""
+    roots = {name.split("/", 1)[0] for name in members if "/" in name}
+    for root in roots:
+        for pkl, folder in _PICKLED_RECORDS.items():
+            name = f"{root}/{pkl}"
+            if name not in members:
+                continue
+            with zipfile.ZipFile(path) as zf:
+                data = zf.read(name)
+            reader = _InertUnpickler(data)
+            try:
+                reader.load()
+            except Exception as exc:  # noqa: BLE001 - a pickle this simple reader cannot follow is not TorchScript's
+                raise ModelError(f"cannot load TorchScript model {path.name}: {pkl} is damaged "
+                                 f"({(str(exc) or type(exc).__name__).splitlines()[0][:120]})") from None
+            for pid in reader.storages:
+                if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+                    raise ModelError(f"cannot load TorchScript model {path.name}: {pkl} has a malformed storage")
+                stype, key, numel = pid[1], str(pid[2]), pid[4]
+                kind = getattr(stype, "qualname", "").removeprefix("torch.").removesuffix("Storage")
+                size = _ITEM_SIZES.get(kind)
+                record = f"{root}/{folder}/{key}"
+                if not isinstance(numel, int) or numel < 0 or record not in members or (
+                        size is not None and numel * size > members[record]):
+                    raise ModelError(f"cannot load TorchScript model {path.name}: storage {folder}/{key[:40]} does not "
+                                     f"hold the {numel if isinstance(numel, int) else '?'} values its tensors need")
+            for args in reader.tensors:
+                _check_view(path, args)
+
+
+def _check_view(path: Path, args: tuple[Any, ...]) -> None:
+    """A tensor view (storage, offset, size, stride) must lie inside its storage."""
+    if len(args) < 4 or not isinstance(args[0], _Storage):
+        return
+    numel = args[0].pid[4] if isinstance(args[0].pid, tuple) and len(args[0].pid) >= 5 else None
+    offset, size, stride = args[1], args[2], args[3]
+    if not (isinstance(numel, int) and isinstance(offset, int) and isinstance(size, tuple) and isinstance(stride, tuple)
+            and len(size) == len(stride) and all(isinstance(v, int) for v in (*size, *stride))):
+        raise ModelError(f"cannot load TorchScript model {path.name}: a tensor has a malformed shape")
+    if any(v < 0 for v in (offset, *size, *stride)):
+        raise ModelError(f"cannot load TorchScript model {path.name}: a tensor has a negative size or stride")
+    if all(size) and offset + sum((n - 1) * st for n, st in zip(size, stride)) + 1 > numel:
+        raise ModelError(f"cannot load TorchScript model {path.name}: a tensor reaches past the end of its storage")
+
+
 class TorchScriptModel(Model):
     """A TorchScript classifier; gradients are native."""
 
@@ -99,6 +209,20 @@ class TorchScriptModel(Model):
                 f"{path.name} is not a TorchScript archive",
                 "advaudit loads TorchScript (torch.jit.save) or ONNX; export pickled checkpoints to one of them",
             )
+        try:  # torch reads each record whole: bound what the archive inflates to (a zip bomb)
+            with zipfile.ZipFile(path) as zf:
+                members = {info.filename: info.file_size for info in zf.infolist()}
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+            raise ModelError(f"cannot load TorchScript model {path.name}: {text}") from None
+        if sum(members.values()) > opts.max_size_mb * 2**20:
+            raise ModelError(f"{path.name} unpacks to more than {opts.max_size_mb:.3g} MB",
+                             "raise it with --max-model-size")
+        try:
+            check_storages(path, members)
+        except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+            text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+            raise ModelError(f"cannot load TorchScript model {path.name}: {text}") from None
         extra = {EXTRA_FILE: ""}
         try:
             with warnings.catch_warnings():  # torch >= 2.10 flags torch.jit as deprecated
@@ -111,7 +235,7 @@ class TorchScriptModel(Model):
         if extra[EXTRA_FILE]:
             try:
                 metadata = json.loads(extra[EXTRA_FILE])
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
                 raise ModelError(f"{path.name}: the embedded {EXTRA_FILE} is not valid JSON") from None
             if not isinstance(metadata, dict):
                 raise ModelError(f"{path.name}: the embedded {EXTRA_FILE} must be a JSON object")

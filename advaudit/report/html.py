@@ -157,13 +157,16 @@ def embed_image(base_dir: Path, rel: str | None, name: str, caption: str = "", t
     """``<figure>`` with the artifact as a data URI, or a visible note when it cannot be embedded."""
     if not rel:
         return f'<div class="missing">No {e(name)} image in this report.</div>'
-    path = _resolve(base_dir, rel)
     try:
+        path = _resolve(base_dir, rel)
+        if not path.is_file():  # a device (/dev/zero) or FIFO named in a report would never end or never start
+            raise FileNotFoundError(rel)
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES:
             return f'<div class="missing">Artifact {e(name)} (<code>{e(rel)}</code>) is {size / 1e6:.1f} MB: too large to embed.</div>'
-        data = path.read_bytes()
-    except OSError:
+        with open(path, "rb") as f:
+            data = f.read(MAX_IMAGE_BYTES + 1)  # bounded, should the file grow meanwhile
+    except (OSError, ValueError):  # ValueError: a NUL byte in the path
         return f'<div class="missing">Artifact {e(name)} not found: <code>{e(rel)}</code> (relative to the report\'s folder).</div>'
     mime = next((m for magic, m in _IMAGE_TYPES if data.startswith(magic)), None)
     if mime is None:

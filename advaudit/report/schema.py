@@ -54,12 +54,30 @@ def validate_report(report: Any) -> None:
     """Raise :class:`DataError` naming the offending JSON path if ``report`` breaks the schema."""
     if not isinstance(report, dict) or report.get("schema") != SCHEMA:
         found = report.get("schema") if isinstance(report, dict) else type(report).__name__
-        raise DataError(f"not an advaudit report (schema {found!r}, expected {SCHEMA!r})",
+        shown = repr(found) if isinstance(found, str) and len(found) < 80 else f"a {type(found).__name__}"
+        raise DataError(f"not an advaudit report (schema {shown}, expected {SCHEMA!r})",
                         "give a JSON file written by an advaudit command's --report or by advaudit audit")
     errors = report_errors(report)
     if errors:
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise DataError(f"report does not match the {SCHEMA} schema: {errors[0]}{more}")
+    huge = _huge_number(report)
+    if huge is not None:  # JSON allows any integer; every figure of a report is computed as a float
+        raise DataError(f"report does not match the {SCHEMA} schema: {huge}: a number too large for a float")
+
+
+def _huge_number(report: Any) -> str | None:
+    """The JSON path of the first integer beyond the float range in ``report``, or None (no recursion)."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), report)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend((path + (k,), v) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((path + (i,), v) for i, v in enumerate(node))
+        elif isinstance(node, int) and not isinstance(node, bool) and node.bit_length() > 1000:
+            return json_path(path)
+    return None
 
 
 def _short(message: str, limit: int = 160) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import stat
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
+from ..errors import UsageError
 
 SCHEMA = "advaudit.report/1"
 
@@ -65,19 +67,47 @@ def model_section(model: Any, search: bool = False) -> dict[str, Any]:
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Write through a temporary file in the same folder, then rename: never a half-written file."""
+    """Write through a temporary file in the same folder, then rename: never a half-written file.
+
+    A file that cannot be written (a folder in the way, a read-only or full disk) is a one-line
+    :class:`~advaudit.errors.UsageError` naming it; an existing file at ``path`` is then left as it was.
+    An existing FIFO or device (``--out /dev/stdout``) is written to directly: renaming a file over it
+    would replace the device node itself.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        info = os.stat(target)  # follows symlinks: /dev/stdout -> the process's stdout
+    except (OSError, ValueError):
+        info = None
+    if info is not None and not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        try:
+            write(target)
+        except OSError as exc:
+            raise _unwritable(target, exc) from None
+        return target
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_dir():
+            raise IsADirectoryError(21, "is a folder")
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise _unwritable(target, exc) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp_path, target)
+    except OSError as exc:
+        raise _unwritable(target, exc) from None
     finally:
         tmp_path.unlink(missing_ok=True)
     return target
+
+
+def _unwritable(target: Path, exc: OSError) -> UsageError:
+    reason = exc.strerror or next(iter(str(exc).splitlines()), "") or type(exc).__name__
+    return UsageError(f"cannot write {target}: {reason}", "give a file path in a folder you can write to")
 
 
 def _umask() -> int:

@@ -10,6 +10,8 @@
    forward follows ONNX semantics exactly and whose backward is straight-through.
 3. :mod:`.ste` replaces onnx2torch's converters for piecewise-constant ops (``Round``, ``Floor``,
    ``Ceil``, ``Sign``, float -> integer -> float casts) by straight-through versions (BPDA).
+4. :mod:`.newer` converts operator versions from opsets 18-22 (what the dynamo exporter writes)
+   that onnx2torch does not know yet.
 """
 
 from __future__ import annotations
@@ -39,10 +41,11 @@ class Converted:
 
 def register() -> None:
     """Add advaudit's converters to onnx2torch's registry (idempotent)."""
-    from . import quant, ste
+    from . import newer, quant, ste
 
     quant.register()
     ste.register()
+    newer.register()
 
 
 def to_torch(proto: Any) -> Iterator[Converted | Exception]:

@@ -48,13 +48,19 @@ def find_logits(proto: Any) -> LogitsSource | None:
     graph_inputs = {i.name for i in graph.input} | {t.name for t in graph.initializer}
     name = graph.output[0].name
     node = producer.get(name)
+    seen: set[str] = set()
     while node is not None and node.op_type in PASS_THROUGH:
+        if name in seen or not node.input:  # a cycle (an invalid graph, but one that must not hang us)
+            return None
+        seen.add(name)
         name = node.input[0]
         node = producer.get(name)
     if node is not None and node.op_type == "Log":
-        inner = producer.get(node.input[0])
+        inner = producer.get(node.input[0]) if node.input else None
         node = inner if inner is not None and inner.op_type == "Softmax" else None
     if node is None or node.op_type not in ("Softmax", "Sigmoid") or node.domain not in ("", "ai.onnx"):
+        return None
+    if not node.input:
         return None
     if node.op_type == "Softmax" and not _softmax_on_last_axis(node, opset):
         return None
