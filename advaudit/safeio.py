@@ -42,7 +42,7 @@ def read_text(
         message, hint = missing or (f"{what} not found: {p}", None)
         raise error(message, hint) from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        raise error(f"cannot read {what} {str(p)[:200]}: {_reason(exc)}") from None
+        raise error(f"cannot read {what} {str(p)[:200]}: {os_reason(exc)}") from None
     if stat.S_ISDIR(info.st_mode):
         raise error(f"{what} {p} is a folder", "give a file")
     if not stat.S_ISREG(info.st_mode):
@@ -53,7 +53,7 @@ def read_text(
         with open(p, "rb") as f:
             data = f.read(max_bytes + 1)
     except OSError as exc:
-        raise error(f"cannot read {what} {p}: {_reason(exc)}") from None
+        raise error(f"cannot read {what} {p}: {os_reason(exc)}") from None
     if len(data) > max_bytes:
         raise error(f"{what} {p} is more than the {max_bytes / 2**20:.0f} MB allowed")
     try:
@@ -62,7 +62,8 @@ def read_text(
         raise error(f"{what} {p} is not UTF-8 text (byte {exc.start})") from None
 
 
-def _reason(exc: BaseException) -> str:
+def os_reason(exc: BaseException) -> str:
+    """The short reason of an OS error (``strerror``), else its first line, else its type name."""
     return getattr(exc, "strerror", None) or next(iter(str(exc).splitlines()), "") or type(exc).__name__
 
 

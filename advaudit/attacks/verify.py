@@ -55,7 +55,7 @@ def _within_budget(x: np.ndarray, out: np.ndarray, norm: str, eps: float, tries:
                 return out
             out[bad] = np.nextafter(out[bad], x[bad])
         else:
-            l2 = np.sqrt((delta.reshape(len(delta), -1) ** 2).sum(axis=1))
+            _, l2 = norms(delta)
             over = l2 > eps
             if not over.any():
                 return out

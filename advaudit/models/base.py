@@ -96,12 +96,12 @@ class Model(ABC):
 
     format: str = "?"
     reduced_search: bool = False
-    runtime_decides: bool = False
-    """Whether the differentiable path only approximates the deployment runtime (a quantised graph's
-    twin can be one quantum off at rounding boundaries): attacks then take the runtime's logits for
-    every candidate before calling it a success (:meth:`search_logits`)."""
     """Whether a bf16 copy of :meth:`torch_module` computes the same function as :meth:`logits`
     (true for the plain ONNX twin and TorchScript module; wrappers that add computation say no)."""
+    runtime_decides: bool = False
+    """Whether the differentiable path only approximates the deployment runtime (a quantised graph's
+    straight-through twin): the search then takes every forward value from the runtime and only the
+    gradient from the twin (BPDA, :meth:`search_logits`)."""
 
     def __init__(self, path: str | Path, spec: InputSpec, device: str = "cpu") -> None:
         self.path = Path(path)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from .. import __version__
 from ..errors import UsageError
+from ..safeio import os_reason
 
 SCHEMA = "advaudit.report/1"
 
@@ -106,8 +107,7 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
 
 
 def _unwritable(target: Path, exc: OSError) -> UsageError:
-    reason = exc.strerror or next(iter(str(exc).splitlines()), "") or type(exc).__name__
-    return UsageError(f"cannot write {target}: {reason}", "give a file path in a folder you can write to")
+    return UsageError(f"cannot write {target}: {os_reason(exc)}", "give a file path in a folder you can write to")
 
 
 def _umask() -> int:
