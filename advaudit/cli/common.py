@@ -21,6 +21,7 @@ from ..errors import UsageError
 from ..report.writer import write_json
 
 if TYPE_CHECKING:  # torch loads only when a command opens a model (advaudit report never does)
+    from ..jobs import DataOptions, ModelOptions
     from ..models import Model
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -288,3 +289,33 @@ def open_data(
     if "batch_size" in kw:
         kw["batch_size"] = resolve_batch_size(kw["batch_size"], model.input_shape)
     return data
+
+
+def model_options_from(kw: dict[str, Any]) -> ModelOptions:
+    """The :class:`~advaudit.jobs.ModelOptions` a command's ``model_options`` (and ``--precision``) give."""
+    from ..jobs import ModelOptions
+
+    return ModelOptions(
+        path=str(kw["model"]), spec_file=kw.get("spec_file"), range=kw.get("value_range"), mean=kw.get("mean"),
+        std=kw.get("std"), layout=kw.get("layout"), input_shape=kw.get("input_shape"),
+        device=kw.get("device") or "cpu",
+        max_size_mb=2048.0 if kw.get("max_model_size") is None else float(kw["max_model_size"]),
+        precision=kw.get("precision") or "auto",
+    )
+
+
+def data_options_from(kw: dict[str, Any], path: str) -> DataOptions:
+    """The :class:`~advaudit.jobs.DataOptions` for ``path`` with a command's ``data_options``."""
+    from ..jobs import DataOptions
+
+    return DataOptions(
+        path=str(path), format=kw.get("data_format"), labels=kw.get("labels_path"), n=kw.get("n"),
+        offset=kw.get("offset") or 0, seed=kw.get("seed"), resize=kw.get("resize"), crop=kw.get("crop"),
+        max_input_pixels=max_input_pixels(kw),
+    )
+
+
+def batch_size_option(kw: dict[str, Any]) -> int | None:
+    """``--batch-size`` for a job's options: None when the user gave none (the job fits the default)."""
+    value = kw.get("batch_size")
+    return None if value is None or isinstance(value, AutoBatchSize) else int(value)
