@@ -12,6 +12,8 @@ from .jobs.base import DataOptions, JobContext, JobResult, ModelOptions, Progres
 # -- attack, defend, harden, purify ---------------------------------------------------------------
 
 # -- scan-backdoor, audit ---------------------------------------------------------------------------
+from .jobs.audit import AuditOptions, AuditResult, audit
+from .jobs.scan import ScanOptions, ScanResult, scan_backdoor
 
 # -- detect ------------------------------------------------------------------------------------------
 
@@ -20,6 +22,7 @@ __all__ = [
     # -- attack, defend, harden, purify
 
     # -- scan-backdoor, audit
+    "AuditOptions", "AuditResult", "ScanOptions", "ScanResult", "audit", "scan_backdoor",
 
     # -- detect
 

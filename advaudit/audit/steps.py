@@ -13,8 +13,6 @@ from typing import Any, Callable
 
 from ..attacks.runner import resolve_eps, run_attacks
 from ..attacks.suites import resolve_choices
-from ..backdoor.images import write_trigger_pngs
-from ..backdoor.scan import method_names, scan_model
 from ..data import PreparedData, default_batch_size, load_data, prepare
 from ..defenses import build_stack
 from ..defenses.evaluate import evaluate_defense, parse_modes
@@ -24,9 +22,8 @@ from ..errors import DataError
 from ..models import Model
 from ..report.artifacts import example_grid_for_run, save_adversarial
 from ..report.attack_report import attack_report
-from ..report.backdoor_report import scan_report
 from ..report.defense_report import defense_report
-from ..report.normalize import attack_metrics, detect_evaluate_metrics, scan_metrics
+from ..report.normalize import attack_metrics, detect_evaluate_metrics
 from ..report.detect_report import detect_evaluate_report
 
 Progress = Callable[[str, int, int], None]
@@ -121,32 +118,29 @@ def defense_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
 
 
 def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
-    model = ctx.model
-    methods = method_names(step.get("method", "neural-cleanse"))
-    params: dict[str, dict[str, Any]] = {m: {} for m in methods}
-    if "steps" in step:
-        for m in methods:
-            params[m]["steps"] = step["steps"]
-    data = _data(ctx, {**step, "n": step.get("n", 300)}) if "data" in step else None
-    if "neural-cleanse" in params:  # after the data: a TorchScript model learns its input shape from it
-        params["neural-cleanse"]["batch_size"] = _batch_size(ctx, step, base=32)
-    scan = scan_model(
-        model, None if data is None else data.x, None if data is None else data.y,
-        methods=methods, params=params, seed=ctx.seed, progress=ctx.progress,
+    """The scan job on the audit's model; trigger PNGs (unless ``triggers: false``) in the step's folder."""
+    from ..jobs import DataOptions, JobContext, ModelOptions
+    from ..jobs.scan import ScanOptions, scan_backdoor
+
+    data = None
+    if "data" in step:
+        data = DataOptions(path=str(step["data"]), labels=step.get("labels"), n=step.get("n"),
+                           offset=step.get("offset", 0), seed=ctx.seed, resize=step.get("resize"),
+                           crop=step.get("crop"))
+    folder = ctx.artifacts_dir / "triggers"
+    options = ScanOptions(
+        model=ModelOptions(path=str(ctx.model.path)), data=data, method=step.get("method", ScanOptions.method),
+        steps=step.get("steps"), batch_size=step.get("batch_size"),
+        triggers_dir=str(folder) if step.get("triggers", True) else None, seed=ctx.seed, command=ctx.command,
     )
-    report = scan_report(scan, model, data, ctx.command, ctx.seed)
+    result = scan_backdoor(options, JobContext(progress=ctx.progress, model=ctx.model))
+    report = result.to_report()
     artifacts = {}
-    prim = scan.primary
-    if step.get("triggers", True) and prim.masks is not None and prim.patterns is not None:
-        folder = ctx.artifacts_dir / "triggers"
-        write_trigger_pngs(
-            folder, prim.masks, prim.patterns, model.spec.range,
-            l1=[c.mask_l1 or 0.0 for c in prim.classes], flagged=[c.flagged for c in prim.classes],
-        )
+    if result.triggers_dir is not None:
         artifacts["triggers_dir"] = _rel(ctx, folder)
         artifacts["triggers_overview"] = _rel(ctx, folder / "overview.png")
         report["triggers_dir"] = artifacts["triggers_dir"]
-    return StepResult(report, scan_metrics(report), artifacts)
+    return StepResult(report, result.metrics(), artifacts)
 
 
 def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:

@@ -12,27 +12,34 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from ..audit import REPORT_NAME, load_config, run_audit, starter
-from ..audit.config import ConfigError
-from ..errors import EXIT_GATE, EXIT_OK, UsageError
+from .. import api
+from ..audit import load_config, starter
+from ..audit.config import AuditConfig, ConfigError
+from ..errors import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK, UsageError
+from ..jobs import JobContext
+from ..jobs.audit import AuditOptions
 from ..report.writer import write_atomic
 from .common import MAX_SEED, Output, ProgressBar, check_outputs, output_options
 from .sharding import recorded_command
 
-EXIT_INTERRUPTED = 130
-EXTENSIONS = {"html": "report.html", "md": "report.md", "junit": "report.junit.xml", "json": REPORT_NAME}
-
 
 @click.command()
 @click.argument("model", type=click.Path(), required=False)
-@click.option("--config", "config_path", default="audit.yaml", show_default=True, type=click.Path(dir_okay=False), help="Audit configuration (steps and gates).")
-@click.option("--report-dir", default="audit-report", show_default=True, type=click.Path(file_okay=False), help="Folder for report.json, the steps' files and the rendered reports.")
-@click.option("--baseline", type=click.Path(dir_okay=False), help="report.json of an earlier audit: fail when a gated metric regresses beyond the tolerance.")
-@click.option("--tolerance", type=click.FloatRange(min=0, max=1), help="Regression allowed against --baseline (default: the config's baseline.tolerance, else 0.01).")
-@click.option("--format", "formats", multiple=True, type=click.Choice(["html", "md", "junit", "json"]), help="Also render the report into REPORT_DIR (report.html, report.md, report.junit.xml); repeatable.")
+@click.option("--config", "config_path", default="audit.yaml", show_default=True, type=click.Path(dir_okay=False),
+              help="Audit configuration (steps and gates).")
+@click.option("--report-dir", default=AuditOptions.report_dir, show_default=True, type=click.Path(file_okay=False),
+              help="Folder for report.json, the steps' files and the rendered reports.")
+@click.option("--baseline", type=click.Path(dir_okay=False),
+              help="report.json of an earlier audit: fail when a gated metric regresses beyond the tolerance.")
+@click.option("--tolerance", type=click.FloatRange(min=0, max=1),
+              help="Regression allowed against --baseline (default: the config's baseline.tolerance, else 0.01).")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["html", "md", "junit", "json"]),
+              help="Also render the report into REPORT_DIR (report.html, report.md, report.junit.xml); repeatable.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED),
               help="Seed of every step (default: the config's seed, else 0).")
-@click.option("--workers", type=click.IntRange(min=1), help="Processes the attack and detect steps shard their data across (default: the config's workers, else 1).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Processes the attack and detect steps shard their data across (default: the config's workers, "
+              "else 1).")
 @click.option("--device", help="cpu or cuda (default: the config's device, else cpu).")
 @click.option("--resume", is_flag=True, help="Reuse the steps an interrupted audit already finished in REPORT_DIR.")
 @click.option("--init", "init", is_flag=True, help="Write a commented starter --config file and exit.")
@@ -55,24 +62,20 @@ def audit(out: Output, **kw: Any) -> int:
     if not kw["model"]:
         raise UsageError("missing MODEL", "advaudit audit MODEL --config audit.yaml (or --init for a starter config)")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError("advaudit audit starts its own worker processes", "run it without torchrun and give --workers N")
+        raise UsageError("advaudit audit starts its own worker processes",
+                         "run it without torchrun and give --workers N")
     check_outputs(folders={"--report-dir": kw["report_dir"]}, inputs=[kw["model"], kw["config_path"]])
     if kw["tolerance"] is not None and not 0.0 <= kw["tolerance"] <= 1.0:  # click's FloatRange lets NaN through
         raise UsageError(f"--tolerance must be in [0, 1], got {kw['tolerance']:g}")
     config = load_config(kw["config_path"])
     report_dir = Path(kw["report_dir"])
     _check_writable(report_dir)
-    # --resume and --workers do not change the results, so the recorded command leaves them out.
-    command = " ".join(["advaudit", *(a for a in recorded_command(sys.argv[1:]) if a != "--resume")])
+    options = audit_options_from(kw, config)
     out.info(f"auditing {kw['model']} with {kw['config_path']}: {len(config.steps)} steps, {len(config.gates)} gates")
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         with ProgressBar(out) as progress:
-            report = run_audit(
-                kw["model"], config, report_dir, seed=kw["seed"], device=kw["device"], workers=kw["workers"],
-                baseline=kw["baseline"], tolerance=kw["tolerance"], resume=kw["resume"], command=command,
-                progress=progress, log=out.info,
-            )
+            result = api.audit(options, JobContext(progress=progress, log=out.info))
     except KeyboardInterrupt:
         kept = sorted(p.stem for p in (report_dir / "steps").glob("*.json")) if (report_dir / "steps").is_dir() else []
         click.echo(
@@ -83,18 +86,24 @@ def audit(out: Output, **kw: Any) -> int:
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
-    out.info(f"wrote report {report_dir / REPORT_NAME}")
-    for fmt in dict.fromkeys(kw["formats"]):
-        if fmt != "json":
-            path = report_dir / EXTENSIONS[fmt]
-            _render_to(path, report, fmt, report_dir)
-            out.info(f"wrote {path}")
+    report = result.to_report()
     out.out.print(summary_table(report))
     for w in report["warnings"]:
         out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
-    verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
-    out.out.print(f"audit {verdict}: {sum(g['passed'] for g in report['gates'])}/{len(report['gates'])} gates passed")
-    return EXIT_OK if report["passed"] else EXIT_GATE
+    verdict = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
+    out.out.print(f"audit {verdict}: {sum(g.passed for g in result.gates)}/{len(result.gates)} gates passed")
+    return EXIT_OK if result.passed else EXIT_GATE
+
+
+def audit_options_from(kw: dict[str, Any], config: AuditConfig) -> AuditOptions:
+    """The job's options from the command's (None where the user left an option to the config)."""
+    # --resume and --workers do not change the results, so the recorded command leaves them out.
+    command = " ".join(["advaudit", *(a for a in recorded_command(sys.argv[1:]) if a != "--resume")])
+    return AuditOptions(
+        model=str(kw["model"]), config=config, report_dir=str(kw["report_dir"]), baseline=kw["baseline"],
+        tolerance=kw["tolerance"], formats=tuple(kw["formats"]), seed=kw["seed"], workers=kw["workers"],
+        device=kw["device"], resume=kw["resume"], command=command,
+    )
 
 
 def _check_writable(folder: Path) -> None:
@@ -103,14 +112,17 @@ def _check_writable(folder: Path) -> None:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"cannot write --report-dir {folder}: {existing} is not a writable folder", "give a folder you can write to")
+        raise UsageError(f"cannot write --report-dir {folder}: {existing} is not a writable folder",
+                         "give a folder you can write to")
 
 
 def _sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM ends the audit as Ctrl-C does (finished steps are kept)."""
     raise KeyboardInterrupt
 
 
 def _init(out: Output, path: Path) -> int:
+    """``--init``: write a commented starter configuration (never over an existing file)."""
     if path.exists():
         raise ConfigError(f"{path} already exists", "remove it, or give another file with --config")
     data = "sample_models/data/mnist_test_1k.npz"
@@ -119,20 +131,15 @@ def _init(out: Output, path: Path) -> int:
     return EXIT_OK
 
 
-def _render_to(path: Path, report: dict[str, Any], fmt: str, base_dir: Path) -> None:
-    from ..report.render import render
-
-    text = render(report, fmt, base_dir)
-    write_atomic(path, lambda p: p.write_text(text))
-
-
 def _value(v: Any) -> str:
+    """A gate table cell: '-' for none, floats to 4 places."""
     if v is None:
         return "-"
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
 def summary_table(report: dict[str, Any]) -> Table:
+    """The audit's gates as a table: value, baseline value and pass / FAIL with the reason."""
     table = Table(title=f"advaudit audit: {report['verdict'].upper()} ({report['model']['path']})")
     for c in ("gate", "value", "baseline", "result"):
         table.add_column(c, justify="left" if c == "gate" else "right")

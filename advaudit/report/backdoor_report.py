@@ -1,31 +1,16 @@
-"""The ``advaudit scan-backdoor`` report (schema ``advaudit.report/1``, kind ``scan-backdoor``)."""
+"""The ``advaudit scan-backdoor`` report, now built by the scan job: this name is kept for callers of
+``advaudit.report.backdoor_report.scan_report`` and loads the job (and the backdoor package) only
+when used, so :mod:`advaudit.report` itself does not import :mod:`advaudit.backdoor`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..backdoor.scan import CombinedScan
-from .writer import base_report, model_section
 
+def __getattr__(name: str) -> Any:
+    """``scan_report``: :func:`advaudit.jobs.scan.scan_report`."""
+    if name == "scan_report":
+        from ..jobs.scan import scan_report
 
-def scan_report(
-    scan: CombinedScan, model: Any, data: Any, command: list[str] | str, seed: int, *, fail_on_backdoor: bool = False
-) -> dict[str, Any]:
-    """Verdict, suspected targets, per-class figures and each method's evidence."""
-    report = base_report(command, seed)
-    report.update(
-        {
-            "kind": "scan-backdoor",
-            "model": model_section(model),
-            "data": None if data is None else data.dataset.describe(),
-            "methods": [r.method for r in scan.results],
-            "verdict": scan.verdict,
-            "suspected_targets": scan.suspected_targets,
-            "classes": scan.classes(),
-            "evidence": {r.method: r.to_dict() for r in scan.results},
-            "time_s": round(scan.time_s, 3),
-            "gates": {"fail_on_backdoor": bool(fail_on_backdoor)},
-            "passed": not (fail_on_backdoor and scan.verdict == "backdoored"),
-        }
-    )
-    return report
+        return scan_report
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

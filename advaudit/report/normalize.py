@@ -13,7 +13,9 @@ from typing import Any
 
 SINGLE_KINDS = ("attack", "scan-backdoor", "detect", "detect-evaluate", "harden")
 # Default step names, as advaudit audit names its steps.
-STEP_NAMES = {"attack": "attack", "defense": "defense", "scan-backdoor": "backdoor", "detect": "detect", "harden": "harden"}
+STEP_NAMES = {
+    "attack": "attack", "defense": "defense", "scan-backdoor": "backdoor", "detect": "detect", "harden": "harden",
+}
 
 
 def step_kind(report: dict[str, Any]) -> str:
@@ -40,7 +42,9 @@ def attack_metrics(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def scan_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    m: dict[str, Any] = {"verdict": report["verdict"], "suspected_targets": ",".join(map(str, report["suspected_targets"]))}
+    m: dict[str, Any] = {
+        "verdict": report["verdict"], "suspected_targets": ",".join(map(str, report["suspected_targets"])),
+    }
     nc = report["evidence"].get("neural-cleanse")
     if nc is not None and nc.get("max_anomaly_index") is not None:
         m["anomaly_index"] = nc["max_anomaly_index"]
@@ -105,7 +109,10 @@ def _step_time(report: dict[str, Any]) -> float | None:
 
 
 def _command_gates(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    """The single command's own gates, in the audit gate shape."""
+    """The single command's own gates, in the audit gate shape: a scan's recorded gates are copied
+    (their metric named after the step); the other forms are mapped (attack's ``--fail-under``
+    entries, a scan's ``{"fail_on_backdoor": bool}`` of older reports, detect's gate inferred from
+    the recorded command)."""
     kind = report.get("kind")
     gates: list[dict[str, Any]] = []
     if kind == "attack":
@@ -115,7 +122,9 @@ def _command_gates(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
                 f"{g['metric']} >= {threshold:g}", f"{name}.{g['metric']}", ">=", threshold, value, g["passed"],
                 f"{value:.4f} >= {threshold:g}" if g["passed"] else f"{value:.4f} < {threshold:g}",
             ))
-    elif kind == "scan-backdoor" and report.get("gates", {}).get("fail_on_backdoor"):
+    elif kind == "scan-backdoor" and isinstance(report.get("gates"), list):
+        gates += [{**g, "metric": f"{name}.{g['metric']}"} for g in report["gates"]]
+    elif kind == "scan-backdoor" and (report.get("gates") or {}).get("fail_on_backdoor"):  # before the gate model
         verdict = report["verdict"]
         ok = verdict == "clean"
         targets = ", ".join(map(str, report["suspected_targets"])) or "none"
@@ -150,7 +159,8 @@ def as_audit(report: dict[str, Any]) -> dict[str, Any]:
         for key, default in (("steps", []), ("gates", []), ("warnings", []), ("metrics", {}), ("environment", {}),
                              ("model", {}), ("meta", {}), ("baseline", None), ("config_sha256", None)):
             audit.setdefault(key, default)
-        audit.setdefault("passed", all(g.get("passed") for g in audit["gates"]) and all(s.get("status") == "done" for s in audit["steps"]))
+        done = all(s.get("status") == "done" for s in audit["steps"])
+        audit.setdefault("passed", all(g.get("passed") for g in audit["gates"]) and done)
         audit.setdefault("verdict", "pass" if audit["passed"] else "fail")
         audit["source_kind"] = "audit"
         return audit
