@@ -9,7 +9,13 @@ from typing import Any, Callable
 
 from ..checkpoint import comparable
 from ..jobs.audit import (
-    REPORT_NAME, AuditOptions, audit, environment, fingerprint, load_baseline, open_audit_model,
+    REPORT_NAME,
+    AuditOptions,
+    audit,
+    environment,
+    fingerprint,
+    load_baseline,
+    open_audit_model,
 )
 from ..jobs.base import JobContext
 from .config import AuditConfig

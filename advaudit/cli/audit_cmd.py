@@ -17,7 +17,7 @@ from ..audit import load_config, starter
 from ..audit.config import AuditConfig, ConfigError
 from ..errors import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ..jobs import JobContext
-from ..jobs.audit import AuditOptions
+from ..jobs.audit import AuditOptions, text_writer
 from ..report.writer import write_atomic
 from .common import MAX_SEED, Output, ProgressBar, check_outputs, output_options
 from .sharding import recorded_command
@@ -126,7 +126,7 @@ def _init(out: Output, path: Path) -> int:
     if path.exists():
         raise ConfigError(f"{path} already exists", "remove it, or give another file with --config")
     data = "sample_models/data/mnist_test_1k.npz"
-    write_atomic(path, lambda p: p.write_text(starter(data)))
+    write_atomic(path, text_writer(starter(data)))
     out.info(f"wrote {path}: edit the steps and gates, then run 'advaudit audit MODEL --config {path}'")
     return EXIT_OK
 

@@ -17,8 +17,15 @@ from ..jobs import JobContext
 from ..jobs.scan import ScanOptions
 from ..registry import get_registry
 from .common import (
-    Output, ProgressBar, batch_size_option, check_outputs, data_options, data_options_from, model_options,
-    model_options_from, output_options,
+    Output,
+    ProgressBar,
+    batch_size_option,
+    check_outputs,
+    data_options,
+    data_options_from,
+    model_options,
+    model_options_from,
+    output_options,
 )
 from .resume import check_resume, interruptible, resume_option
 from .sharding import recorded_command
@@ -164,7 +171,7 @@ def render(out: Output, report: dict[str, Any], fmt: str) -> None:
     table = Table(title=f"advaudit scan-backdoor: {report['verdict']}")
     for h, _ in cols:
         table.add_column(h, justify="right")
-    for r, c in zip(_rows(report), report["classes"]):
+    for r, c in zip(_rows(report), report["classes"], strict=True):
         table.add_row(*(Text(v, style="bold red" if c["flagged"] else "") for v in r))
     out.out.print(table)
     for line in _summary_lines(report):

@@ -17,7 +17,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..gates import GateResult, evaluate_gates
 from .base import JobContext
@@ -198,8 +198,10 @@ def _run_step(options: AuditOptions, ctx: JobContext, model: Model, step: dict[s
         if workers > 1 and kind in SHARDED_KINDS:
             from ..distributed import run_sharded
 
-            return run_sharded(_sharded_step, workers, str(options.model), options.config, options.device, step,
-                               {**ctx_args, "progress": None}, done)
+            result = run_sharded(_sharded_step, workers, str(options.model), options.config, options.device, step,
+                                 {**ctx_args, "progress": None}, done)
+            assert result is not None  # this process is rank 0: it gets the merged result
+            return result
         return steps.RUNNERS[kind](steps.StepContext(model=model, earlier=done, **ctx_args), step)
     except AdvauditError as exc:
         kept = f"the {len(done)} finished step(s) are kept: fix it and run again with --resume" if done else None
@@ -251,9 +253,17 @@ def _render(result: AuditResult, options: AuditOptions, ctx: JobContext) -> None
     for fmt in dict.fromkeys(options.formats):
         if fmt != "json":
             path = folder / RENDERED[fmt]
-            text = render(report, fmt, folder)
-            write_atomic(path, lambda p: p.write_text(text))
+            write_atomic(path, text_writer(render(report, fmt, folder)))
             ctx.log(f"wrote {path}")
+
+
+def text_writer(text: str) -> Callable[[Path], None]:
+    """The ``write`` callback of :func:`advaudit.report.writer.write_atomic` for ``text``."""
+
+    def write(path: Path) -> None:
+        path.write_text(text)
+
+    return write
 
 
 def audit(options: AuditOptions, ctx: JobContext | None = None) -> AuditResult:

@@ -9,7 +9,7 @@ in ``REPORT.partial/``, and ``resume=True`` continues from them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..gates import GateResult, GateSpec, evaluate_gates
@@ -66,7 +66,7 @@ class ScanResult:
     meta: dict[str, Any]
     gates: tuple[GateResult, ...] = ()
     triggers_dir: str | None = None
-    trigger_files: tuple[str, ...] = field(default=())
+    trigger_files: tuple[str, ...] = ()
 
     def metrics(self) -> dict[str, Any]:
         """``verdict``, ``suspected_targets`` (comma-separated), Neural Cleanse's ``anomaly_index``
