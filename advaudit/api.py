@@ -14,6 +14,10 @@ from .jobs.base import DataOptions, JobContext, JobResult, ModelOptions, Progres
 # -- scan-backdoor, audit ---------------------------------------------------------------------------
 
 # -- detect ------------------------------------------------------------------------------------------
+from .jobs.detect import (  # noqa: E402
+    DetectCalibrateOptions, DetectCalibrateResult, DetectOptions, DetectResult, detect, detect_calibrate,
+)
+from .jobs.detect_evaluate import DetectEvaluateOptions, DetectEvaluateResult, detect_evaluate  # noqa: E402
 
 __all__ = [
     "DataOptions", "JobContext", "JobResult", "ModelOptions", "Progress",
@@ -22,5 +26,7 @@ __all__ = [
     # -- scan-backdoor, audit
 
     # -- detect
+    "DetectCalibrateOptions", "DetectCalibrateResult", "DetectOptions", "DetectResult", "DetectEvaluateOptions",
+    "DetectEvaluateResult", "detect", "detect_calibrate", "detect_evaluate",
 
 ]
