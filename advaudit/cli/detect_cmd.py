@@ -133,7 +133,7 @@ def run(out: Output, **kw: Any) -> int:
         model=model_options_from(kw), inputs=data_options_from(kw, kw["inputs_path"]),
         calibration=kw["calibration_path"], method=kw["method"], alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"],
         sigma=kw["sigma"], max_mutations=kw["max_mutations"], fail_on_adversarial=kw["fail_on_adversarial"],
-        report=kw["report_path"], seed=kw["seed"] or 0, command=("advaudit", *sys.argv[1:]),
+        report=kw["report_path"], seed=kw["seed"] or 0, command=" ".join(["advaudit", *sys.argv[1:]]),
     )
     with ProgressBar(out) as progress:
         result = api.detect(options, api.JobContext(progress=progress, log=out.info))
@@ -211,7 +211,7 @@ def evaluate(out: Output, **kw: Any) -> int:
         calibration=kw["calibration_path"], method=kw["method"], mutation=kw["mutation"], radius=kw["radius"],
         lcr_mutations=kw["lcr_mutations"], alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"],
         max_mutations=kw["max_mutations"], roc=kw["roc_path"], report=kw["report_path"], resume=kw["resume"],
-        workers=kw["workers"], seed=kw["seed"] or 0, command=("advaudit", *recorded_command(sys.argv[1:])),
+        workers=kw["workers"], seed=kw["seed"] or 0, command=" ".join(["advaudit", *recorded_command(sys.argv[1:])]),
     )
     return interruptible(kw["report_path"], lambda: _evaluate(out, options, kw["fmt"]))
 

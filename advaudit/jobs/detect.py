@@ -124,7 +124,7 @@ class DetectOptions:
     fail_on_adversarial: bool = False
     report: str | None = None
     seed: int = 0
-    command: tuple[str, ...] = ("advaudit",)
+    command: str = "advaudit"
 
 
 @dataclass
@@ -187,7 +187,7 @@ def detect(options: DetectOptions, ctx: JobContext | None = None) -> DetectResul
     result = DetectResult(
         detector, cal, decisions, data.dataset.indices,
         {"path": str(model.path), "sha256": model.sha256, "format": model.format}, data.dataset.describe(),
-        options.calibration, options.fail_on_adversarial, base_report(list(options.command), options.seed),
+        options.calibration, options.fail_on_adversarial, base_report(options.command, options.seed),
     )
     if options.report:
         write_json(options.report, result.to_report())

@@ -56,7 +56,7 @@ class DetectEvaluateOptions:
     resume: bool = False
     workers: int = 1
     seed: int = 0
-    command: tuple[str, ...] = ("advaudit",)
+    command: str = "advaudit"
     adversarial_source: str | None = None
 
 
@@ -188,7 +188,7 @@ def detect_evaluate(options: DetectEvaluateOptions, ctx: JobContext | None = Non
     result = DetectEvaluateResult(
         options.method.split(":", 1)[0], ev, model_section(model), clean.dataset.describe(), source,
         ckpt.available if ckpt is not None and options.resume else None,
-        base_report(list(options.command), options.seed),
+        base_report(options.command, options.seed),
     )
     if options.roc:
         from ..detect.evaluate import roc_png
