@@ -6,11 +6,9 @@ builds the job's options from its flags, calls the job through :mod:`advaudit.ap
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 from rich.table import Table
 from rich.text import Text
 
@@ -22,7 +20,14 @@ from ..errors import EXIT_GATE, EXIT_OK
 from ..jobs.detect import DetectCalibrateOptions, DetectOptions
 from ..jobs.detect_evaluate import DetectEvaluateOptions
 from .common import (
-    Output, ProgressBar, check_outputs, compose, data_options, data_options_from, model_options, model_options_from,
+    Output,
+    ProgressBar,
+    check_outputs,
+    compose,
+    data_options,
+    data_options_from,
+    model_options,
+    model_options_from,
     output_options,
 )
 from .resume import check_resume, interruptible, resume_option
@@ -51,7 +56,8 @@ sprt_options = compose(
                  help="Bound on reporting a normal input as adversarial (LCR)."),
     click.option("--mu", default=_RUN.mu, show_default=True, type=float,
                  help="Threshold factor: test kappa(x) > mu * kappa_nor (LCR)."),
-    click.option("--sigma", type=float, help="Indifference region half-width (default min(0.05, 0.8*mu*kappa_nor); LCR)."),
+    click.option("--sigma", type=float,
+                 help="Indifference region half-width (default min(0.05, 0.8*mu*kappa_nor); LCR)."),
     click.option("--max-mutations", default=_RUN.max_mutations, show_default=True, type=click.IntRange(min=1),
                  help="Most mutations drawn per input (LCR)."),
 )

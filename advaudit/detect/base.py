@@ -34,6 +34,7 @@ from ..errors import DataError, PluginError, UsageError
 from ..params import coerce, parse_spec
 
 if TYPE_CHECKING:
+    from ..data.views import Rows
     from ..distributed import Shard
     from ..models import Model
 
@@ -173,16 +174,17 @@ class Detector(ABC):
     needs_labels: ClassVar[bool] = True  # whether calibrate() reads the labels of the clean inputs
 
     @abstractmethod
-    def calibrate(self, model: Model, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
+    def calibrate(self, model: Model, x: Rows, y: np.ndarray | None, *, seed: int = 0,
                   shard: Shard | None = None) -> Any:
-        """Learn what clean inputs look like from ``x`` (canonical inputs) and their labels ``y``."""
+        """Learn what clean inputs look like from ``x`` (canonical inputs) and their labels ``y``
+        (None when the detector does not need them: :attr:`needs_labels`)."""
 
     @abstractmethod
-    def score(self, model: Model, calibration: Any, x: np.ndarray, *, seed: int = 0,
+    def score(self, model: Model, calibration: Any, x: Rows, *, seed: int = 0,
               shard: Shard | None = None) -> np.ndarray:
         """One float per input; higher = more suspicious."""
 
-    def decide(self, model: Model, calibration: Any, x: np.ndarray, *, seed: int = 0,
+    def decide(self, model: Model, calibration: Any, x: Rows, *, seed: int = 0,
                shard: Shard | None = None) -> Decisions:
         """Adversarial where the score exceeds the calibration's threshold, normal elsewhere."""
         start = time.perf_counter()

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import ChunkUnits, cached_map, chunk_key
-from ..data.views import concat_rows, take_rows
+from ..data.views import Rows, concat_rows, take_rows
 from ..distributed import Shard
 from .lcr import Calibration, calibrate
 from .lcr_sprt import Detections, SPRTDetector
@@ -51,9 +51,9 @@ class Evaluation:
 
 def evaluate(
     model: Any,
-    clean_x: np.ndarray,
+    clean_x: Rows,
     clean_y: np.ndarray,
-    adv_x: np.ndarray,
+    adv_x: Rows,
     adv_groups: np.ndarray,
     calibration: Calibration,
     *,
@@ -143,9 +143,9 @@ def evaluate(
 
 def evaluate_held_out(
     model: Any,
-    clean_x: np.ndarray,
+    clean_x: Rows,
     clean_y: np.ndarray,
-    adv_x: np.ndarray,
+    adv_x: Rows,
     adv_groups: np.ndarray,
     calibration: Calibration | None,
     mutation: Mutation,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data.views import take_rows
+from ..data.views import Rows, take_rows
 from .base import Decisions, Detector
 from .evaluate import Evaluation, ci99
 from .roc import auroc, roc_curve
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 def evaluate_detector(
-    detector: Detector, model: Model, clean_x: np.ndarray, adv_x: np.ndarray, adv_groups: np.ndarray,
+    detector: Detector, model: Model, clean_x: Rows, adv_x: Rows, adv_groups: np.ndarray,
     calibration: Any, *, seed: int = 0,
 ) -> Evaluation:
     """Score and decide the clean inputs and each group of adversarial ones; AUROC per group and over
@@ -73,7 +73,7 @@ def _decision_figures(normal: Decisions, adv: dict[str, Decisions], tp: int, fp:
     }
 
 
-def held_out(detector: Detector, model: Model, clean_x: np.ndarray, clean_y: np.ndarray | None, calibration: Any,
+def held_out(detector: Detector, model: Model, clean_x: Rows, clean_y: np.ndarray | None, calibration: Any,
              *, seed: int = 0) -> tuple[Any, int]:
     """``calibration`` as given (and 0), or one made on the first half of the clean inputs (and that
     half's size): the evaluation then uses the other half."""

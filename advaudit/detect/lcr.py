@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..checkpoint import ChunkUnits
-from ..data.views import take_rows
+from ..data.views import Rows, take_rows
 from ..distributed import Shard
 from ..errors import DataError, UsageError
 from ..models import Model
@@ -148,7 +148,7 @@ class Calibration:
 
 def calibrate(
     model: Model,
-    x: np.ndarray,
+    x: Rows,
     y: np.ndarray,
     mutation: Mutation | None = None,
     *,
@@ -193,8 +193,9 @@ class LCRDetector(Detector):
     Paper: "Detecting Adversarial Samples of Deep Neural Networks through Mutation Testing",
     https://arxiv.org/abs/1805.05010.  ``mutation``, ``radius`` and ``n_mutations`` set how
     :meth:`calibrate` and :meth:`score` mutate; ``alpha``, ``beta``, ``mu``, ``sigma`` (None:
-    min(0.05, 0.8 mu kappa_nor)) and ``max_mutations`` the test :meth:`decide` runs.  These field
-    defaults are the only place the LCR defaults are written down."""
+    min(0.05, 0.8 mu kappa_nor)) and ``max_mutations`` the test :meth:`decide` runs.  The detect jobs'
+    options classes take their LCR defaults from these fields (set from :mod:`~advaudit.detect.sprt`
+    and :mod:`~advaudit.detect.mutation`), so each default is written down once."""
 
     name: ClassVar[str] = "lcr"
 
@@ -211,12 +212,14 @@ class LCRDetector(Detector):
         """``mutation`` and ``radius`` as a checked :class:`Mutation` (a one-line error if invalid)."""
         return Mutation.parse(self.mutation, self.radius).check()
 
-    def calibrate(self, model: Model, x: np.ndarray, y: np.ndarray, *, seed: int = 0,
+    def calibrate(self, model: Model, x: Rows, y: np.ndarray | None, *, seed: int = 0,
                   shard: Shard | None = None) -> Calibration:
-        """kappa_nor of the correctly classified inputs of ``x`` (:func:`calibrate`)."""
+        """kappa_nor of the correctly classified inputs of ``x`` (:func:`calibrate`; labels needed)."""
+        if y is None:
+            raise DataError("LCR calibration needs labelled clean data")
         return calibrate(model, x, y, self.parsed_mutation(), n_mutations=self.n_mutations, seed=seed, shard=shard)
 
-    def score(self, model: Model, calibration: Calibration, x: np.ndarray, *, seed: int = 0,
+    def score(self, model: Model, calibration: Calibration, x: Rows, *, seed: int = 0,
               shard: Shard | None = None) -> np.ndarray:
         """The LCR of each input under the calibrated mutation, from ``n_mutations`` mutations."""
         return label_change_rates(model, x, calibration.mutation, self.n_mutations, seed, shard=shard)
@@ -226,7 +229,7 @@ class LCRDetector(Detector):
         return SPRTDetector(model, calibration, alpha=self.alpha, beta=self.beta, mu=self.mu, sigma=self.sigma,
                             max_mutations=self.max_mutations, seed=seed)
 
-    def decide(self, model: Model, calibration: Calibration, x: np.ndarray, *, seed: int = 0,
+    def decide(self, model: Model, calibration: Calibration, x: Rows, *, seed: int = 0,
                shard: Shard | None = None) -> Decisions:
         """The SPRT verdict of each input (score: the LCR of the mutations it drew)."""
         return self.sprt(model, calibration, seed=seed)(x, shard=shard).decisions()

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ..data.views import Rows
 from ..distributed import Shard
 from ..errors import DataError, UsageError
 from ..models import Model
@@ -107,7 +108,7 @@ class STRIPDetector(Detector):
         if self.overlays < 2:
             raise UsageError(f"overlays must be at least 2, got {self.overlays}")
 
-    def entropy(self, model: Model, pool: np.ndarray, x: np.ndarray, *, seed: int = 0) -> np.ndarray:
+    def entropy(self, model: Model, pool: np.ndarray, x: Rows, *, seed: int = 0) -> np.ndarray:
         """Mean prediction entropy of each input blended with ``overlays`` images of ``pool``."""
         lo, hi = model.spec.range
         gen = torch.Generator().manual_seed(seed)
@@ -122,7 +123,7 @@ class STRIPDetector(Detector):
             out[i : i + per] = ent.reshape(len(xb), self.overlays).mean(axis=1)
         return out
 
-    def calibrate(self, model: Model, x: np.ndarray, y: np.ndarray | None, *, seed: int = 0,
+    def calibrate(self, model: Model, x: Rows, y: np.ndarray | None, *, seed: int = 0,
                   shard: Shard | None = None) -> StripCalibration:
         """Keep ``x`` as the overlay pool; threshold = the ``frr`` quantile of their entropies
         (labels are not needed)."""
@@ -136,7 +137,7 @@ class STRIPDetector(Detector):
             extra={"entropy_threshold": threshold}, pool=pool,
         )
 
-    def score(self, model: Model, calibration: StripCalibration, x: np.ndarray, *, seed: int = 0,
+    def score(self, model: Model, calibration: StripCalibration, x: Rows, *, seed: int = 0,
               shard: Shard | None = None) -> np.ndarray:
         """Minus the mean entropy of each input's blends with the calibration's pool."""
         return -self.entropy(model, calibration.pool, x, seed=seed)

@@ -147,8 +147,8 @@ def _fingerprint_options(options: DetectEvaluateOptions) -> dict[str, Any]:
 def _open_checkpoint(options: DetectEvaluateOptions, inputs: Inputs, ctx: JobContext) -> Checkpoint | None:
     """The checkpoint beside ``report`` (LCR only; None without a report); only rank 0 writes."""
     from ..checkpoint import Checkpoint, data_inputs, make_inputs
-    from ..models.base import sha256_file
     from ..distributed import is_main_process
+    from ..models.base import sha256_file
 
     if not options.report or options.method != "lcr":
         return None
@@ -214,10 +214,11 @@ def evaluate_rank(
     from ..data.views import take_rows
     from ..detect.evaluate import evaluate_held_out
     from ..detect.evaluate_scores import evaluate_detector, held_out
+    from ..detect.lcr import LCRDetector
 
     model, clean, adv, groups, cal = inputs if inputs is not None else evaluate_inputs(options, JobContext(), shard)
     detector = build_detector(options.method, options)
-    if detector.name != "lcr":
+    if not isinstance(detector, LCRDetector):
         cal, half = held_out(detector, model, clean.view, clean.y, cal, seed=options.seed)
         ev = evaluate_detector(detector, model, take_rows(clean.view, slice(half, None)), adv.view, groups, cal,
                                seed=options.seed)
