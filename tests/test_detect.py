@@ -303,3 +303,38 @@ def test_calibration_without_label_changes_keeps_a_usable_kappa(mnist_sample):
     assert cal.lcr_mean == 0
     assert cal.kappa_nor == pytest.approx(1 - 0.01 ** (1 / (cal.n_inputs * 10)))
     SPRTDetector(model, cal)  # a valid test: sigma < mu * kappa_nor
+
+
+def test_detector_contract_lcr_through_the_registry(mnist_detect, tmp_path):
+    """get_detector finds LCR through the registry; its calibration file has no "method" (old files
+    load as LCR); decide gives the SPRT's verdicts with the LCR per-input arrays."""
+    from advaudit.detect import Detector, get_detector, load_calibration
+    from advaudit.detect.lcr import LCRDetector
+
+    model, cal, _, adv = mnist_detect
+    det = get_detector("lcr", mu="1.2", max_mutations="500")
+    assert isinstance(det, LCRDetector) and isinstance(det, Detector) and det.mu == 1.2 and det.max_mutations == 500
+    cal.save(tmp_path / "c.json")
+    assert "method" not in json.loads((tmp_path / "c.json").read_text())
+    method, back = load_calibration(tmp_path / "c.json")
+    assert method == "lcr" and back.kappa_nor == cal.kappa_nor
+    dec = det.decide(model, back, adv[:40])
+    res = SPRTDetector(model, cal)(adv[:40])
+    assert np.array_equal(dec.verdict, res.verdict) and np.array_equal(dec.extra["mutations"], res.mutations)
+    assert dec.totals()["adversarial"] == res.totals()["adversarial"]
+    assert list(dec.totals()) == ["n", "adversarial", "normal", "undecided", "mean_mutations", "time_s", "ms_per_input"]
+    assert np.allclose(det.score(model, back, adv[:5]), label_change_rates(model, adv[:5], cal.mutation, 200))
+
+
+def test_get_detector_refuses_unknown_names_and_parameters():
+    from advaudit.detect import get_detector
+    from advaudit.errors import PluginError
+
+    with pytest.raises(PluginError, match="unknown detector 'nope'"):
+        get_detector("nope")
+    with pytest.raises(PluginError, match="has no parameter 'steps'"):
+        get_detector("strip", steps="3")
+    with pytest.raises(PluginError, match="not a valid int"):
+        get_detector("strip", overlays="many")
+    with pytest.raises(UsageError, match="frr must be in"):
+        get_detector("strip", frr="0.7")
