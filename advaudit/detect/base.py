@@ -210,7 +210,7 @@ class Detector(ABC):
     def input_rows(self, decisions: Decisions, indices: np.ndarray) -> list[dict[str, Any]]:
         """The ``inputs`` list of a detect report: index, verdict, label and score of each input."""
         return [{"index": int(i), "verdict": str(v), "label": int(lab), "score": float(s)}
-                for i, v, lab, s in zip(indices, decisions.verdict, decisions.labels, decisions.score)]
+                for i, v, lab, s in zip(indices, decisions.verdict, decisions.labels, decisions.score, strict=False)]
 
 
 def parse_method(text: str) -> tuple[str, dict[str, str]]:

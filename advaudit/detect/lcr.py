@@ -256,5 +256,5 @@ class LCRDetector(Detector):
             {"index": int(i), "verdict": str(v), "label": int(lab), "lcr": float(r), "mutations": int(m),
              "error_bound": None if np.isnan(e) else float(e)}
             for i, v, lab, r, m, e in zip(indices, decisions.verdict, decisions.labels, x["lcr"], x["mutations"],
-                                          x["error_bound"])
+                                          x["error_bound"], strict=False)
         ]

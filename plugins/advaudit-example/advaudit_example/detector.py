@@ -37,7 +37,7 @@ class MaxSoftmax(Detector):
         if not 0 < self.frr < 1:
             raise PluginError(f"detector {self.name!r}: frr must be in (0, 1), got {self.frr:g}")
 
-    def calibrate(self, model: Any, x: np.ndarray, y: np.ndarray | None, *, seed: int = 0,
+    def calibrate(self, model: Any, x: Any, y: np.ndarray | None, *, seed: int = 0,
                   shard: Any = None) -> ThresholdCalibration:
         """The score threshold that flags a fraction ``frr`` of the clean inputs ``x``."""
         scores = self.score(model, None, x, seed=seed)
@@ -47,6 +47,6 @@ class MaxSoftmax(Detector):
             params=self.params(),
         )
 
-    def score(self, model: Any, calibration: Any, x: np.ndarray, *, seed: int = 0, shard: Any = None) -> np.ndarray:
+    def score(self, model: Any, calibration: Any, x: Any, *, seed: int = 0, shard: Any = None) -> np.ndarray:
         """1 - max class probability of each input (higher = less confident = more suspicious)."""
         return 1.0 - model.query(x).probs.max(axis=1)
