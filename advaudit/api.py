@@ -16,6 +16,10 @@ from .jobs.audit import AuditOptions, AuditResult, audit
 from .jobs.scan import ScanOptions, ScanResult, scan_backdoor
 
 # -- detect ------------------------------------------------------------------------------------------
+from .jobs.detect import (  # noqa: E402
+    DetectCalibrateOptions, DetectCalibrateResult, DetectOptions, DetectResult, detect, detect_calibrate,
+)
+from .jobs.detect_evaluate import DetectEvaluateOptions, DetectEvaluateResult, detect_evaluate  # noqa: E402
 
 __all__ = [
     "DataOptions", "JobContext", "JobResult", "ModelOptions", "Progress",
@@ -25,5 +29,7 @@ __all__ = [
     "AuditOptions", "AuditResult", "ScanOptions", "ScanResult", "audit", "scan_backdoor",
 
     # -- detect
+    "DetectCalibrateOptions", "DetectCalibrateResult", "DetectOptions", "DetectResult", "DetectEvaluateOptions",
+    "DetectEvaluateResult", "detect", "detect_calibrate", "detect_evaluate",
 
 ]

@@ -61,14 +61,15 @@ def main(argv: list[str] | None = None) -> int:
             trigger = {k: z[k] for k in z.files}
         target = int(trigger["target"])
         build, test_x, test_y = data.x[: args.n], data.x[args.n :], data.y[args.n :]
-        strip = STRIPDetector(model, build, overlays=args.overlays, frr=args.frr, seed=0)
+        strip = STRIPDetector(overlays=args.overlays, frr=args.frr)
+        cal = strip.calibrate(model, build, None, seed=0)
         trojan = stamp(test_x[test_y != target], trigger)
         asr = float((model.predict(trojan).labels == target).mean())
-        clean_r, troj_r = strip(test_x), strip(trojan)
+        clean_r, troj_r = strip.decide(model, cal, test_x), strip.decide(model, cal, trojan)
         ms = 1000 * (clean_r.time_s + troj_r.time_s) / (len(test_x) + len(trojan))
         rows.append(
-            f"{name:<28} {target:>6} {asr:>6.3f} {auroc(-clean_r.entropy, -troj_r.entropy):>7.4f} "
-            f"{clean_r.trojaned.mean():>6.3f} {1 - troj_r.trojaned.mean():>6.3f} {ms:>9.2f}"
+            f"{name:<28} {target:>6} {asr:>6.3f} {auroc(clean_r.score, troj_r.score):>7.4f} "
+            f"{clean_r.flagged.mean():>6.3f} {1 - troj_r.flagged.mean():>6.3f} {ms:>9.2f}"
         )
         print(rows[-1], flush=True)
     print(f"\nSTRIP, {args.overlays} overlays, threshold at FRR {args.frr:g} on {args.n} clean images; "

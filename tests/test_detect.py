@@ -13,7 +13,7 @@ import torch
 
 from advaudit.attacks.runner import run_attacks
 from advaudit.attacks.suites import AttackChoice
-from advaudit.detect import Calibration, LCRDetector, Mutation, STRIPDetector, auroc, calibrate, label_change_rates
+from advaudit.detect import Calibration, Mutation, SPRTDetector, STRIPDetector, auroc, calibrate, label_change_rates
 from advaudit.detect.mutations import MUTATORS
 from advaudit.detect.sprt import ADVERSARIAL, NORMAL, SPRT, UNDECIDED, sprt_round
 from advaudit.errors import DataError, UsageError
@@ -90,7 +90,7 @@ def test_adversarial_inputs_have_higher_lcr_and_are_detected(mnist_detect):
     la = label_change_rates(model, adv, cal.mutation, 100)
     assert la.mean() > 5 * ln.mean()
     assert auroc(ln, la) > 0.95
-    det = LCRDetector(model, cal)
+    det = SPRTDetector(model, cal)
     res = det(adv)
     assert (res.decision == ADVERSARIAL).mean() > 0.9
     assert np.all(res.error_bound[res.decision == ADVERSARIAL] == 0.05)
@@ -101,7 +101,7 @@ def test_adversarial_inputs_have_higher_lcr_and_are_detected(mnist_detect):
 
 def test_max_mutations_leaves_inputs_undecided(mnist_detect):
     model, cal, normal, _ = mnist_detect
-    res = LCRDetector(model, cal, max_mutations=3)(normal[:20])
+    res = SPRTDetector(model, cal, max_mutations=3)(normal[:20])
     assert np.all(res.mutations <= 3)
     assert (res.decision == UNDECIDED).any() and np.all(np.isnan(res.error_bound[res.decision == UNDECIDED]))
 
@@ -113,7 +113,7 @@ def test_calibration_round_trip_and_refusals(mnist_detect, tmp_path):
     assert back.kappa_nor == cal.kappa_nor and back.mutation == cal.mutation
     back.model_sha256 = "0" * 64
     with pytest.raises(UsageError, match="another model"):
-        LCRDetector(model, back)
+        SPRTDetector(model, back)
     with pytest.raises(UsageError):
         cal.check_for(model, Mutation("gaussian", 0.35))
     (tmp_path / "bad.json").write_text("{}")
@@ -163,14 +163,15 @@ def test_strip_flags_inputs_that_carry_a_trigger(mnist_sample, tmp_path):
     extra = {"advaudit.json": json.dumps({"range": [0, 1], "input_shape": [1, 28, 28]})}
     torch.jit.save(torch.jit.trace(_Trojaned(net), torch.zeros(2, 1, 28, 28)), str(path), _extra_files=extra)
     model = load_model(path)
-    strip = STRIPDetector(model, data.x[:100], overlays=16, frr=0.02)
-    clean = strip(data.x[100:160])
-    assert clean.trojaned.mean() < 0.15
+    strip = STRIPDetector(overlays=16, frr=0.02)
+    cal = strip.calibrate(model, data.x[:100], data.y[:100])
+    clean = strip.decide(model, cal, data.x[100:160])
+    assert clean.flagged.mean() < 0.15
     stamped = data.x[100:160].copy()
     stamped[:, :, -4:-1, -4:-1] = 1.0
     assert np.all(model.predict(stamped).labels == 0)
-    assert strip(stamped).trojaned.mean() > 0.9
-    assert strip(stamped).entropy.mean() < clean.entropy.mean()
+    assert strip.decide(model, cal, stamped).flagged.mean() > 0.9
+    assert -strip.score(model, cal, stamped).mean() < -clean.score.mean()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -281,7 +282,7 @@ def test_chained_calibration_round_trip(mnist_sample, tmp_path):
 def test_normal_inputs_stop_exactly_at_the_first_acceptance(mnist_detect):
     """The rounds never overshoot the count at which an input without label changes is accepted."""
     model, cal, normal, _ = mnist_detect
-    det = LCRDetector(model, cal)
+    det = SPRTDetector(model, cal)
     res = det(normal)
     quiet = (res.decision == NORMAL) & (res.changes == 0)
     assert quiet.any() and np.all(res.mutations[quiet] == det.test.min_normal)
@@ -301,4 +302,39 @@ def test_calibration_without_label_changes_keeps_a_usable_kappa(mnist_sample):
     cal = calibrate(model, data.x[:10], data.y[:10], Mutation("gaussian", 0.001), n_mutations=10)
     assert cal.lcr_mean == 0
     assert cal.kappa_nor == pytest.approx(1 - 0.01 ** (1 / (cal.n_inputs * 10)))
-    LCRDetector(model, cal)  # a valid test: sigma < mu * kappa_nor
+    SPRTDetector(model, cal)  # a valid test: sigma < mu * kappa_nor
+
+
+def test_detector_contract_lcr_through_the_registry(mnist_detect, tmp_path):
+    """get_detector finds LCR through the registry; its calibration file has no "method" (old files
+    load as LCR); decide gives the SPRT's verdicts with the LCR per-input arrays."""
+    from advaudit.detect import Detector, get_detector, load_calibration
+    from advaudit.detect.lcr import LCRDetector
+
+    model, cal, _, adv = mnist_detect
+    det = get_detector("lcr", mu="1.2", max_mutations="500")
+    assert isinstance(det, LCRDetector) and isinstance(det, Detector) and det.mu == 1.2 and det.max_mutations == 500
+    cal.save(tmp_path / "c.json")
+    assert "method" not in json.loads((tmp_path / "c.json").read_text())
+    method, back = load_calibration(tmp_path / "c.json")
+    assert method == "lcr" and back.kappa_nor == cal.kappa_nor
+    dec = det.decide(model, back, adv[:40])
+    res = SPRTDetector(model, cal)(adv[:40])
+    assert np.array_equal(dec.verdict, res.verdict) and np.array_equal(dec.extra["mutations"], res.mutations)
+    assert dec.totals()["adversarial"] == res.totals()["adversarial"]
+    assert list(dec.totals()) == ["n", "adversarial", "normal", "undecided", "mean_mutations", "time_s", "ms_per_input"]
+    assert np.allclose(det.score(model, back, adv[:5]), label_change_rates(model, adv[:5], cal.mutation, 200))
+
+
+def test_get_detector_refuses_unknown_names_and_parameters():
+    from advaudit.detect import get_detector
+    from advaudit.errors import PluginError
+
+    with pytest.raises(PluginError, match="unknown detector 'nope'"):
+        get_detector("nope")
+    with pytest.raises(PluginError, match="has no parameter 'steps'"):
+        get_detector("strip", steps="3")
+    with pytest.raises(PluginError, match="not a valid int"):
+        get_detector("strip", overlays="many")
+    with pytest.raises(UsageError, match="frr must be in"):
+        get_detector("strip", frr="0.7")

@@ -202,6 +202,12 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
                 raise ConfigError(f"{where(['steps', i, 'adversarial'] if 'adversarial' in s else ['steps', i])}: no adversarial examples {adv!r}" if adv else f"{where(['steps', i])}: a detect step needs adversarial examples", hint)
             if "calibration" in step and not Path(step["calibration"]).is_file():
                 raise ConfigError(f"{where(['steps', i, 'calibration'])}: {step['calibration']} does not exist")
+            method = str(step.get("method", "lcr")).partition(":")[0].strip()
+            lcr_only = [k for k in ("mutation", "radius", "lcr_mutations", "alpha", "beta", "mu", "max_mutations")
+                        if k in step]
+            if method != "lcr" and lcr_only:
+                raise ConfigError(f"{where(['steps', i, lcr_only[0]])}: {lcr_only[0]} applies to method lcr only",
+                                  "remove it, or set method: lcr")
         steps.append(step)
 
     gates = []

@@ -16,15 +16,14 @@ from ..attacks.suites import resolve_choices
 from ..data import PreparedData, default_batch_size, load_data, prepare
 from ..defenses import build_stack
 from ..defenses.evaluate import evaluate_defense, parse_modes
-from ..detect.evaluate import adversarial_groups, evaluate_held_out, roc_png
-from ..detect.lcr import DEFAULT_MUTATION, Calibration, Mutation
 from ..errors import DataError
 from ..models import Model
 from ..report.artifacts import example_grid_for_run, save_adversarial
 from ..report.attack_report import attack_report
 from ..report.defense_report import defense_report
-from ..report.normalize import attack_metrics, detect_evaluate_metrics
-from ..report.detect_report import detect_evaluate_report
+from ..report.normalize import attack_metrics
+from ..jobs.base import DataOptions, JobContext, ModelOptions
+from ..jobs.detect_evaluate import DetectEvaluateOptions, detect_evaluate
 
 Progress = Callable[[str, int, int], None]
 
@@ -144,7 +143,8 @@ def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
 
 
 def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
-    model = ctx.model
+    """``detect evaluate`` on the step's clean data against an earlier attack step's adversarial
+    examples (or an .npz), through :func:`advaudit.jobs.detect_evaluate.detect_evaluate`."""
     source = step["adversarial"]
     if source in ctx.earlier:
         rel = ctx.earlier[source]["artifacts"].get("adversarial")
@@ -153,31 +153,25 @@ def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
         adv_path = ctx.report_dir / rel
     else:
         adv_path = Path(source)
-    adv = prepare(load_data(adv_path), model, need_labels=False)
-    if len(adv) == 0:
+    if len(load_data(adv_path)) == 0:
         raise DataError(
             f"no adversarial examples to detect ({source} found none)",
             "attack at a larger eps, or remove the detect step for a model no attack fools",
         )
-    groups = adversarial_groups(adv_path, len(adv))
-    clean = _data(ctx, step)
-    assert clean.y is not None
-    cal = None
-    if "calibration" in step:
-        cal = Calibration.load(step["calibration"])
-        cal.check_for(model)
-    mutation = Mutation.parse(step.get("mutation", DEFAULT_MUTATION), step.get("radius")).check()
-    sprt = {k: step[k] for k in ("alpha", "beta", "mu", "max_mutations") if k in step}
-    ev, _, _ = evaluate_held_out(
-        model, clean.view, clean.y, adv.view, groups, cal, mutation, n_lcr=step.get("lcr_mutations", 200),
-        seed=ctx.seed, shard=ctx.shard, **sprt,
-    )
-    report = detect_evaluate_report(ev, model, clean, ctx.command, ctx.seed, adversarial={"source": source, "n": int(len(adv))})
-    if ctx.shard is not None and not ctx.shard.is_main:
-        return StepResult(report, detect_evaluate_metrics(report), {})
+    lcr = {k: tuple(v) if isinstance(v, list) else v for k, v in step.items()
+           if k in ("method", "mutation", "radius", "lcr_mutations", "alpha", "beta", "mu", "max_mutations")}
     roc = ctx.artifacts_dir / "roc.png"
-    roc_png(str(roc), ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
-    return StepResult(report, detect_evaluate_metrics(report), {"roc": _rel(ctx, roc)})
+    options = DetectEvaluateOptions(
+        model=ModelOptions(path=str(ctx.model.path)),
+        clean=DataOptions(path=str(step["data"]), labels=step.get("labels"), n=step.get("n"),
+                          offset=step.get("offset", 0), seed=ctx.seed, resize=step.get("resize"), crop=step.get("crop")),
+        adversarial=str(adv_path), calibration=step.get("calibration"), roc=str(roc), seed=ctx.seed,
+        command=ctx.command, adversarial_source=source, **lcr,
+    )
+    result = detect_evaluate(options, JobContext(model=ctx.model))
+    if result is None:  # a helper rank of a sharded audit: rank 0 reports
+        return StepResult({}, {}, {})
+    return StepResult(result.to_report(), result.metrics(), {"roc": _rel(ctx, roc)})
 
 
 RUNNERS: dict[str, Callable[[StepContext, dict[str, Any]], StepResult]] = {

@@ -1,49 +1,65 @@
-"""``advaudit detect``: Label Change Rate detection (calibrate, detect, evaluate)."""
+"""``advaudit detect``: calibrate a detector, flag inputs, evaluate detection (LCR, STRIP, plugins).
+
+A thin layer over :mod:`advaudit.jobs.detect` and :mod:`advaudit.jobs.detect_evaluate`: each command
+builds the job's options from its flags, calls the job through :mod:`advaudit.api` and prints."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 from rich.table import Table
 from rich.text import Text
 
-from ..checkpoint import Checkpoint, ChunkUnits, data_inputs, make_inputs
-from ..models.base import sha256_file
-from ..data import load_data, prepare
-from ..detect.evaluate import adversarial_groups, evaluate_held_out, roc_png
-from ..detect.lcr import DEFAULT_MUTATION, Calibration, LCRDetector, Mutation, calibrate as calibrate_lcr
+from .. import api
 from ..detect.model_mutation import OPERATORS as MODEL_OPERATORS
+from ..detect.mutation import Mutation
 from ..detect.mutations import MUTATORS
-from ..distributed import Shard, run_sharded
-from ..errors import EXIT_GATE, EXIT_OK, DataError
-from ..report import base_report
-from ..report.detect_report import detect_evaluate_report
+from ..errors import EXIT_GATE, EXIT_OK
+from ..jobs.detect import DetectCalibrateOptions, DetectOptions
+from ..jobs.detect_evaluate import DetectEvaluateOptions
 from .common import (
-    Output, check_outputs, compose, data_options, max_input_pixels, model_options, open_data, open_model,
+    Output,
+    ProgressBar,
+    check_outputs,
+    compose,
+    data_options,
+    data_options_from,
+    model_options,
+    model_options_from,
     output_options,
 )
-from .resume import check_resume, finish, interruptible, open_checkpoint, resume_option
-from .sharding import is_main_process, prepare_ranks, recorded_command, workers_option
+from .resume import check_resume, interruptible, resume_option
+from .sharding import prepare_ranks, recorded_command, workers_option
+
+_CAL, _RUN, _EVAL = DetectCalibrateOptions, DetectOptions, DetectEvaluateOptions
 
 MUTATION_HELP = (
-    f"auto, input operators ({', '.join(MUTATORS)}) chained with '+', or one model operator ({', '.join(MODEL_OPERATORS)})."
+    f"auto, input operators ({', '.join(MUTATORS)}) chained with '+', or one model operator "
+    f"({', '.join(MODEL_OPERATORS)}). LCR only."
 )
 RADIUS_HELP = (
     "Size of each operator's mutation as a fraction of the value range (the rate for model operators), "
     "comma-separated for a chain. [default: each operator's own; auto: darken+pixel 0.5,0.05 for "
-    "one-channel images, brightness 0.5 for colour]"
+    "one-channel images, brightness 0.5 for colour] LCR only."
+)
+METHOD_HELP = (
+    "Detector: lcr (Label Change Rate + SPRT), strip (STRIP entropy under superimposition) or an installed "
+    "plugin's name (advaudit plugins --kind detector), with optional NAME:key=value,... hyperparameters."
 )
 
 sprt_options = compose(
-    click.option("--alpha", default=0.05, show_default=True, type=float, help="Bound on reporting an adversarial input as normal."),
-    click.option("--beta", default=0.05, show_default=True, type=float, help="Bound on reporting a normal input as adversarial."),
-    click.option("--mu", default=1.2, show_default=True, type=float, help="Threshold factor: test kappa(x) > mu * kappa_nor."),
-    click.option("--sigma", type=float, help="Indifference region half-width (default min(0.05, 0.8*mu*kappa_nor))."),
-    click.option("--max-mutations", default=500, show_default=True, type=click.IntRange(min=1)),
+    click.option("--alpha", default=_RUN.alpha, show_default=True, type=float,
+                 help="Bound on reporting an adversarial input as normal (LCR)."),
+    click.option("--beta", default=_RUN.beta, show_default=True, type=float,
+                 help="Bound on reporting a normal input as adversarial (LCR)."),
+    click.option("--mu", default=_RUN.mu, show_default=True, type=float,
+                 help="Threshold factor: test kappa(x) > mu * kappa_nor (LCR)."),
+    click.option("--sigma", type=float,
+                 help="Indifference region half-width (default min(0.05, 0.8*mu*kappa_nor); LCR)."),
+    click.option("--max-mutations", default=_RUN.max_mutations, show_default=True, type=click.IntRange(min=1),
+                 help="Most mutations drawn per input (LCR)."),
 )
 
 
@@ -51,61 +67,62 @@ class _DetectGroup(click.Group):
     """``advaudit detect MODEL ...`` runs detection; ``calibrate`` and ``evaluate`` are subcommands."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        """``detect MODEL ...`` is ``detect run MODEL ...``."""
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             args = ["run", *args]
         return super().resolve_command(ctx, args)
 
     def format_usage(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        formatter.write_usage("advaudit detect", "MODEL --inputs INPUTS --calibration CALIB [OPTIONS] | calibrate ... | evaluate ...")
+        """One usage line for the three forms."""
+        formatter.write_usage("advaudit detect",
+                              "MODEL --inputs INPUTS --calibration CALIB [OPTIONS] | calibrate ... | evaluate ...")
 
 
 @click.group(cls=_DetectGroup)
 def detect() -> None:
-    """Flag adversarial inputs by their Label Change Rate under random mutations (nMutant, SPRT).
+    """Flag adversarial inputs: Label Change Rate under random mutations (nMutant, SPRT; the default),
+    STRIP, or a plugin detector (--method).
 
     \b
-    advaudit detect calibrate MODEL --data CLEAN --out calib.json
+    advaudit detect calibrate MODEL --data CLEAN --out calib.json [--method lcr|strip|NAME]
     advaudit detect MODEL --inputs INPUTS --calibration calib.json
     advaudit detect evaluate MODEL --clean CLEAN --adversarial ADV.npz [--calibration calib.json]
     """
 
-
-def _mutation(kw: dict[str, Any]) -> Mutation:
-    return Mutation.parse(kw["mutation"], kw["radius"]).check()
 
 
 @detect.command("calibrate")
 @click.argument("model", type=click.Path())
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Clean labelled data.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Calibration JSON to write.")
-@click.option("--mutation", default=DEFAULT_MUTATION, show_default=True, help=MUTATION_HELP)
+@click.option("--method", default=_CAL.method, show_default=True, metavar="NAME[:k=v,...]", help=METHOD_HELP)
+@click.option("--mutation", default=_CAL.mutation, show_default=True, help=MUTATION_HELP)
 @click.option("--radius", help=RADIUS_HELP)
-@click.option("--mutations", "n_mutations", type=click.IntRange(min=10), default=200, show_default=True, help="Mutations per input.")
+@click.option("--mutations", "n_mutations", type=click.IntRange(min=10), default=_CAL.n_mutations, show_default=True,
+              help="Mutations per input (LCR).")
 @model_options
 @data_options
 @output_options
 @click.pass_obj
 def calibrate(out: Output, **kw: Any) -> None:
-    """Estimate kappa_nor (LCR of correctly classified clean inputs + one-sided 99% margin)."""
+    """Calibrate a detector on clean data (LCR: kappa_nor, the LCR of correctly classified clean inputs
+    + one-sided 99% margin; STRIP: the entropy threshold for a false rejection rate, and its overlay pool)."""
     check_outputs({"--out": kw["out_path"]}, inputs=[kw["model"], kw["data_path"], kw["spec_file"]])
-    mutation = _mutation(kw)
-    model = open_model(kw)
-    data = open_data(kw["data_path"], model, kw, out=out)
-    assert data.y is not None
-    cal = calibrate_lcr(model, data.view, data.y, mutation, n_mutations=kw["n_mutations"], seed=kw["seed"] or 0)
-    cal.save(kw["out_path"])
-    out.info(f"wrote {kw['out_path']}")
-    out.out.print(
-        f"kappa_nor = {cal.kappa_nor:.4f} (mean {cal.lcr_mean:.4f} + margin {cal.margin:.4f}; "
-        f"{cal.n_inputs} inputs x {cal.n_mutations} {cal.mutation.operator} mutations, radius {cal.mutation.radius_text})",
-        highlight=False,
+    options = DetectCalibrateOptions(
+        model=model_options_from(kw), data=data_options_from(kw, kw["data_path"]), out=kw["out_path"],
+        method=kw["method"], mutation=kw["mutation"], radius=kw["radius"], n_mutations=kw["n_mutations"],
+        seed=kw["seed"] or 0,
     )
+    with ProgressBar(out) as progress:
+        result = api.detect_calibrate(options, api.JobContext(progress=progress, log=out.info))
+    out.out.print(result.calibration.summary(), highlight=False)
 
 
 @detect.command("run", hidden=True)
 @click.argument("model", type=click.Path())
 @click.option("--inputs", "inputs_path", required=True, type=click.Path(), help="npz, image folder, or image.")
 @click.option("--calibration", "calibration_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--method", metavar="NAME[:k=v,...]", help=METHOD_HELP + " [default: the calibration's]")
 @sprt_options
 @click.option("--report", "report_path", type=click.Path(dir_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
@@ -115,62 +132,65 @@ def calibrate(out: Output, **kw: Any) -> None:
 @output_options
 @click.pass_obj
 def run(out: Output, **kw: Any) -> int:
-    """Detect adversarial inputs with the sequential probability ratio test."""
+    """Flag adversarial inputs (LCR: the sequential probability ratio test)."""
     check_outputs({"--report": kw["report_path"]},
                   inputs=[kw["model"], kw["inputs_path"], kw["calibration_path"], kw["spec_file"]])
-    cal = Calibration.load(kw["calibration_path"])
-    model = open_model(kw)
-    cal.check_for(model)
-    data = open_data(kw["inputs_path"], model, kw, need_labels=False, out=out)
-    det = LCRDetector(
-        model, cal, alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"],
-        max_mutations=kw["max_mutations"], seed=kw["seed"] or 0,
+    options = DetectOptions(
+        model=model_options_from(kw), inputs=data_options_from(kw, kw["inputs_path"]),
+        calibration=kw["calibration_path"], method=kw["method"], alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"],
+        sigma=kw["sigma"], max_mutations=kw["max_mutations"], fail_on_adversarial=kw["fail_on_adversarial"],
+        report=kw["report_path"], seed=kw["seed"] or 0, command=" ".join(["advaudit", *sys.argv[1:]]),
     )
-    res = det(data.view)
-    report = base_report(["advaudit", *sys.argv[1:]], kw["seed"] or 0)
-    report.update(
-        {
-            "kind": "detect",
-            "model": {"path": str(model.path), "sha256": model.sha256, "format": model.format},
-            "data": data.dataset.describe(),
-            "calibration": {"path": kw["calibration_path"], "kappa_nor": cal.kappa_nor, "mutation": cal.mutation.settings()},
-            "sprt": {"alpha": det.test.alpha, "beta": det.test.beta, "mu": det.test.mu, "sigma": det.test.sigma},
-            "inputs": [
-                {"index": int(i), "verdict": str(v), "label": int(lab), "lcr": float(r), "mutations": int(m), "error_bound": None if np.isnan(e) else float(e)}
-                for i, v, lab, r, m, e in zip(data.dataset.indices, res.verdict, res.labels, res.lcr, res.mutations, res.error_bound)
-            ],
-            "totals": res.totals(),
-            "passed": not (kw["fail_on_adversarial"] and (res.decision == 1).any()),
-        }
-    )
-    out.report(kw["report_path"], report)
+    with ProgressBar(out) as progress:
+        result = api.detect(options, api.JobContext(progress=progress, log=out.info))
+    report = result.to_report()
     if kw["fmt"] == "json":
         out.json(report)
     else:
-        t = report["totals"]
-        if kw["fmt"] == "md":
-            click.echo("| index | verdict | label | LCR | mutations | error bound |\n|---|---|---|---|---|---|")
-            for r in report["inputs"]:
-                click.echo(f"| {r['index']} | {r['verdict']} | {r['label']} | {r['lcr']:.3f} | {r['mutations']} | {r['error_bound']} |")
-        else:
-            table = Table(title=f"advaudit detect: {t['adversarial']} adversarial, {t['normal']} normal, {t['undecided']} undecided")
-            for c in ("index", "verdict", "label", "LCR", "mutations", "error bound"):
-                table.add_column(c)
-            for r in report["inputs"][:200]:
-                table.add_row(*(Text(str(v)) for v in (r["index"], r["verdict"], r["label"], f"{r['lcr']:.3f}", r["mutations"], r["error_bound"])))
-            out.out.print(table)
-        out.out.print(f"mean mutations {t['mean_mutations']:.1f}, {t['ms_per_input']:.2f} ms per input", highlight=False)
-    return EXIT_OK if report["passed"] else EXIT_GATE
+        _print_inputs(out, report, kw["fmt"])
+    return EXIT_OK if result.passed else EXIT_GATE
+
+
+def _print_inputs(out: Output, report: dict[str, Any], fmt: str) -> None:
+    """The verdict of each input as a Markdown or rich table (LCR: with LCR, mutations and error bound)."""
+    t = report["totals"]
+    lcr = "method" not in report
+    columns = ("index", "verdict", "label", "LCR", "mutations", "error bound") if lcr else (
+        "index", "verdict", "label", "score")
+
+    def cells(r: dict[str, Any]) -> tuple[Any, ...]:
+        if lcr:
+            return r["index"], r["verdict"], r["label"], f"{r['lcr']:.3f}", r["mutations"], r["error_bound"]
+        return r["index"], r["verdict"], r["label"], f"{r['score']:.4f}"
+
+    if fmt == "md":
+        click.echo(f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}")
+        for r in report["inputs"]:
+            click.echo(f"| {' | '.join(str(c) for c in cells(r))} |")
+    else:
+        table = Table(title=f"advaudit detect: {t['adversarial']} adversarial, {t['normal']} normal, "
+                            f"{t['undecided']} undecided")
+        for c in columns:
+            table.add_column(c)
+        for r in report["inputs"][:200]:
+            table.add_row(*(Text(str(v)) for v in cells(r)))
+        out.out.print(table)
+    cost = f"{t['ms_per_input']:.2f} ms per input"
+    out.out.print(f"mean mutations {t['mean_mutations']:.1f}, {cost}" if lcr else cost, highlight=False)
 
 
 @detect.command("evaluate")
 @click.argument("model", type=click.Path())
 @click.option("--clean", "clean_path", required=True, type=click.Path(), help="Clean labelled data.")
-@click.option("--adversarial", "adv_path", required=True, type=click.Path(), help="Adversarial .npz (from 'advaudit attack --save-adv').")
-@click.option("--calibration", "calibration_path", type=click.Path(dir_okay=False), help="Default: calibrate on the first half of --clean, evaluate on the rest.")
-@click.option("--mutation", default=DEFAULT_MUTATION, show_default=True, help=MUTATION_HELP)
+@click.option("--adversarial", "adv_path", required=True, type=click.Path(),
+              help="Adversarial .npz (from 'advaudit attack --save-adv').")
+@click.option("--calibration", "calibration_path", type=click.Path(dir_okay=False),
+              help="Default: calibrate on the first half of --clean, evaluate on the rest.")
+@click.option("--method", default=_EVAL.method, show_default=True, metavar="NAME[:k=v,...]", help=METHOD_HELP)
+@click.option("--mutation", default=_EVAL.mutation, show_default=True, help=MUTATION_HELP)
 @click.option("--radius", help=RADIUS_HELP)
-@click.option("--lcr-mutations", type=click.IntRange(min=10), default=200, show_default=True, help="Mutations per input for LCR / AUROC.")
+@click.option("--lcr-mutations", type=click.IntRange(min=10), default=_EVAL.lcr_mutations, show_default=True,
+              help="Mutations per input for LCR / AUROC.")
 @sprt_options
 @click.option("--roc", "roc_path", type=click.Path(dir_okay=False), help="Write the ROC curve PNG.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False))
@@ -182,52 +202,50 @@ def run(out: Output, **kw: Any) -> int:
 @output_options
 @click.pass_obj
 def evaluate(out: Output, **kw: Any) -> int:
-    """AUROC of LCR, kappa_nor vs kappa_adv per attack (Table 3), SPRT precision/recall/cost.
+    """AUROC of the detector's score and the figures of its decisions (LCR: kappa_nor vs kappa_adv per
+    attack, Table 3; SPRT precision/recall/cost).
 
-    With --report, every finished chunk of inputs (calibration, LCR, SPRT) is kept in
+    With --report, every finished chunk of inputs (LCR: calibration, LCR, SPRT) is kept in
     REPORT.partial/; after Ctrl-C or a kill (exit 130), --resume continues where it stopped.
     """
     check_resume(kw)
     check_outputs({"--roc": kw["roc_path"], "--report": kw["report_path"]},
                   inputs=[kw["model"], kw["clean_path"], kw["adv_path"], kw["calibration_path"], kw["spec_file"]])
     prepare_ranks(out, kw)
-    return interruptible(kw["report_path"], lambda: _evaluate(out, kw))
+    options = DetectEvaluateOptions(
+        model=model_options_from(kw), clean=data_options_from(kw, kw["clean_path"]), adversarial=kw["adv_path"],
+        calibration=kw["calibration_path"], method=kw["method"], mutation=kw["mutation"], radius=kw["radius"],
+        lcr_mutations=kw["lcr_mutations"], alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"],
+        max_mutations=kw["max_mutations"], roc=kw["roc_path"], report=kw["report_path"], resume=kw["resume"],
+        workers=kw["workers"], seed=kw["seed"] or 0, command=" ".join(["advaudit", *recorded_command(sys.argv[1:])]),
+    )
+    return interruptible(kw["report_path"], lambda: _evaluate(out, options, kw["fmt"]))
 
 
-def _evaluate(out: Output, kw: dict[str, Any]) -> int:
-    """``detect evaluate`` (checkpointed beside ``--report``): figures, ROC, report, table."""
-    seed = kw["seed"] or 0
-    inputs = _evaluate_inputs(kw)  # bad input fails here, before any worker starts
-    model, clean, adv, groups, _ = inputs
-    ckpt = open_checkpoint(out, kw, "detect-evaluate", make_inputs(
-        "detect-evaluate", model, kw, seed, data=data_inputs(kw["clean_path"], clean.view, clean.y),
-        adversarial=data_inputs(kw["adv_path"], adv.view, groups.astype(str)),
-        calibration=sha256_file(kw["calibration_path"]) if kw["calibration_path"] else None,
-    ))
-    if kw["workers"] > 1:
-        out.info(f"sharding over {kw['workers']} worker processes")
-    ev = run_sharded(_evaluate_step, kw["workers"], kw, seed, out.quiet, inputs if kw["workers"] == 1 else None, ckpt)
-    if not is_main_process():
+def _evaluate(out: Output, options: DetectEvaluateOptions, fmt: str) -> int:
+    """Run the job (checkpointed beside ``--report``) and print its figures."""
+    result = api.detect_evaluate(options, api.JobContext(log=out.info))
+    if result is None:  # a helper rank: rank 0 reports
         return EXIT_OK
-    assert ev is not None
-    report = detect_evaluate_report(ev, model, clean, ["advaudit", *recorded_command(sys.argv[1:])], seed)
-    finish(ckpt, report, kw["resume"])
-    if kw["roc_path"]:
-        roc_png(kw["roc_path"], ev.fpr, ev.tpr, f"LCR ROC, AUROC {ev.figures['auroc_all']:.4f}")
-        out.info(f"wrote {kw['roc_path']}")
-    out.report(kw["report_path"], report)
-    if ckpt is not None:
-        ckpt.finish()
-    if kw["fmt"] == "json":
+    report = result.to_report()
+    if fmt == "json":
         out.json(report)
-        return EXIT_OK
-    f = ev.figures
+    elif result.method == "lcr":
+        _print_lcr_evaluation(out, report)
+    else:
+        _print_evaluation(out, report)
+    return EXIT_OK
+
+
+def _print_lcr_evaluation(out: Output, f: dict[str, Any]) -> None:
+    """kappa per set with its 99% CI and AUROC per attack, then the SPRT's figures."""
     t3 = f["table3"]
     mutation = Mutation.parse(f["mutation"]["operator"], f["mutation"]["radius"])
     table = Table(title=f"kappa (LCR) and AUROC, {mutation.operator} radius {mutation.radius_text}")
     for c in ("set", "n", "kappa mean +- 99% CI", "AUROC"):
         table.add_column(c)
-    table.add_row("normal", str(t3["kappa_nor"]["n"]), f"{t3['kappa_nor']['mean']:.4f} +- {t3['kappa_nor']['ci99']:.4f}", "-")
+    kn = t3["kappa_nor"]
+    table.add_row("normal", str(kn["n"]), f"{kn['mean']:.4f} +- {kn['ci99']:.4f}", "-")
     for g, v in t3["kappa_adv"].items():
         table.add_row(Text(g), str(v["n"]), f"{v['mean']:.4f} +- {v['ci99']:.4f}", f"{f['auroc'][g]:.4f}")
     table.add_row("mean", "", "", f"{f['auroc_mean']:.4f}")
@@ -240,42 +258,23 @@ def _evaluate(out: Output, kw: dict[str, Any]) -> int:
         f"{s['ms_per_input']:.2f} ms per input",
         highlight=False,
     )
-    return EXIT_OK
 
 
-def _evaluate_inputs(kw: dict[str, Any], shard: Shard | None = None) -> tuple[Any, Any, Any, np.ndarray, Calibration | None]:
-    """Model, clean data, adversarial data, their groups, and the calibration file if one is given."""
-    model = open_model(kw if shard is None else {**kw, "device": shard.device(kw["device"])})
-    clean = open_data(kw["clean_path"], model, kw)
-    adv = prepare(load_data(kw["adv_path"], max_values=max_input_pixels(kw)), model, need_labels=False)
-    if len(adv) == 0:
-        raise DataError(f"{Path(kw['adv_path']).name} holds no adversarial examples")
-    groups = adversarial_groups(kw["adv_path"], len(adv))
-    cal = None
-    if kw["calibration_path"]:
-        cal = Calibration.load(kw["calibration_path"])
-        cal.check_for(model)
-    return model, clean, adv, groups, cal
-
-
-def _evaluate_step(
-    kw: dict[str, Any], seed: int, quiet: bool, inputs: tuple | None = None, ckpt: Checkpoint | None = None, *,
-    shard: Shard,
-) -> Any:
-    """One rank's share of ``detect evaluate`` (all of it in one process); every rank returns the figures.
-
-    ``ckpt``: the run's checkpoint; every rank reuses its chunks, rank 0 alone saves new ones."""
-    model, clean, adv, groups, cal = inputs if inputs is not None else _evaluate_inputs(kw, shard)
-    assert clean.y is not None
-    ev, cal, half = evaluate_held_out(
-        model, clean.view, clean.y, adv.view, groups, cal, _mutation(kw), n_lcr=kw["lcr_mutations"], seed=seed,
-        shard=shard,
-        alpha=kw["alpha"], beta=kw["beta"], mu=kw["mu"], sigma=kw["sigma"], max_mutations=kw["max_mutations"],
-        units=None if ckpt is None else ChunkUnits(ckpt.for_rank(shard.is_main)),
+def _print_evaluation(out: Output, f: dict[str, Any]) -> None:
+    """Score per set with its 99% CI and AUROC per attack, then the decisions' figures."""
+    sc = f["score"]
+    table = Table(title=f"{f['method']} score and AUROC")
+    for c in ("set", "n", "score mean +- 99% CI", "AUROC"):
+        table.add_column(c)
+    table.add_row("normal", str(sc["normal"]["n"]), f"{sc['normal']['mean']:.4f} +- {sc['normal']['ci99']:.4f}", "-")
+    for g, v in sc["adversarial"].items():
+        table.add_row(Text(g), str(v["n"]), f"{v['mean']:.4f} +- {v['ci99']:.4f}", f"{f['auroc'][g]:.4f}")
+    table.add_row("mean", "", "", f"{f['auroc_mean']:.4f}")
+    out.out.print(table)
+    d = f["decisions"]
+    out.out.print(
+        f"{f['method']}: precision {d['precision']:.4f}, recall {d['recall']:.4f}, accuracy {d['accuracy']:.4f}, "
+        f"false positives {d['false_positive_rate']:.4f}, undecided {d['undecided']}, "
+        f"{d['ms_per_input']:.2f} ms per input",
+        highlight=False,
     )
-    if half:
-        Output(quiet=quiet or not shard.is_main).info(
-            f"calibrated on {half} clean inputs: kappa_nor {cal.kappa_nor:.4f}; "
-            f"evaluated on the other {len(clean) - half}"
-        )
-    return ev

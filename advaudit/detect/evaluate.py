@@ -20,17 +20,20 @@ from typing import Any
 import numpy as np
 
 from ..checkpoint import ChunkUnits, cached_map, chunk_key
-from ..data.views import concat_rows, take_rows
+from ..data.views import Rows, concat_rows, take_rows
 from ..distributed import Shard
-from .lcr import (
-    ADVERSARIAL, CHUNK, NORMAL, Calibration, Detections, LCRDetector, Mutation, auroc, calibrate, chunk_seed, chunk_starts,
-    lcr_chunk, roc_curve,
-)
+from .lcr import Calibration, calibrate
+from .lcr_sprt import Detections, SPRTDetector
+from .mutation import N_MUTATIONS, Mutation
+from .roc import auroc, roc_curve
+from .sampling import CHUNK, chunk_seed, chunk_starts, lcr_chunk
+from .sprt import ADVERSARIAL, NORMAL
 
 Z_995 = 2.5758293035489  # two-sided 99% (the reference code's confidence interval)
 
 
-def _ci(v: np.ndarray) -> dict[str, float]:
+def ci99(v: np.ndarray) -> dict[str, float]:
+    """Mean, half-width of its two-sided 99% confidence interval, and count."""
     if len(v) == 0:
         return {"mean": float("nan"), "ci99": float("nan"), "n": 0}
     half = Z_995 * float(v.std()) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
@@ -48,13 +51,13 @@ class Evaluation:
 
 def evaluate(
     model: Any,
-    clean_x: np.ndarray,
+    clean_x: Rows,
     clean_y: np.ndarray,
-    adv_x: np.ndarray,
+    adv_x: Rows,
     adv_groups: np.ndarray,
     calibration: Calibration,
     *,
-    n_lcr: int = 200,
+    n_lcr: int = N_MUTATIONS,
     seed: int = 0,
     shard: Shard | None = None,
     units: ChunkUnits | None = None,
@@ -74,7 +77,7 @@ def evaluate(
         wrong = take_rows(clean_x, ~correct)
         groups["WL"] = concat_rows([groups["WL"], wrong]) if "WL" in groups else wrong
     mutation = calibration.mutation
-    detector = LCRDetector(model, calibration, seed=seed, **sprt)
+    detector = SPRTDetector(model, calibration, seed=seed, **sprt)
     adv_all_x = concat_rows([xs for xs in groups.values() if len(xs)]) if groups else clean_x[:0]
     # one list of (what, set, first index) chunks over every set, dealt out together
     Key = tuple[str, str | None]
@@ -112,7 +115,7 @@ def evaluate(
     figures = {
         "mutation": mutation.settings(),
         "kappa_nor_calibrated": calibration.kappa_nor,
-        "table3": {"kappa_nor": _ci(lcr_nor), "kappa_adv": {g: _ci(v) for g, v in lcr_adv.items()}},
+        "table3": {"kappa_nor": ci99(lcr_nor), "kappa_adv": {g: ci99(v) for g, v in lcr_adv.items()}},
         "auroc": {g: auroc(lcr_nor, v) for g, v in lcr_adv.items()},
         "auroc_all": auroc(lcr_nor, all_adv),
         "sprt": {
@@ -140,14 +143,14 @@ def evaluate(
 
 def evaluate_held_out(
     model: Any,
-    clean_x: np.ndarray,
+    clean_x: Rows,
     clean_y: np.ndarray,
-    adv_x: np.ndarray,
+    adv_x: Rows,
     adv_groups: np.ndarray,
     calibration: Calibration | None,
     mutation: Mutation,
     *,
-    n_lcr: int = 200,
+    n_lcr: int = N_MUTATIONS,
     seed: int = 0,
     shard: Shard | None = None,
     units: ChunkUnits | None = None,

@@ -79,7 +79,8 @@ def torch_module(model: Model) -> torch.nn.Module:
     module = model.torch_module()
     if module is None or not _layers(module):
         raise UsageError(
-            f"model mutation needs a model with weights; {model.path.name} has none usable ({model.gradients.note or 'no layers'})",
+            f"model mutation needs a model with weights; {model.path.name} has none usable "
+            f"({model.gradients.note or 'no layers'})",
             "use an input mutation (--mutation gaussian|uniform|pixel|patch|brightness)",
         )
     return module

@@ -20,6 +20,14 @@ import numpy as np
 from ..errors import UsageError
 
 UNDECIDED, NORMAL, ADVERSARIAL = -1, 0, 1
+ALPHA = 0.05
+"""Default bound on reporting an adversarial input as normal (``--alpha``)."""
+BETA = 0.05
+"""Default bound on reporting a normal input as adversarial (``--beta``)."""
+MU = 1.2
+"""Default threshold factor: the test is kappa(x) > mu * kappa_nor (``--mu``)."""
+MAX_MUTATIONS = 500
+"""Default cap on the mutations the detector draws per input (``--max-mutations``)."""
 
 
 @dataclass(frozen=True)
@@ -27,10 +35,10 @@ class SPRT:
     """Test parameters; :meth:`check` raises a one-line error for impossible settings."""
 
     kappa_nor: float
-    mu: float = 1.2
+    mu: float = MU
     sigma: float = 0.05
-    alpha: float = 0.05
-    beta: float = 0.05
+    alpha: float = ALPHA
+    beta: float = BETA
 
     def check(self) -> SPRT:
         for name in ("alpha", "beta"):

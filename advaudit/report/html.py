@@ -318,18 +318,23 @@ def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
 
 
 def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
-    s = r.get("sprt") or {}
+    method = r.get("method")  # absent: LCR
+    s = r.get("sprt") or r.get("decisions") or {}
     mut = r.get("mutation") or {}
     auroc_all = r.get("auroc_all")
+    n_adv = e(sum((r.get("n_adversarial") or {}).values()))
+    intro = (f"<p>Detector <code>{e(method)}</code>; {e(r.get('n_normal', '-'))} normal inputs, {n_adv} adversarial.</p>"
+             if method else
+             f"<p>Label Change Rate under <code>{e(mut.get('operator'))}</code> mutations (radius {e(fmt.value(mut.get('radius')))}, "
+             f"{e(r.get('lcr_mutations', '-'))} per input); {e(r.get('n_normal', '-'))} normal inputs, {n_adv} adversarial.</p>")
+    what = "decision" if method else "SPRT"
     parts = [
-        f"<p>Label Change Rate under <code>{e(mut.get('operator'))}</code> mutations (radius {e(fmt.value(mut.get('radius')))}, "
-        f"{e(r.get('lcr_mutations', '-'))} per input); {e(r.get('n_normal', '-'))} normal inputs, "
-        f"{e(sum((r.get('n_adversarial') or {}).values()))} adversarial.</p>",
+        intro,
         _figures([
             ("AUROC (all)", fmt.value(auroc_all)),
             ("AUROC (mean over attacks)", fmt.value(r.get("auroc_mean"))),
-            ("SPRT precision", fmt.pct(s.get("precision"))),
-            ("SPRT recall", fmt.pct(s.get("recall"))),
+            (f"{what} precision", fmt.pct(s.get("precision"))),
+            (f"{what} recall", fmt.pct(s.get("recall"))),
             ("false positive rate", fmt.pct(s.get("false_positive_rate"))),
             ("ms per input", fmt.value(s.get("ms_per_input"), 3)),
         ]),
@@ -337,7 +342,7 @@ def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -
     roc = r.get("roc") or {}
     fpr, tpr = roc.get("fpr") or [], roc.get("tpr") or []
     if fpr and len(fpr) == len(tpr):
-        chart = line_chart([Series(f"LCR (AUROC {fmt.value(auroc_all)})", list(zip(fpr, tpr)), PALETTE[1], markers=False)],
+        chart = line_chart([Series(f"{method or 'LCR'} (AUROC {fmt.value(auroc_all)})", list(zip(fpr, tpr)), PALETTE[1], markers=False)],
                            x_label="false positive rate", y_label="true positive rate", x_max=1.0, percent_x=False,
                            percent_y=False, width=430, height=400, diagonal=True, title=f"ROC curve, AUROC {fmt.value(auroc_all)}")
     elif (step.get("artifacts") or {}).get("roc"):
@@ -345,15 +350,17 @@ def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -
     else:
         chart = '<div class="missing">This report holds no ROC points (reports from before advaudit 0.1 omit them).</div>'
     t3 = r.get("table3") or {}
-    kn = t3.get("kappa_nor") or {}
+    sets = r.get("score") or {}
+    kn = (sets.get("normal") if method else t3.get("kappa_nor")) or {}
     rows = [["normal", e(kn.get("n")), f"{_val(kn.get('mean'))} &plusmn; {_val(kn.get('ci99'), 3)}", "-"]]
-    for g, v in (t3.get("kappa_adv") or {}).items():
+    for g, v in ((sets.get("adversarial") if method else t3.get("kappa_adv")) or {}).items():
         rows.append([e(g), e(v.get("n")), f"{_val(v.get('mean'))} &plusmn; {_val(v.get('ci99'), 3)}",
                      _val((r.get("auroc") or {}).get(g))])
-    table = "<h3>AUROC per attack</h3>" + _table(("set", "n", "LCR mean \u00b1 99% CI", "AUROC"), rows)
+    score = "score" if method else "LCR"
+    table = "<h3>AUROC per attack</h3>" + _table(("set", "n", f"{score} mean \u00b1 99% CI", "AUROC"), rows)
     sprt_rows = [[e(k.replace("_", " ")), e(fmt.value(s.get(k)))] for k in ("alpha", "beta", "mu", "sigma", "p0", "p1", "accuracy", "undecided",
                                                            "mean_mutations", "mean_mutations_adversarial", "mean_mutations_normal") if k in s]
-    table += "<h3>SPRT</h3>" + _table(("figure", "value"), sprt_rows)
+    table += f"<h3>{'Decisions' if method else 'SPRT'}</h3>" + _table(("figure", "value"), sprt_rows)
     parts.append(f'<div class="row"><div>{chart}</div><div style="flex:1 1 380px">{table}</div></div>')
     return "".join(parts)
 
@@ -364,12 +371,17 @@ def _detect_run_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) ->
     parts = [_figures([
         ("inputs", fmt.value(t.get("n"))), ("adversarial", fmt.value(t.get("adversarial"))),
         ("normal", fmt.value(t.get("normal"))), ("undecided", fmt.value(t.get("undecided"))),
-        ("kappa_nor", fmt.value(cal.get("kappa_nor"))), ("ms per input", fmt.value(t.get("ms_per_input"), 3)),
+        ("threshold", fmt.value(cal.get("threshold"))) if "method" in r else ("kappa_nor", fmt.value(cal.get("kappa_nor"))),
+        ("ms per input", fmt.value(t.get("ms_per_input"), 3)),
     ])]
     inputs = r.get("inputs") or []
+    css = ["flagged" if x.get("verdict") == "adversarial" else "" for x in inputs]
+    if "method" in r:  # a detector other than LCR: one score per input
+        rows = [[e(x.get("index")), e(x.get("verdict")), e(x.get("label")), _val(x.get("score"), 4)] for x in inputs]
+        parts.append(_table(("index", "verdict", "label", "score"), rows, css, left=(0, 1), what="inputs"))
+        return "".join(parts)
     rows = [[e(x.get("index")), e(x.get("verdict")), e(x.get("label")), _val(x.get("lcr"), 3), e(x.get("mutations")),
              _val(x.get("error_bound"))] for x in inputs]
-    css = ["flagged" if x.get("verdict") == "adversarial" else "" for x in inputs]
     parts.append(_table(("index", "verdict", "label", "LCR", "mutations", "error bound"), rows, css, left=(0, 1), what="inputs"))
     return "".join(parts)
 

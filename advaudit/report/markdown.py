@@ -93,19 +93,21 @@ def _scan(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
 
 
 def _detect_eval(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
-    s = r.get("sprt") or {}
+    s = r.get("sprt") or r.get("decisions") or {}
     per = ", ".join(f"{cell(g)} {fmt.value(v)}" for g, v in (r.get("auroc") or {}).items())
     return [
         f"- AUROC **{fmt.value(r.get('auroc_all'))}** (all adversarial inputs), mean over attacks {fmt.value(r.get('auroc_mean'))}"
         + (f"; per attack: {per}" if per else ""),
-        f"- SPRT: precision {fmt.pct(s.get('precision'))}, recall {fmt.pct(s.get('recall'))}, false positive rate "
+        f"- {cell(r['method']) if 'method' in r else 'SPRT'}: precision {fmt.pct(s.get('precision'))}, "
+        f"recall {fmt.pct(s.get('recall'))}, false positive rate "
         f"{fmt.pct(s.get('false_positive_rate'))}, {fmt.value(s.get('ms_per_input'), 3)} ms per input",
     ]
 
 
 def _detect_run(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
     t = r.get("totals") or {}
-    return [f"- {cell(t.get('n'))} inputs: **{cell(t.get('adversarial'))} adversarial**, {cell(t.get('normal'))} normal, "
+    method = f" ({cell(r['method'])})" if "method" in r else ""
+    return [f"- {cell(t.get('n'))} inputs{method}: **{cell(t.get('adversarial'))} adversarial**, {cell(t.get('normal'))} normal, "
             f"{cell(t.get('undecided'))} undecided; {fmt.value(t.get('ms_per_input'), 3)} ms per input"]
 
 

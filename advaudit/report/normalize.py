@@ -55,9 +55,13 @@ def scan_metrics(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def detect_evaluate_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    s = report["sprt"]
     m: dict[str, Any] = {"auroc": report["auroc_all"], "auroc_mean": report["auroc_mean"]}
     m.update({f"auroc@{g}": v for g, v in report["auroc"].items()})
+    if "method" in report:  # a detector other than LCR: its decisions' figures
+        d = report["decisions"]
+        m.update({k: d[k] for k in ("precision", "recall", "false_positive_rate", "ms_per_input")})
+        return m
+    s = report["sprt"]
     m.update({
         "sprt_precision": s["precision"], "sprt_recall": s["recall"],
         "sprt_false_positive_rate": s["false_positive_rate"], "ms_per_input": s["ms_per_input"],
