@@ -1,0 +1,273 @@
+"""ONNX Runtime's CPU float kernels (MLAS) emulated bit for bit, for quantised graphs.
+
+In a float graph the twin may differ from ONNX Runtime by a few float32 ulps.  In a quantised graph
+it may not: ``DynamicQuantizeLinear`` takes its scale from the tensor's min and max, so one ulp off
+in the extreme element moves the scale, every element near a rounding boundary moves by a quantum,
+and the next ``ConvInteger``/``MatMulInteger`` carries that on (efficientnet_b0 int8-dynamic: the
+twin's torch.sigmoid differs from ORT's in ~40% of the elements by <= 2 ulps, and 37 of 64 argmaxes
+flipped by the logits).  The ops here replace onnx2torch's converters *only in graphs that contain a
+quantised op* (:data:`.quant.QUANT_OP_DOMAINS`); float graphs keep onnx2torch's faster modules.
+
+* ``Sigmoid``: ``MlasComputeLogistic``, Eigen's rational approximation
+  ``clamp(x, -18, 18) -> p(x)/q(x) + 0.5``, with the polynomials evaluated by fused multiply-adds
+  (``MlasLogisticKernelFma3``, the kernel on every x86-64 CPU with AVX2/FMA: onnxruntime
+  ``core/mlas/lib/x86_64/LogisticKernelFma3.S``) and the result clamped below at 0.  Backward: the
+  derivative of the logistic function, ``s * (1 - s)``.
+* ``GlobalAveragePool``: ``MlasPoolGlobalKernel``: per channel, four float32 lane sums over the
+  elements in memory order (lane ``j`` adds elements ``j, j+4, ...``), reduced as
+  ``(l0 + l2) + (l1 + l3)`` (``MlasReduceAddFloat32x4``), then the ``size % 4`` tail elements one by
+  one, then divided by ``float(size)``.  Backward: that of the mean.
+* ``AveragePool`` (2-D, no ``ceil_mode``/dilations): ``MlasPool2DVectorKernel`` (horizontal stride
+  <= 2, kernel <= 32) sums each window column by column (each column top to bottom, then the column
+  sums left to right); ``MlasPool2DKernel`` (otherwise) row-major from 0.  Then one division by the
+  element count.  Backward: that of the average.
+* ``BatchNormalization`` (inference, constant statistics): ORT's Eigen kernel folds the statistics
+  in float32 as ``s = scale * (1 / sqrt(var + eps))``, ``b = bias - mean * s`` and computes
+  ``x * s + b`` with two roundings (torch's kernel folds in another order and fuses the
+  multiply-add).  Backward: exact, it is the same affine map.
+"""
+
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from onnx import numpy_helper
+from onnx2torch.node_converters.registry import (
+    _CONVERTER_REGISTRY,
+    OperationDescription,
+)
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import (
+    OnnxMapping,
+    OnnxToTorchModule,
+    OperationConverterResult,
+)
+from torch import nn
+
+from .ste import install, schema_versions, straight_through
+
+__all__ = ["EigenBatchNorm", "MlasAveragePool", "MlasGlobalAveragePool", "MlasSigmoid", "mlas_global_average", "mlas_logistic", "register", "sequential_sum"]
+
+# MlasLogisticConstants (onnxruntime core/mlas/lib/logistic.cpp), as float32.
+_LOGISTIC_RANGE = 18.0
+_ALPHA = (4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03, 2.48287947061529e-01)
+_BETA = (
+    6.10247389755681e-13,
+    5.76102136993427e-09,
+    6.29106785017040e-06,
+    1.70198817374094e-03,
+    1.16817656904453e-01,
+    9.93151921023180e-01,
+)
+
+
+def _horner_fma(x2: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tensor:
+    """``((c0 * x2 + c1) * x2 + c2) ...`` in float32 with each step one fused multiply-add.
+
+    A float32 product is exact in float64 and the float64 sum is rounded once more to float32;
+    that double rounding differs from a true FMA only when the float64 sum lies exactly halfway
+    between two float32 values, which these coefficients make vanishingly rare."""
+    wide = x2.to(torch.float64)
+    acc = torch.full_like(x2, coefficients[0])
+    for c in coefficients[1:]:
+        acc = (acc.to(torch.float64) * wide + torch.tensor(c, dtype=torch.float32).item()).to(torch.float32)
+    return acc
+
+
+def mlas_logistic(x: torch.Tensor) -> torch.Tensor:
+    """ONNX Runtime's CPU ``Sigmoid`` (MlasLogisticKernelFma3) on a float32 tensor, bit for bit."""
+    x = x.to(torch.float32).clamp(-_LOGISTIC_RANGE, _LOGISTIC_RANGE)
+    x2 = x * x
+    p = x * _horner_fma(x2, _ALPHA)
+    q = _horner_fma(x2, _BETA)
+    return torch.clamp(p / q + 0.5, min=0.0)
+
+
+class MlasSigmoid(nn.Module, OnnxToTorchModule):
+    """``Sigmoid`` with ONNX Runtime's forward values and the logistic function's gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.float32:  # MLAS has float32 kernels only; ORT's others are exact-ish
+            return torch.sigmoid(x)
+        value = mlas_logistic(x.detach())
+        return straight_through(x, value, value * (1.0 - value))
+
+
+def sequential_sum(t: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``t`` summed along ``dim`` one element at a time, each partial sum rounded to ``t``'s dtype
+    (a C loop's order; torch's own sums use trees and wider accumulators)."""
+    t = t.detach()
+    if t.device.type == "cpu":  # numpy's accumulate is that loop, in C
+        out = np.add.accumulate(t.movedim(dim, -1).contiguous().numpy(), axis=-1)[..., -1]
+        return torch.from_numpy(np.ascontiguousarray(out))
+    parts = t.unbind(dim)
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
+
+
+def mlas_global_average(x: torch.Tensor) -> torch.Tensor:
+    """ONNX Runtime's CPU ``GlobalAveragePool`` (MlasPoolGlobalKernel) on a float32 NC... tensor."""
+    flat = x.to(torch.float32).reshape(*x.shape[:2], -1)
+    size = flat.shape[-1]
+    body = size - size % 4
+    lanes = flat[..., :body].reshape(*flat.shape[:2], -1, 4)
+    acc = torch.zeros_like(flat[..., :4]) if body == 0 else sequential_sum(lanes, dim=2)
+    total = (acc[..., 0] + acc[..., 2]) + (acc[..., 1] + acc[..., 3])
+    for k in range(body, size):
+        total = total + flat[..., k]
+    return (total / float(size)).reshape(*x.shape[:2], *([1] * (x.dim() - 2)))
+
+
+class MlasGlobalAveragePool(nn.Module, OnnxToTorchModule):
+    """``GlobalAveragePool`` with ONNX Runtime's forward values and the mean's gradient."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+        if x.dtype != torch.float32:
+            return mean
+        with torch.no_grad():
+            value = mlas_global_average(x)
+        return straight_through(mean, value)
+
+
+class MlasAveragePool(nn.Module, OnnxToTorchModule):
+    """2-D ``AveragePool`` with ONNX Runtime's summation order and the average's gradient."""
+
+    def __init__(self, kernel: tuple, strides: tuple, pads: tuple, count_include_pad: bool) -> None:
+        super().__init__()
+        self.kernel, self.strides, self.pads, self.count_include_pad = kernel, strides, pads, count_include_pad
+        self.by_column = strides[1] <= 2 and max(kernel) <= 32  # MLAS's vector kernel, else the generic one
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (kh, kw), (sh, sw), (top, left, bottom, right) = self.kernel, self.strides, self.pads
+        pad = (left, right, top, bottom)
+        exact = F.avg_pool2d(F.pad(x, pad), (kh, kw), (sh, sw))  # the gradient (count fixed below)
+        with torch.no_grad():
+            xp = F.pad(x.detach().to(torch.float32), pad)  # zeros: adding them is exact
+            oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
+
+            def tap(i: int, j: int) -> torch.Tensor:
+                return xp[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
+
+            if self.by_column:  # column sums first, then across the columns
+                total = None
+                for j in range(kw):
+                    column = tap(0, j)
+                    for i in range(1, kh):
+                        column = column + tap(i, j)
+                    total = column if total is None else total + column
+            else:
+                total = torch.zeros_like(tap(0, 0))
+                for i in range(kh):
+                    for j in range(kw):
+                        total = total + tap(i, j)
+            ones = F.pad(torch.ones_like(x[:1, :1]), pad)
+            counts = F.avg_pool2d(ones, (kh, kw), (sh, sw)) * (kh * kw)
+            count = torch.full_like(counts, float(kh * kw)) if self.count_include_pad else torch.round(counts)
+            value = total / count
+        return straight_through(exact * (kh * kw) / count, value)
+
+
+def _average_pool(node: OnnxNode, graph: OnnxGraph) -> nn.Module | None:
+    """:class:`MlasAveragePool` for a plain 2-D node, else None (onnx2torch's converter)."""
+    attrs = node.attributes
+    kernel = tuple(attrs.get("kernel_shape", ()))
+    if len(kernel) != 2 or attrs.get("ceil_mode", 0) or any(d != 1 for d in attrs.get("dilations", (1, 1))):
+        return None
+    if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return None
+    pads = tuple(attrs.get("pads", (0, 0, 0, 0))) if attrs.get("auto_pad", "NOTSET") == "NOTSET" else (0, 0, 0, 0)
+    return MlasAveragePool(kernel, tuple(attrs.get("strides", (1, 1))), pads, bool(attrs.get("count_include_pad", 0)))
+
+
+class EigenBatchNorm(nn.Module, OnnxToTorchModule):
+    """Inference ``BatchNormalization`` as ORT's CPU kernel computes it: ``x * s + b``, rounded twice."""
+
+    def __init__(self, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float) -> None:
+        super().__init__()
+        f32 = np.float32
+        inv_std = f32(1.0) / np.sqrt(var.astype(f32) + f32(epsilon))
+        new_scale = inv_std * scale.astype(f32)
+        new_bias = bias.astype(f32) - mean.astype(f32) * new_scale
+        self.register_buffer("scale", torch.from_numpy(np.ascontiguousarray(new_scale, dtype=f32)))
+        self.register_buffer("bias", torch.from_numpy(np.ascontiguousarray(new_bias, dtype=f32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        product = x * self.scale.to(x.dtype).view(shape)  # two ops, so that nothing fuses the rounding
+        return product + self.bias.to(x.dtype).view(shape)
+
+
+def _constant_array(name: str, graph: OnnxGraph) -> np.ndarray | None:
+    if name in graph.initializers:
+        return numpy_helper.to_array(graph.initializers[name].proto)
+    return None
+
+
+def _batch_norm(node: OnnxNode, graph: OnnxGraph) -> nn.Module | None:
+    """:class:`EigenBatchNorm` for an inference node with constant statistics, else None."""
+    arrays = [_constant_array(name, graph) for name in node.input_values[1:5]]
+    if len(node.output_values) != 1 or len(arrays) != 4 or any(a is None for a in arrays):
+        return None
+    if node.attributes.get("training_mode", 0) or any(a.dtype != np.float32 for a in arrays):
+        return None
+    return EigenBatchNorm(*arrays, float(node.attributes.get("epsilon", 1e-5)))
+
+
+_QUANTISED: weakref.WeakKeyDictionary[OnnxGraph, bool] = weakref.WeakKeyDictionary()
+_ORIGINALS: dict[OperationDescription, Callable] = {}
+
+
+def _quantised(graph: OnnxGraph) -> bool:
+    """Whether the graph has a quantised op (computed once per graph)."""
+    if graph not in _QUANTISED:
+        from .quant import (
+            QUANT_OP_DOMAINS,  # late import: keeps this module free of quant's
+        )
+
+        domains = {(("" if n.domain in ("", "ai.onnx") else n.domain), n.op_type) for n in graph.proto.node}
+        _QUANTISED[graph] = bool(domains & QUANT_OP_DOMAINS)
+    return _QUANTISED[graph]
+
+
+def _converter(key: OperationDescription, build: Callable[[OnnxNode, OnnxGraph], nn.Module | None]) -> Callable:
+    """Our module in a quantised graph (where ``build`` gives one), onnx2torch's converter elsewhere."""
+
+    def convert(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+        original = _ORIGINALS.get(key)
+        # The original runs first even when replaced: quant's pool wrapper records output ranks.
+        result = None if original is None else original(node, graph)
+        module = build(node, graph) if result is None or _quantised(graph) else None
+        if module is None:
+            return result
+        inputs = node.input_values[:1] if isinstance(module, EigenBatchNorm) else node.input_values
+        return OperationConverterResult(module, OnnxMapping(inputs=tuple(inputs), outputs=node.output_values))
+
+    return convert
+
+
+def register() -> None:
+    """Install the converters (idempotent): MLAS emulation in quantised graphs, onnx2torch's elsewhere."""
+    builders: tuple[tuple[str, Callable, int], ...] = (
+        ("Sigmoid", lambda node, graph: MlasSigmoid(), 6),
+        ("GlobalAveragePool", lambda node, graph: MlasGlobalAveragePool(), 1),
+        ("BatchNormalization", _batch_norm, 9),
+        ("AveragePool", _average_pool, 7),
+    )
+    for op_type, build, since in builders:
+        for version in schema_versions(op_type, since=since):
+            key = OperationDescription(domain="", operation_type=op_type, version=version)
+            current = _CONVERTER_REGISTRY.get(key)
+            if current is not None and not getattr(current, "_mlas", False):  # onnx2torch's, or quant's wrapper
+                _ORIGINALS[key] = current
+            converter = _converter(key, build)
+            converter._mlas = True  # type: ignore[attr-defined]
+            install(op_type, [version], converter)
