@@ -19,14 +19,20 @@ quantised op* (:data:`.quant.QUANT_OP_DOMAINS`); float graphs keep onnx2torch's 
   one, then divided by ``float(size)``.  Backward: that of the mean.
 * ``AveragePool`` (2-D, no ``ceil_mode``/dilations): ``MlasPool2DVectorKernel`` (horizontal stride
   <= 2, kernel <= 32) sums each window column by column (each column top to bottom, then the column
-  sums left to right); ``MlasPool2DKernel`` (otherwise) row-major from 0.  Then one division by the
-  element count.  Backward: that of the average.
+  sums left to right); ``MlasPool2DKernel`` (otherwise) and the NCHWc pooling kernel sum row-major
+  from 0.  Then one division by the element count.  Backward: that of the average.
 * ``BatchNormalization`` (inference, constant statistics): ORT's Eigen kernel folds the statistics
   in float32 as ``s = scale * (1 / sqrt(var + eps))``, ``b = bias - mean * s`` and computes
   ``x * s + b`` with two roundings (torch's kernel folds in another order and fuses the
   multiply-add).  Backward: exact, it is the same affine map.
-"""
 
+ORT's default session (``ORT_ENABLE_ALL``) also runs its NCHWc transformer on CPUs with AVX2
+(channel blocks of 8) or AVX-512 (16): a ``MaxPool``/``AveragePool`` whose channel count is a
+multiple of the block runs the NCHWc pooling kernel (row-major sums), and a ``BatchNormalization``
+reading such a pool becomes a depthwise 1x1 NCHWc ``Conv`` with ``s = scale / sqrt(var + eps)``
+(a division, not Eigen's reciprocal).  The twin follows the default session, which is what advaudit
+runs and checks against; ``ORT_DISABLE_ALL`` keeps the plain kernels above.
+"""
 
 from __future__ import annotations
 
@@ -52,7 +58,7 @@ from torch import nn
 
 from .ste import install, schema_versions, straight_through
 
-__all__ = ["EigenBatchNorm", "MlasAveragePool", "MlasGlobalAveragePool", "MlasSigmoid", "mlas_global_average", "mlas_logistic", "register", "sequential_sum"]
+__all__ = ["EigenBatchNorm", "nchwc_block_size", "MlasAveragePool", "MlasGlobalAveragePool", "MlasSigmoid", "mlas_global_average", "mlas_logistic", "register", "sequential_sum"]
 
 # MlasLogisticConstants (onnxruntime core/mlas/lib/logistic.cpp), as float32.
 _LOGISTIC_RANGE = 18.0
@@ -141,10 +147,11 @@ class MlasGlobalAveragePool(nn.Module, OnnxToTorchModule):
 class MlasAveragePool(nn.Module, OnnxToTorchModule):
     """2-D ``AveragePool`` with ONNX Runtime's summation order and the average's gradient."""
 
-    def __init__(self, kernel: tuple, strides: tuple, pads: tuple, count_include_pad: bool) -> None:
+    def __init__(self, kernel: tuple, strides: tuple, pads: tuple, count_include_pad: bool, nchwc: bool = False) -> None:
         super().__init__()
         self.kernel, self.strides, self.pads, self.count_include_pad = kernel, strides, pads, count_include_pad
-        self.by_column = strides[1] <= 2 and max(kernel) <= 32  # MLAS's vector kernel, else the generic one
+        # MLAS's vector kernel sums by column; its generic kernel and the NCHWc kernel row-major.
+        self.by_column = not nchwc and strides[1] <= 2 and max(kernel) <= 32
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (kh, kw), (sh, sw), (top, left, bottom, right) = self.kernel, self.strides, self.pads
@@ -185,17 +192,42 @@ def _average_pool(node: OnnxNode, graph: OnnxGraph) -> nn.Module | None:
     if attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
         return None
     pads = tuple(attrs.get("pads", (0, 0, 0, 0))) if attrs.get("auto_pad", "NOTSET") == "NOTSET" else (0, 0, 0, 0)
-    return MlasAveragePool(kernel, tuple(attrs.get("strides", (1, 1))), pads, bool(attrs.get("count_include_pad", 0)))
+    strides = tuple(attrs.get("strides", (1, 1)))
+    return MlasAveragePool(kernel, strides, pads, bool(attrs.get("count_include_pad", 0)), _runs_nchwc(node, graph))
+
+
+def nchwc_block_size() -> int:
+    """ORT's NCHWc channel block on this CPU (``MlasNchwcGetBlockSize``): 16 with AVX-512, 8 with
+    AVX2, 0 where the NCHWc transformer does not run."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    return 16 if capability.startswith("AVX512") else 8 if capability == "AVX2" else 0
+
+
+def _channels(name: str, graph: OnnxGraph) -> int | None:
+    info = graph.value_info.get(name)
+    if info is None or not info.type.tensor_type.HasField("shape") or len(info.type.tensor_type.shape.dim) < 2:
+        return None
+    dim = info.type.tensor_type.shape.dim[1]
+    return dim.dim_value if dim.HasField("dim_value") else None
+
+
+def _runs_nchwc(node: OnnxNode, graph: OnnxGraph) -> bool:
+    """Whether ORT's default session runs this 2-D ``MaxPool``/``AveragePool`` as an NCHWc op."""
+    block, channels = nchwc_block_size(), _channels(node.input_values[0], graph)
+    return bool(block) and channels is not None and channels % block == 0
 
 
 class EigenBatchNorm(nn.Module, OnnxToTorchModule):
     """Inference ``BatchNormalization`` as ORT's CPU kernel computes it: ``x * s + b``, rounded twice."""
 
-    def __init__(self, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float) -> None:
+    def __init__(
+        self, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float, nchwc: bool = False
+    ) -> None:
         super().__init__()
         f32 = np.float32
-        inv_std = f32(1.0) / np.sqrt(var.astype(f32) + f32(epsilon))
-        new_scale = inv_std * scale.astype(f32)
+        std = np.sqrt(var.astype(f32) + f32(epsilon))
+        # Eigen: scale * (1 / std); the NCHWc transformer's depthwise conv weight: scale / std.
+        new_scale = scale.astype(f32) / std if nchwc else (f32(1.0) / std) * scale.astype(f32)
         new_bias = bias.astype(f32) - mean.astype(f32) * new_scale
         self.register_buffer("scale", torch.from_numpy(np.ascontiguousarray(new_scale, dtype=f32)))
         self.register_buffer("bias", torch.from_numpy(np.ascontiguousarray(new_bias, dtype=f32)))
@@ -219,7 +251,19 @@ def _batch_norm(node: OnnxNode, graph: OnnxGraph) -> nn.Module | None:
         return None
     if node.attributes.get("training_mode", 0) or any(a.dtype != np.float32 for a in arrays):
         return None
-    return EigenBatchNorm(*arrays, float(node.attributes.get("epsilon", 1e-5)))
+    producer = _producer(node.input_values[0], graph)
+    nchwc = producer is not None and producer.operation_type in ("MaxPool", "AveragePool") and _runs_nchwc(producer, graph)
+    return EigenBatchNorm(*arrays, float(node.attributes.get("epsilon", 1e-5)), nchwc)
+
+
+def _producer(name: str, graph: OnnxGraph) -> OnnxNode | None:
+    """The node that computes ``name``, looking through single-input ``Concat``/``Identity``."""
+    for node in graph.nodes.values():
+        if name in node.output_values:
+            if node.operation_type in ("Concat", "Identity") and len(node.input_values) == 1:
+                return _producer(node.input_values[0], graph)
+            return node
+    return None
 
 
 _QUANTISED: weakref.WeakKeyDictionary[OnnxGraph, bool] = weakref.WeakKeyDictionary()
