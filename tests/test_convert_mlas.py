@@ -21,13 +21,21 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from advaudit.models.convert import to_torch
-from advaudit.models.convert.mlas import mlas_global_average, mlas_logistic
+from advaudit.models.convert.mlas import (
+    EigenBatchNorm,
+    MlasAveragePool,
+    mlas_global_average,
+    mlas_logistic,
+    nchwc_block_size,
+)
 
 
-def _ort(model: onnx.ModelProto | Path, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    """ONNX Runtime's output with the default (full) graph optimisations, as advaudit runs it."""
+def _ort(model: onnx.ModelProto | Path, feeds: dict[str, np.ndarray], optimise: bool = True) -> np.ndarray:
+    """ONNX Runtime's output with the default (full) graph optimisations, as advaudit runs it, or none."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    if not optimise:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = str(model) if isinstance(model, Path) else model.SerializeToString()
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
 
@@ -90,6 +98,36 @@ def test_dynamic_silu_se_twin_equals_ort_bit_for_bit(dynamic_silu_se: Path) -> N
         with torch.no_grad():
             out = twin(torch.from_numpy(x)).numpy()
         np.testing.assert_array_equal(out, _ort(dynamic_silu_se, {"x": x}), err_msg=f"seed {seed}")
+
+
+@pytest.mark.parametrize("optimise", [False, True])
+@pytest.mark.parametrize("pool", [((2, 2), (2, 2), (0, 0, 0, 0), 0), ((3, 3), (1, 1), (1, 1, 1, 1), 0),
+                                  ((3, 3), (2, 2), (1, 1, 1, 1), 1)])
+def test_average_pool_and_batch_norm_after_it_are_ort_bit_for_bit(pool: tuple, optimise: bool) -> None:
+    """Plain session: MLAS's column-wise vector kernel and Eigen's batch norm; default session (on
+    AVX2/AVX-512 CPUs, 32 channels): the NCHWc pooling kernel and the batch norm folded into an NCHWc conv."""
+    kernel, strides, pads, include = pool
+    rng = np.random.default_rng(4)
+    stats = [rng.normal(1, 0.3, 32), rng.normal(0, 0.3, 32), rng.normal(0, 0.3, 32), rng.uniform(0.5, 2, 32)]
+    stats = [a.astype(np.float32) for a in stats]
+    nodes = [
+        helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=list(kernel), strides=list(strides),
+                         pads=list(pads), count_include_pad=include),
+        helper.make_node("BatchNormalization", ["p", "g", "b", "m", "v"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "pool_bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 32, 11, 11])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(a, n) for a, n in zip(stats, "gbmv")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    x = rng.normal(0, 2, (2, 32, 11, 11)).astype(np.float32)
+    nchwc = optimise and nchwc_block_size() > 0
+    pooled = MlasAveragePool(kernel, strides, (pads[0], pads[1], pads[2], pads[3]), bool(include), nchwc)
+    norm = EigenBatchNorm(*stats, 1e-5, nchwc)
+    with torch.no_grad():
+        out = norm(pooled(torch.from_numpy(x))).numpy()
+    np.testing.assert_array_equal(out, _ort(model, {"x": x}, optimise))
 
 
 def _tiny_cnn(seed: int = 0) -> onnx.ModelProto:

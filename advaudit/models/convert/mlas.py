@@ -108,15 +108,10 @@ class MlasSigmoid(nn.Module, OnnxToTorchModule):
 def sequential_sum(t: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``t`` summed along ``dim`` one element at a time, each partial sum rounded to ``t``'s dtype
     (a C loop's order; torch's own sums use trees and wider accumulators)."""
-    t = t.detach()
-    if t.device.type == "cpu":  # numpy's accumulate is that loop, in C
-        out = np.add.accumulate(t.movedim(dim, -1).contiguous().numpy(), axis=-1)[..., -1]
-        return torch.from_numpy(np.ascontiguousarray(out))
-    parts = t.unbind(dim)
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
+    # numpy's accumulate is that loop, in C (a GPU tensor makes the round trip: still far faster
+    # than one kernel launch per element)
+    out = np.add.accumulate(t.detach().movedim(dim, -1).contiguous().cpu().numpy(), axis=-1)[..., -1]
+    return torch.from_numpy(np.ascontiguousarray(out)).to(t.device)
 
 
 def mlas_global_average(x: torch.Tensor) -> torch.Tensor:
@@ -157,6 +152,12 @@ class MlasAveragePool(nn.Module, OnnxToTorchModule):
         (kh, kw), (sh, sw), (top, left, bottom, right) = self.kernel, self.strides, self.pads
         pad = (left, right, top, bottom)
         exact = F.avg_pool2d(F.pad(x, pad), (kh, kw), (sh, sw))  # the gradient (count fixed below)
+        ones = F.pad(torch.ones_like(x[:1, :1]), pad)
+        counts = torch.round(F.avg_pool2d(ones, (kh, kw), (sh, sw)) * (kh * kw))
+        count = torch.full_like(counts, float(kh * kw)) if self.count_include_pad else counts
+        exact = exact * (kh * kw) / count
+        if x.dtype != torch.float32:  # MLAS pools float32 only
+            return exact
         with torch.no_grad():
             xp = F.pad(x.detach().to(torch.float32), pad)  # zeros: adding them is exact
             oh, ow = (xp.shape[2] - kh) // sh + 1, (xp.shape[3] - kw) // sw + 1
@@ -176,11 +177,8 @@ class MlasAveragePool(nn.Module, OnnxToTorchModule):
                 for i in range(kh):
                     for j in range(kw):
                         total = total + tap(i, j)
-            ones = F.pad(torch.ones_like(x[:1, :1]), pad)
-            counts = F.avg_pool2d(ones, (kh, kw), (sh, sw)) * (kh * kw)
-            count = torch.full_like(counts, float(kh * kw)) if self.count_include_pad else torch.round(counts)
             value = total / count
-        return straight_through(exact * (kh * kw) / count, value)
+        return straight_through(exact, value)
 
 
 def _average_pool(node: OnnxNode, graph: OnnxGraph) -> nn.Module | None:
