@@ -80,10 +80,13 @@ def _horner_fma(x2: torch.Tensor, coefficients: tuple[float, ...]) -> torch.Tens
     that double rounding differs from a true FMA only when the float64 sum lies exactly halfway
     between two float32 values, which these coefficients make vanishingly rare."""
     wide = x2.to(torch.float64)
-    acc = torch.full_like(x2, coefficients[0])
-    for c in coefficients[1:]:
-        acc = (acc.to(torch.float64) * wide + torch.tensor(c, dtype=torch.float32).item()).to(torch.float32)
-    return acc
+    acc = torch.full_like(wide, float(np.float32(coefficients[0])))
+    narrow = torch.empty_like(x2)
+    for c in coefficients[1:]:  # in place: this runs on every activation of the graph
+        acc.mul_(wide).add_(float(np.float32(c)))
+        narrow.copy_(acc)  # round to float32 ...
+        acc.copy_(narrow)  # ... and back, exactly
+    return narrow
 
 
 def mlas_logistic(x: torch.Tensor) -> torch.Tensor:
