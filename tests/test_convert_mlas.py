@@ -69,7 +69,8 @@ def dynamic_silu_se(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``x -> SiLU -> Conv 1x1 -> GlobalAveragePool -> Conv 1x1``, dynamically quantised: the
     pattern where the unfixed twin (torch.sigmoid, torch's mean) left ORT (5 of 8 seeds differ)."""
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.normal(0, 0.3, (16, 16, 1, 1)).astype(np.float32), name) for name in ("w1", "w2")]
+    weights = [rng.normal(0, 0.3, (16, 16, 1, 1)).astype(np.float32) for _ in range(2)]
+    inits = [numpy_helper.from_array(w, name) for w, name in zip(weights, ("w1", "w2"))]
     nodes = [
         helper.make_node("Sigmoid", ["x"], ["s"]),
         helper.make_node("Mul", ["x", "s"], ["a"]),
@@ -85,7 +86,8 @@ def dynamic_silu_se(tmp_path_factory: pytest.TempPathFactory) -> Path:
         inits,
     )
     folder = tmp_path_factory.mktemp("silu")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(folder / "f.onnx"))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(folder / "f.onnx"))
     quantize_dynamic(str(folder / "f.onnx"), str(folder / "q.onnx"), weight_type=QuantType.QInt8, reduce_range=True)
     return folder / "q.onnx"
 
