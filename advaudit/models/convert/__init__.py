@@ -13,7 +13,8 @@
 4. :mod:`.newer` converts operator versions from opsets 18-22 (what the dynamo exporter writes)
    that onnx2torch does not know yet.
 5. :mod:`.mlas` emulates ONNX Runtime's float kernels bit for bit where a quantised graph needs
-   it (``Sigmoid``): a float ulp there moves a ``DynamicQuantizeLinear`` scale.
+   it (``Sigmoid``, ``GlobalAveragePool``, ``AveragePool``, ``BatchNormalization``): a float ulp
+   there moves a ``DynamicQuantizeLinear`` scale.
 """
 
 from __future__ import annotations
