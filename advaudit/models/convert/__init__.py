@@ -12,6 +12,9 @@
    ``Ceil``, ``Sign``, float -> integer -> float casts) by straight-through versions (BPDA).
 4. :mod:`.newer` converts operator versions from opsets 18-22 (what the dynamo exporter writes)
    that onnx2torch does not know yet.
+5. :mod:`.mlas` emulates ONNX Runtime's float kernels bit for bit where a quantised graph needs
+   it (``Sigmoid``, ``GlobalAveragePool``, ``AveragePool``, ``BatchNormalization``): a float ulp
+   there moves a ``DynamicQuantizeLinear`` scale.
 """
 
 from __future__ import annotations
@@ -41,11 +44,12 @@ class Converted:
 
 def register() -> None:
     """Add advaudit's converters to onnx2torch's registry (idempotent)."""
-    from . import newer, quant, ste
+    from . import mlas, newer, quant, ste
 
     quant.register()
     ste.register()
     newer.register()
+    mlas.register()
 
 
 def to_torch(proto: Any) -> Iterator[Converted | Exception]:
