@@ -19,7 +19,7 @@ Two rules, kept apart on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
@@ -45,10 +45,10 @@ class Criterion:
         """Success mask of predicted labels ``pred`` for true labels ``y``: the search-time rule."""
         if self.targets is None:
             return pred != y
-        return pred == self.targets
+        return cast(Labels, pred == self.targets)  # an element-wise mask for tensors and arrays alike
 
     def counts(self, pred: Labels, y: Labels) -> Labels:
         """Success mask as verification counts it: :meth:`hit`, and never where the target is ``y``."""
         if self.targets is None:
-            return pred != y
-        return (pred == self.targets) & (self.targets != y)
+            return self.hit(pred, y)
+        return self.hit(pred, y) & (self.targets != y)
