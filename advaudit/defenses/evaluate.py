@@ -215,7 +215,8 @@ def evaluate_defense(
                         mode, str(choice), e, float(survived.mean()),
                         float((clean_def & ~correct).sum() / n_correct), time.perf_counter() - t0, und,
                     ))
-        results[mode] = ModeResult(mode, {e: float(robust[e].mean()) for e in eps}, rows, time.perf_counter() - start_mode)
+        by_eps = {e: float(robust[e].mean()) for e in eps}
+        results[mode] = ModeResult(mode, by_eps, rows, time.perf_counter() - start_mode)
 
     ev = DefenseEval(
         stack=[d.spec() for d in stack],
