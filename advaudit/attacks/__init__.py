@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..params import build
-from .base import Attack, AttackContext, AttackOutput, lp_norm, project_delta
+from .base import Attack, AttackContext, AttackOutput, lp_norm
+from .geometry import project_delta
 
 __all__ = ["Attack", "AttackContext", "AttackOutput", "get_attack", "lp_norm", "project_delta"]
 

@@ -28,6 +28,8 @@ import torch
 from ..errors import UsageError
 from ..models import Model
 from ..params import Parametrised
+from .criterion import Criterion
+from .geometry import project
 
 NORMS = ("linf", "l2")
 
@@ -81,32 +83,24 @@ class AttackContext:
                 self.queries[index] += 1
         return scores
 
-    def is_adversarial(self, logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def criterion(self) -> Criterion:
+        """The success criterion in force for the whole batch."""
+        return Criterion(self.targets)
+
+    def is_adversarial(
+        self, logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Success mask for the criterion in force (``targets`` slices ``self.targets`` for subsets)."""
-        pred = logits.argmax(dim=-1)
-        if self.targets is not None:
-            t = self.targets if targets is None else targets
-            return pred == t
-        return pred != y
+        criterion = self.criterion if targets is None or self.targets is None else Criterion(targets)
+        return criterion.hit(logits.argmax(dim=-1), y)
 
     def clip(self, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(self.lo, self.hi)
 
     def project(self, x_adv: torch.Tensor, x: torch.Tensor, eps: float | None = None) -> torch.Tensor:
         """Project into the eps ball of the context's norm around ``x``, then into the value range."""
-        eps = self.eps if eps is None else eps
-        if eps is None:
-            return self.clip(x_adv)
-        return self.clip(x + project_delta(x_adv - x, self.norm, eps))
-
-
-def project_delta(delta: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
-    """Project perturbations (batch first) onto the ``norm`` ball of radius ``eps``."""
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    flat = delta.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
-    factor = (eps / flat).clamp(max=1.0)
-    return delta * factor.view(-1, *([1] * (delta.dim() - 1)))
+        return project(x_adv, x, norm=self.norm, eps=self.eps if eps is None else eps, bounds=(self.lo, self.hi))
 
 
 def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -160,11 +154,14 @@ class Attack(Parametrised, ABC):
             raise UsageError(f"attack {self.name!r} supports norms {', '.join(self.norms)}, not {norm!r}")
         if self.uses_gradients and not model.has_gradients:
             raise UsageError(
-                f"attack {self.name!r} needs gradients, which {model.path.name} does not provide ({model.gradients.note})",
+                f"attack {self.name!r} needs gradients, which {model.path.name} does not provide "
+                f"({model.gradients.note})",
                 "use square or substitute",
             )
         if targets is None and not self.supports_untargeted:
-            raise UsageError(f"attack {self.name!r} is targeted only", "add --targeted --target least-likely|random|LABEL")
+            raise UsageError(
+                f"attack {self.name!r} is targeted only", "add --targeted --target least-likely|random|LABEL"
+            )
         if targets is not None and not self.supports_targeted:
             raise UsageError(f"attack {self.name!r} has no targeted mode")
         if not self.minimum_norm and (eps is None or eps <= 0):

@@ -20,13 +20,16 @@ Example::
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 
 from ..errors import PluginError
 from .base import Attack, AttackContext, rand_normal, rand_uniform
+from .criterion import Criterion
 from .fgsm import gradient_step
+from .geometry import project
 from .losses import cross_entropy
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -43,17 +46,47 @@ def ce_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None) 
     return -cross_entropy(logits, target)
 
 
-def random_start(ctx: AttackContext, x: torch.Tensor) -> torch.Tensor:
-    """A uniformly random point of the eps ball around ``x`` (Linf cube or L2 ball), in the value range."""
-    assert ctx.eps is not None
-    if ctx.norm == "linf":
-        delta = (2 * rand_uniform(x.shape, ctx.generator, x.device) - 1) * ctx.eps
+def ball_start(
+    x: torch.Tensor, *, norm: str, eps: float, bounds: tuple[float, float], generator: torch.Generator
+) -> torch.Tensor:
+    """A uniformly random point of the eps ball around ``x`` (Linf cube or L2 ball), in ``bounds``.
+
+    Drawn from the seeded CPU ``generator`` and then moved to ``x``'s device: the same draw on every device."""
+    if norm == "linf":
+        delta = (2 * rand_uniform(x.shape, generator, x.device) - 1) * eps
     else:
-        direction = gradient_step(rand_normal(x.shape, ctx.generator, x.device), "l2")
+        direction = gradient_step(rand_normal(x.shape, generator, x.device), "l2")
         dim = x[0].numel()
-        radius = ctx.eps * rand_uniform((len(x),), ctx.generator, x.device) ** (1.0 / dim)
+        radius = eps * rand_uniform((len(x),), generator, x.device) ** (1.0 / dim)
         delta = direction * radius.view(-1, *([1] * (x.dim() - 1)))
-    return ctx.project(x + delta, x)
+    return project(x + delta, x, norm=norm, eps=eps, bounds=bounds)
+
+
+def random_start(ctx: AttackContext, x: torch.Tensor) -> torch.Tensor:
+    """:func:`ball_start` with the attack context's norm, budget, value range and generator."""
+    assert ctx.eps is not None
+    return ball_start(x, norm=ctx.norm, eps=ctx.eps, bounds=(ctx.lo, ctx.hi), generator=ctx.generator)
+
+
+def logits_loss_grad(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    loss_fn: LossFn,
+    need_grad: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Logits of ``x``, per-sample loss and (optionally) the input gradient of the summed loss."""
+    if not need_grad:
+        with torch.no_grad():
+            logits = logits_fn(x)
+            return logits, loss_fn(logits, y, target), None
+    with torch.enable_grad():
+        x_req = x.detach().requires_grad_(True)
+        logits = logits_fn(x_req)
+        loss = loss_fn(logits, y, target)
+        (grad,) = torch.autograd.grad(loss.sum(), x_req)
+    return logits.detach(), loss.detach(), grad
 
 
 def loss_and_grad(
@@ -71,21 +104,66 @@ def loss_and_grad(
     look adversarial always carry float32 logits, so success is decided in float32."""
     assert ctx.queries is not None
     ctx.queries[index] += 1
-    if not need_grad:
-        with torch.no_grad():
-            logits = ctx.model.search_logits(x, y)
-            return logits, loss_fn(logits, y, target), None
-    with torch.enable_grad():
-        x_req = x.detach().requires_grad_(True)
-        logits = ctx.model.search_logits(x_req, y)
-        loss = loss_fn(logits, y, target)
-        (grad,) = torch.autograd.grad(loss.sum(), x_req)
-    return logits.detach(), loss.detach(), grad
+    return logits_loss_grad(lambda t: ctx.model.search_logits(t, y), x, y, target, loss_fn, need_grad)
 
 
 def subset(t: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
     """``t[rows]``, passing ``None`` (no targets) through."""
     return None if t is None else t[rows]
+
+
+def pgd_iterate(
+    logits_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None,
+    *,
+    start: torch.Tensor,
+    steps: int,
+    step_size: float,
+    norm: str,
+    eps: float,
+    bounds: tuple[float, float],
+    loss_fn: LossFn = ce_loss,
+    stop: Criterion | None = None,
+    on_step: Callable[[], None] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The PGD iteration itself, free of any attack context: ``steps`` ascent steps of ``loss_fn`` from
+    ``start``, each of size ``step_size`` along :func:`~.fgsm.gradient_step` and projected back into the
+    ``norm`` ball of radius ``eps`` around ``x`` and into ``bounds``.
+
+    ``logits_fn(index, x_batch)`` gives the logits of ``x_batch``, the iterates of the samples ``index``
+    (positions in ``x``); ``y`` and ``target`` are what ``loss_fn`` receives (sliced like the batch:
+    labels, or whatever reference the loss compares with).  With ``stop`` (a
+    criterion over the samples of ``x``), every iterate is checked, the final one included, and a
+    sample is frozen at its first successful iterate (early stopping); without it, no check is made
+    and the last iterate is returned.  ``on_step`` is called after each step.  Returns
+    ``(x_adv, fooled)``."""
+    out = torch.empty_like(start)
+    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    idx = torch.arange(len(x), device=x.device)
+    xa = start
+    for t in range(steps + 1):
+        last = t == steps
+        if last and stop is None:
+            break
+        logits, _, grad = logits_loss_grad(
+            partial(logits_fn, idx), xa, y[idx], subset(target, idx), loss_fn, need_grad=not last
+        )
+        if stop is not None:
+            adv = stop.at(idx).hit(logits.argmax(dim=-1), y[idx])
+            fooled[idx[adv]] = True
+            out[idx[adv]] = xa[adv]
+            keep = ~adv
+            idx, xa, grad = idx[keep], xa[keep], None if grad is None else grad[keep]
+        if last or len(idx) == 0:
+            break
+        assert grad is not None
+        xa = project(xa + step_size * gradient_step(grad, norm), x[idx], norm=norm, eps=eps, bounds=bounds)
+        if on_step is not None:
+            on_step()
+    out[idx] = xa
+    return out, fooled
 
 
 def pgd_run(
@@ -99,34 +177,25 @@ def pgd_run(
     step_size: float,
     loss_fn: LossFn = ce_loss,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One PGD run from ``x_start`` with early stopping.
+    """One PGD run from ``x_start`` with early stopping (:func:`pgd_iterate` in the attack's context).
 
     ``rows`` are the samples' positions in the attack's batch (for ``ctx.queries``); ``target`` holds the
     loss targets (``None`` untargeted); success is ``ctx.is_adversarial``.  Returns ``(x_adv, fooled)``:
     each sample's first adversarial iterate (``fooled`` True) or its last iterate.
     """
-    out = torch.empty_like(x_start)
-    fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    idx = torch.arange(len(x), device=x.device)
-    xa = x_start
-    for t in range(steps + 1):
-        last = t == steps
-        logits, _, grad = loss_and_grad(
-            ctx, xa, y[idx], subset(target, idx), loss_fn, rows[idx], need_grad=not last
-        )
-        adv = ctx.is_adversarial(logits, y[idx], subset(target, idx) if ctx.targeted else None)
-        fooled[idx[adv]] = True
-        out[idx[adv]] = xa[adv]
-        keep = ~adv
-        idx, xa = idx[keep], xa[keep]
-        if last or len(idx) == 0:
-            break
-        assert grad is not None
-        xa = ctx.project(xa + step_size * gradient_step(grad[keep], ctx.norm), x[idx])
-        if ctx.progress is not None:
-            ctx.progress(1)
-    out[idx] = xa
-    return out, fooled
+    assert ctx.eps is not None and ctx.queries is not None
+    queries = ctx.queries
+
+    def logits_fn(index: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        queries[rows[index]] += 1
+        return ctx.model.search_logits(z, y[index])
+
+    progress = ctx.progress
+    return pgd_iterate(
+        logits_fn, x, y, target, start=x_start, steps=steps, step_size=step_size, norm=ctx.norm, eps=ctx.eps,
+        bounds=(ctx.lo, ctx.hi), loss_fn=loss_fn, stop=Criterion(target if ctx.targeted else None),
+        on_step=None if progress is None else lambda: progress(1),
+    )
 
 
 def check_positive_int(attack: str, key: str, value: object) -> None:

@@ -14,12 +14,10 @@ to a temporary file (:mod:`.store`), and only at the eps that ``keep_adversarial
 from __future__ import annotations
 
 import time
-import zlib
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from ..data.views import Rows
 from ..distributed import Shard
@@ -28,12 +26,13 @@ from ..models import Model
 from ..models.base import Prediction
 from . import get_attack
 from .base import Attack
+from .criterion import Criterion
+from .engine import Progress, attack_batches
 from .masking import masking_warnings
 from .store import AdversarialImages, ImageSpool
+from .streaming import Keep, StreamVerifier, blocks, keep_for, verify_blocks
 from .suites import AttackChoice
-from .verify import Verified, norms, verify
-
-Progress = Callable[[str, int, int], None]
+from .verify import Verified, norms
 
 
 @dataclass
@@ -134,10 +133,6 @@ def choose_targets(
     return np.full(len(y), label, dtype=np.int64)
 
 
-def _batch_seed(seed: int, attack: str, eps: float | None, start: int) -> int:
-    return zlib.crc32(f"{seed}/{attack}/{eps}/{start}".encode()) & 0x7FFFFFFF
-
-
 def build_attacks(choices: list[AttackChoice], model: Model, norm: str, targeted: bool) -> list[Attack]:
     """Instantiate and check every attack before anything runs (bad input fails fast)."""
     attacks = [get_attack(c.name, **c.params) for c in choices]
@@ -229,7 +224,7 @@ def run_attacks(
     shard = shard or Shard.single()
     eps = check_eps(model, eps, norm)
     attacks = build_attacks(choices, model, norm, target is not None)
-    labels, outputs = _blocks(
+    labels, outputs = blocks(
         shard, len(x), batch_size, lambda s, e: _prediction(model.predict(x[s:e], batch_size=batch_size))
     )
     clean = Prediction(labels, outputs, model.output_kind)
@@ -261,7 +256,7 @@ def run_attacks(
                 ver, queries, rejected = _attack_all(
                     model, attack, x, y, targets, todo, norm, budget, batch_size, seed, progress, shard,
                     aim=random_targets if targets is None and not attack.supports_untargeted else targets,
-                    keep=_keep(kept, robust, eps, budget, spool),
+                    keep=keep_for(kept, robust, eps, budget, spool),
                 )
                 unit = AttackUnit(ver, queries, rejected, time.perf_counter() - start)
                 if units is not None:
@@ -322,26 +317,6 @@ def run_attacks(
     return run
 
 
-@dataclass
-class _Keep:
-    """Which verified candidates of one (attack, budget) to write to ``spool``: the successful ones
-    among ``rows`` whose norm is at most ``within`` (those that can become a kept eps's example)."""
-
-    rows: np.ndarray
-    within: float
-    spool: ImageSpool
-
-
-def _keep(kept: list[float], robust: dict[float, np.ndarray], eps: list[float], budget: float | None,
-          spool: ImageSpool | None) -> _Keep | None:
-    """:class:`_Keep` for an attack at ``budget`` (None: minimum-norm, every eps), or None when no
-    eps it counts at keeps images."""
-    at = [e for e in ([budget] if budget is not None else eps) if e in kept]
-    if not at or spool is None:
-        return None
-    return _Keep(np.logical_or.reduce([robust[e] for e in at]), max(at), spool)
-
-
 def _attack_all(
     model: Model,
     attack: Attack,
@@ -356,149 +331,41 @@ def _attack_all(
     progress: Progress | None,
     shard: Shard,
     aim: np.ndarray | None = None,
-    keep: _Keep | None = None,
+    keep: Keep | None = None,
 ) -> tuple[Verified, np.ndarray, np.ndarray]:
     """Attack the ``todo`` samples in batches; return verdicts for all samples (others: x, failed).
 
     ``aim`` are the targets handed to the attack (default ``targets``); success is judged against
     ``targets`` (None: any label change).  One process verifies each block of ``batch_size`` samples
-    as soon as the attack batches covering it are done (:class:`_StreamVerifier`), so only about two
-    batches of candidates are ever held.  Sharded: this rank attacks its own batches only, then the
-    candidates are merged and verified block by block (:func:`_verify`).  The verdict's ``x_adv`` holds
-    the candidates ``keep`` asks for (:class:`~.store.AdversarialImages`; the others read as ``x``)."""
-    aim = targets if aim is None else aim
-    idx = np.flatnonzero(todo)
-    queries = np.zeros(len(x), dtype=np.int64)
-    twin_fooled = np.zeros(len(x), dtype=bool)
+    as soon as the attack batches covering it are done (:class:`~.streaming.StreamVerifier`), so only
+    about two batches of candidates are ever held.  Sharded: this rank attacks its own batches only,
+    then the candidates are merged and verified block by block (:func:`~.streaming.verify_blocks`).
+    The verdict's ``x_adv`` holds the candidates ``keep`` asks for (:class:`~.store.AdversarialImages`;
+    the others read as ``x``)."""
     label = f"{attack.name}" + (f" eps={eps:g}" if eps is not None else "")
-    attack_norm = norm if norm in attack.norms else attack.norms[0]
-    chunks = [idx[start : start + batch_size] for start in range(0, len(idx), batch_size)]
-    own = shard.mine(len(chunks))
-    own_total = sum(len(chunks[j]) for j in own)
-    stream = _StreamVerifier(model, x, y, todo, targets, norm, eps, batch_size, keep) if shard.world == 1 else None
-    x_adv = None if stream is not None else np.array(x, dtype=np.float32, copy=True)
-    done = 0
-    for j in own:
-        b = chunks[j]
-        xb = torch.from_numpy(x[b]).to(model.device)
-        yb = torch.from_numpy(y[b]).to(model.device)
-        tb = None if aim is None else torch.from_numpy(aim[b]).to(model.device)
-        out = attack(model, xb, yb, eps=eps, norm=attack_norm, targets=tb, seed=_batch_seed(seed, attack.name, eps, int(b[0])))
-        candidates = out.x_adv.cpu().numpy()
-        queries[b] = out.queries.cpu().numpy()
-        if attack.uses_gradients and model.format == "onnx":  # TorchScript, torch.export: twin == runtime
-            with torch.no_grad():
-                pred = model.logits(out.x_adv).argmax(dim=1).cpu().numpy()
-            twin_fooled[b] = pred != y[b] if targets is None else pred == targets[b]
-        if stream is not None:  # every todo row before the next chunk's first one is attacked now
-            stream.add(b, candidates)
-            stream.verify_until(int(chunks[j + 1][0]) if j + 1 < len(chunks) else len(x))
-        else:
-            assert x_adv is not None
-            x_adv[b] = candidates
-        done += len(b)
-        if progress is not None:  # sharded: this rank's share
-            progress(label, done, own_total)
-    if own_total == 0 and progress is not None:
+    stream = StreamVerifier(model, x, y, todo, targets, norm, eps, batch_size, keep) if shard.world == 1 else None
+    out = attack_batches(
+        model, attack, x, y, aim=targets if aim is None else aim, todo=todo, norm=norm, eps=eps,
+        batch_size=batch_size, seed=seed, seed_tag=attack.name, label=label, progress=progress, shard=shard,
+        twin=Criterion(targets), sink=None if stream is None else stream.sink,
+    )
+    if out.attacked == 0 and progress is not None:
         progress(label, 0, 0)
     if stream is not None:
-        return stream.finish(), queries, twin_fooled
-    assert x_adv is not None
-    shard.merge(shard.rows(chunks), x_adv, queries, twin_fooled)
-    ver = _verify(model, x, x_adv, y, todo, targets, None if eps is None else norm, eps, batch_size, shard)
+        return stream.finish(), out.queries, out.twin_fooled
+    assert out.x_adv is not None
+    shard.merge(shard.rows(out.chunks), out.x_adv, out.queries, out.twin_fooled)
+    ver = verify_blocks(model, x, out.x_adv, y, todo, targets, None if eps is None else norm, eps, batch_size, shard)
     images = AdversarialImages(x, None if keep is None else keep.spool)
     if keep is not None:
         measured = ver.linf if norm == "linf" else ver.l2
         images.take(ver.success & keep.rows & (measured <= keep.within), ver.x_adv)
-    return Verified(images, ver.adv_labels, ver.adv_log_probs, ver.success, ver.linf, ver.l2), queries, twin_fooled
-
-
-class _StreamVerifier:
-    """Verifies candidates block by block (``[0, b)``, ``[b, 2b)``, ... with ``b = batch_size``: the
-    blocks, and so the runtime's batches, of verifying all samples at once) as the attack delivers
-    them, keeping per-sample verdicts and spooling the candidates ``keep`` asks for."""
-
-    def __init__(
-        self, model: Model, x: Rows, y: np.ndarray, todo: np.ndarray, targets: np.ndarray | None, norm: str,
-        eps: float | None, batch_size: int, keep: _Keep | None,
-    ) -> None:
-        self.model, self.x, self.y, self.todo, self.targets = model, x, y, todo, targets
-        self.norm, self.eps, self.batch_size, self.keep = norm, eps, batch_size, keep
-        self.images = AdversarialImages(x, None if keep is None else keep.spool)
-        self.next = 0  # first sample of the next block to verify
-        self.rows = np.zeros(0, dtype=np.int64)  # attacked, not yet verified (ascending)
-        self.candidates = np.zeros((0, *x.shape[1:]), dtype=np.float32)
-        self.parts: list[tuple[np.ndarray, ...]] = []
-
-    def add(self, rows: np.ndarray, candidates: np.ndarray) -> None:
-        self.rows = np.concatenate([self.rows, rows])
-        self.candidates = np.concatenate([self.candidates, candidates.astype(np.float32, copy=False)])
-
-    def verify_until(self, bound: int) -> None:
-        """Verify every block that ends at or before sample ``bound`` (all todo rows below it attacked)."""
-        n = len(self.x)
-        while self.next < n and min(self.next + self.batch_size, n) <= bound:
-            s, e = self.next, min(self.next + self.batch_size, n)
-            xb = np.asarray(self.x[s:e])
-            candidates = xb.copy()
-            k = int(np.searchsorted(self.rows, e))
-            candidates[self.rows[:k] - s] = self.candidates[:k]
-            self.rows, self.candidates = self.rows[k:], self.candidates[k:]
-            targets = None if self.targets is None else self.targets[s:e]
-            norm = None if self.eps is None else self.norm
-            v = verify(
-                self.model, xb, candidates, self.y[s:e], self.todo[s:e], targets, norm, self.eps, self.batch_size
-            )
-            if self.keep is not None:
-                measured = v.linf if self.norm == "linf" else v.l2
-                wanted = np.flatnonzero(v.success & self.keep.rows[s:e] & (measured <= self.keep.within))
-                self.images.put(s + wanted, v.x_adv[wanted])
-            self.parts.append((v.adv_labels, v.adv_log_probs, v.success, v.linf, v.l2))
-            self.next = e
-
-    def finish(self) -> Verified:
-        self.verify_until(len(self.x))
-        if not self.parts:  # no samples
-            empty = np.asarray(self.x[0:0])
-            v = verify(self.model, empty, empty, self.y[:0], self.todo[:0], None, None, None, self.batch_size)
-            self.parts.append((v.adv_labels, v.adv_log_probs, v.success, v.linf, v.l2))
-        labels, log_probs, success, linf, l2 = (np.concatenate(cols) for cols in zip(*self.parts))
-        return Verified(self.images, labels, log_probs, success, linf, l2)
+    verified = Verified(images, ver.adv_labels, ver.adv_log_probs, ver.success, ver.linf, ver.l2)
+    return verified, out.queries, out.twin_fooled
 
 
 def _prediction(p: Prediction) -> tuple[np.ndarray, np.ndarray]:
     return p.labels, p.outputs
-
-
-def _blocks(
-    shard: Shard, n: int, size: int, compute: Callable[[int, int], tuple[np.ndarray, ...]]
-) -> tuple[np.ndarray, ...]:
-    """Per-sample arrays computed block by block (``[0, size)``, ``[size, 2 size)``, ...): one
-    process computes them one after the other (the batches of computing all rows at once; only one
-    block of inputs in memory), a rank its own blocks, merged."""
-    starts = list(range(0, n, size))
-    if shard.world == 1:
-        if not starts:
-            return compute(0, 0)
-        parts = [compute(s, min(s + size, n)) for s in starts]
-        return parts[0] if len(parts) == 1 else tuple(np.concatenate(cols) for cols in zip(*parts))
-    parts = shard.map(lambda s: compute(s, min(s + size, n)), starts)
-    if not parts:
-        return compute(0, 0)
-    return tuple(np.concatenate(cols) for cols in zip(*parts))
-
-
-def _verify(
-    model: Model, x: Rows, x_adv: np.ndarray, y: np.ndarray, todo: np.ndarray, targets: np.ndarray | None,
-    norm: str | None, eps: float | None, batch_size: int, shard: Shard,
-) -> Verified:
-    """:func:`verify` over all samples, each rank verifying its own blocks of ``batch_size``."""
-
-    def block(s: int, e: int) -> tuple[np.ndarray, ...]:
-        v = verify(model, x[s:e], x_adv[s:e], y[s:e], todo[s:e], None if targets is None else targets[s:e], norm, eps, batch_size)
-        return v.x_adv, v.adv_labels, v.adv_log_probs, v.success, v.linf, v.l2
-
-    return Verified(*_blocks(shard, len(x), batch_size, block))
 
 
 __all__ = [

@@ -23,15 +23,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from ..attacks.base import Attack
-from ..attacks.runner import _batch_seed, build_attacks, check_eps, choose_targets
+from ..attacks.engine import Progress, attack_batches
+from ..attacks.geometry import finalise
+from ..attacks.runner import build_attacks, check_eps, choose_targets
 from ..attacks.suites import AttackChoice
-from ..attacks.verify import finalise
 from ..errors import UsageError
 from ..models import Model
 from .base import Defense
@@ -39,7 +39,6 @@ from .defended import DefendedModel, stack_spec
 
 MODES = ("blind", "bpda", "bpda+eot")
 BLIND_GAP = 0.10  # warn when blind robust accuracy exceeds the adaptive one by this much
-Progress = Callable[[str, int, int], None]
 
 
 def parse_modes(text: str) -> list[str]:
@@ -216,7 +215,8 @@ def evaluate_defense(
                         mode, str(choice), e, float(survived.mean()),
                         float((clean_def & ~correct).sum() / n_correct), time.perf_counter() - t0, und,
                     ))
-        results[mode] = ModeResult(mode, {e: float(robust[e].mean()) for e in eps}, rows, time.perf_counter() - start_mode)
+        by_eps = {e: float(robust[e].mean()) for e in eps}
+        results[mode] = ModeResult(mode, by_eps, rows, time.perf_counter() - start_mode)
 
     ev = DefenseEval(
         stack=[d.spec() for d in stack],
@@ -276,19 +276,11 @@ def _candidates(
     mode: str,
     progress: Progress | None,
 ) -> np.ndarray:
-    """Adversarial candidates for the ``todo`` samples (others: ``x``)."""
-    idx = np.flatnonzero(todo)
-    out = x.copy()
-    label = f"{mode} {attack.name}" + (f" eps={eps:g}" if eps is not None else "")
-    attack_norm = norm if norm in attack.norms else attack.norms[0]
-    for start in range(0, len(idx), batch_size):
-        b = idx[start : start + batch_size]
-        xb = torch.from_numpy(x[b]).to(attacker.device)
-        yb = torch.from_numpy(y[b]).to(attacker.device)
-        tb = None if aim is None else torch.from_numpy(aim[b]).to(attacker.device)
-        res = attack(attacker, xb, yb, eps=eps, norm=attack_norm, targets=tb,
-                     seed=_batch_seed(seed, f"{mode}/{attack.name}", eps, int(b[0])))
-        out[b] = res.x_adv.cpu().numpy()
-        if progress is not None:
-            progress(label, min(start + batch_size, len(idx)), len(idx))
-    return out
+    """Adversarial candidates for the ``todo`` samples (others: ``x``), each batch seeded per mode."""
+    out = attack_batches(
+        attacker, attack, x, y, aim=aim, todo=todo, norm=norm, eps=eps, batch_size=batch_size, seed=seed,
+        seed_tag=f"{mode}/{attack.name}", label=f"{mode} {attack.name}" + (f" eps={eps:g}" if eps is not None else ""),
+        progress=progress,
+    )
+    assert out.x_adv is not None
+    return out.x_adv

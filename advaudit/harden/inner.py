@@ -6,6 +6,11 @@ radius ``eps`` around ``x`` and inside ``bounds``.  The returned tensor is detac
 theorem the outer gradient is the loss gradient evaluated at the (approximate) maximiser, so no
 gradient flows through the attack.
 
+All three run the attacks' own PGD iteration (:func:`advaudit.attacks.pgd.pgd_iterate`, without
+early stopping) and projection (:func:`advaudit.attacks.geometry.project`), so training and
+evaluation attack through the same points; the random starts are drawn on the CPU generator and then
+moved to ``x``'s device.
+
 * :func:`pgd_examples`: Madry et al. 2018, projected gradient ascent on the cross-entropy from a
   uniform random start.
 * :func:`fgsm_rs_examples`: Wong, Rice & Kolter 2020 ("Fast is better than free"), one signed
@@ -20,23 +25,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..attacks.base import rand_normal
+from ..attacks.geometry import project
+from ..attacks.pgd import ball_start, ce_loss, pgd_iterate
+
 Forward = Callable[[torch.Tensor], torch.Tensor]
-
-
-def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, bounds: tuple[float, float]) -> torch.Tensor:
-    """Clip ``x_adv`` into the L-inf ball of radius ``eps`` around ``x`` and into ``bounds``."""
-    x_adv = torch.max(torch.min(x_adv, x + eps), x - eps)
-    return x_adv.clamp(bounds[0], bounds[1])
-
-
-def uniform_start(x: torch.Tensor, eps: float, bounds: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device) * 2 - 1
-    return project(x + eps * noise, x, eps, bounds)
-
-
-def _input_grad(loss: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
-    (grad,) = torch.autograd.grad(loss, x_adv)
-    return grad
 
 
 def pgd_examples(
@@ -54,12 +47,11 @@ def pgd_examples(
     x = x.detach()
     if eps <= 0:
         return x.clone()
-    x_adv = uniform_start(x, eps, bounds, generator) if random_start else x.clone()
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.cross_entropy(forward(x_adv), y, reduction="sum")
-        grad = _input_grad(loss, x_adv)
-        x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps, bounds)
+    start = ball_start(x, norm="linf", eps=eps, bounds=bounds, generator=generator) if random_start else x.clone()
+    x_adv, _ = pgd_iterate(
+        lambda _index, z: forward(z), x, y, None,
+        start=start, steps=steps, step_size=step_size, norm="linf", eps=eps, bounds=bounds, loss_fn=ce_loss,
+    )
     return x_adv.detach()
 
 
@@ -74,6 +66,11 @@ def fgsm_rs_examples(
 ) -> torch.Tensor:
     """Wong et al. 2020: uniform start in the eps-ball, one FGSM step of size ``alpha``, project."""
     return pgd_examples(forward, x, y, eps, 1, alpha, bounds, generator, random_start=True)
+
+
+def _kl_to(logits: torch.Tensor, p_clean: torch.Tensor, _target: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample KL(p_clean || softmax(logits)), the TRADES inner loss."""
+    return F.kl_div(F.log_softmax(logits, dim=1), p_clean, reduction="none").flatten(1).sum(dim=1)
 
 
 def trades_examples(
@@ -91,11 +88,9 @@ def trades_examples(
         return x.clone()
     with torch.no_grad():
         p_clean = F.softmax(forward(x), dim=1)
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    x_adv = project(x + 0.001 * noise, x, eps, bounds)
-    for _ in range(steps):
-        x_adv.requires_grad_(True)
-        loss = F.kl_div(F.log_softmax(forward(x_adv), dim=1), p_clean, reduction="sum")
-        grad = _input_grad(loss, x_adv)
-        x_adv = project(x_adv.detach() + step_size * grad.sign(), x, eps, bounds)
+    start = project(x + 0.001 * rand_normal(x.shape, generator, x.device), x, norm="linf", eps=eps, bounds=bounds)
+    x_adv, _ = pgd_iterate(
+        lambda _index, z: forward(z), x, p_clean, None,
+        start=start, steps=steps, step_size=step_size, norm="linf", eps=eps, bounds=bounds, loss_fn=_kl_to,
+    )
     return x_adv.detach()
