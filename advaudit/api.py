@@ -10,6 +10,9 @@ from __future__ import annotations
 from .jobs.base import DataOptions, JobContext, JobResult, ModelOptions, Progress
 
 # -- attack, defend, harden, purify ---------------------------------------------------------------
+from .jobs.attack import AttackOptions, AttackResult, attack
+from .jobs.defend import DefendOptions, DefendResult, defend
+from .jobs.harden import HardenOptions, HardenResult, harden
 
 # -- scan-backdoor, audit ---------------------------------------------------------------------------
 
@@ -18,6 +21,8 @@ from .jobs.base import DataOptions, JobContext, JobResult, ModelOptions, Progres
 __all__ = [
     "DataOptions", "JobContext", "JobResult", "ModelOptions", "Progress",
     # -- attack, defend, harden, purify
+    "AttackOptions", "AttackResult", "attack", "DefendOptions", "DefendResult", "defend",
+    "HardenOptions", "HardenResult", "harden",
 
     # -- scan-backdoor, audit
 
