@@ -13,6 +13,7 @@ from .jobs.base import DataOptions, JobContext, JobResult, ModelOptions, Progres
 from .jobs.attack import AttackOptions, AttackResult, attack
 from .jobs.defend import DefendOptions, DefendResult, defend
 from .jobs.harden import HardenOptions, HardenResult, harden
+from .jobs.purify import PurifyOptions, PurifyResult, TrainVqvaeOptions, VqvaeResult, purify, train_vqvae
 
 # -- scan-backdoor, audit ---------------------------------------------------------------------------
 
@@ -23,6 +24,7 @@ __all__ = [
     # -- attack, defend, harden, purify
     "AttackOptions", "AttackResult", "attack", "DefendOptions", "DefendResult", "defend",
     "HardenOptions", "HardenResult", "harden",
+    "PurifyOptions", "PurifyResult", "purify", "TrainVqvaeOptions", "VqvaeResult", "train_vqvae",
 
     # -- scan-backdoor, audit
 
