@@ -7,29 +7,39 @@ test can replace one and check which options a command line builds.
 
 from __future__ import annotations
 
-from .jobs.base import DataOptions, JobContext, JobResult, ModelOptions, Progress
-
-# -- attack, defend, harden, purify ---------------------------------------------------------------
-
-# -- scan-backdoor, audit ---------------------------------------------------------------------------
+from .jobs.attack import AttackOptions, AttackResult, attack
 from .jobs.audit import AuditOptions, AuditResult, audit
+from .jobs.base import DataOptions, JobContext, JobResult, ModelOptions, Progress
+from .jobs.defend import DefendOptions, DefendResult, defend
+from .jobs.detect import (
+    DetectCalibrateOptions,
+    DetectCalibrateResult,
+    DetectOptions,
+    DetectResult,
+    detect,
+    detect_calibrate,
+)
+from .jobs.detect_evaluate import (
+    DetectEvaluateOptions,
+    DetectEvaluateResult,
+    detect_evaluate,
+)
+from .jobs.harden import HardenOptions, HardenResult, harden
+from .jobs.purify import (
+    PurifyOptions,
+    PurifyResult,
+    TrainVqvaeOptions,
+    VqvaeResult,
+    purify,
+    train_vqvae,
+)
 from .jobs.scan import ScanOptions, ScanResult, scan_backdoor
 
-# -- detect ------------------------------------------------------------------------------------------
-from .jobs.detect import (  # noqa: E402
-    DetectCalibrateOptions, DetectCalibrateResult, DetectOptions, DetectResult, detect, detect_calibrate,
-)
-from .jobs.detect_evaluate import DetectEvaluateOptions, DetectEvaluateResult, detect_evaluate  # noqa: E402
-
 __all__ = [
-    "DataOptions", "JobContext", "JobResult", "ModelOptions", "Progress",
-    # -- attack, defend, harden, purify
-
-    # -- scan-backdoor, audit
-    "AuditOptions", "AuditResult", "ScanOptions", "ScanResult", "audit", "scan_backdoor",
-
-    # -- detect
-    "DetectCalibrateOptions", "DetectCalibrateResult", "DetectOptions", "DetectResult", "DetectEvaluateOptions",
-    "DetectEvaluateResult", "detect", "detect_calibrate", "detect_evaluate",
-
+    "AttackOptions", "AttackResult", "AuditOptions", "AuditResult", "DataOptions", "DefendOptions",
+    "DefendResult", "DetectCalibrateOptions", "DetectCalibrateResult", "DetectEvaluateOptions",
+    "DetectEvaluateResult", "DetectOptions", "DetectResult", "HardenOptions", "HardenResult", "JobContext",
+    "JobResult", "ModelOptions", "Progress", "PurifyOptions", "PurifyResult", "ScanOptions", "ScanResult",
+    "TrainVqvaeOptions", "VqvaeResult", "attack", "audit", "defend", "detect", "detect_calibrate",
+    "detect_evaluate", "harden", "purify", "scan_backdoor", "train_vqvae",
 ]

@@ -7,23 +7,18 @@ skip on ``--resume`` and where files go.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..attacks.runner import resolve_eps, run_attacks
-from ..attacks.suites import resolve_choices
 from ..data import PreparedData, default_batch_size, load_data, prepare
-from ..defenses import build_stack
-from ..defenses.evaluate import evaluate_defense, parse_modes
 from ..errors import DataError
-from ..models import Model
-from ..report.artifacts import example_grid_for_run, save_adversarial
-from ..report.attack_report import attack_report
-from ..report.defense_report import defense_report
-from ..report.normalize import attack_metrics
+from ..jobs.attack import AttackOptions, attack
 from ..jobs.base import DataOptions, JobContext, ModelOptions
+from ..jobs.defend import DefendOptions, defend
 from ..jobs.detect_evaluate import DetectEvaluateOptions, detect_evaluate
+from ..models import Model
 
 Progress = Callable[[str, int, int], None]
 
@@ -70,50 +65,51 @@ def _rel(ctx: StepContext, path: Path) -> str:
     return path.relative_to(ctx.report_dir).as_posix()
 
 
-def _eps(model: Model, step: dict[str, Any]) -> list[float]:
+def _model_options(ctx: StepContext) -> ModelOptions:
+    """Options naming the audit's model (the step runs on ``ctx.model``, lent through the JobContext)."""
+    return ModelOptions(path=str(ctx.model.path))
+
+
+def _data_options(ctx: StepContext, step: dict[str, Any]) -> DataOptions:
+    """The step's data: ``n`` samples after ``offset``, a stratified sample drawn with the audit's seed."""
+    return DataOptions(path=str(step["data"]), n=step.get("n"), offset=step.get("offset", 0), seed=ctx.seed,
+                       labels=step.get("labels"), resize=step.get("resize"), crop=step.get("crop"))
+
+
+def _eps_option(step: dict[str, Any]) -> tuple[float, ...]:
+    """``eps`` of a step: one number or a list (none: the job's default)."""
     eps = step.get("eps")
-    return resolve_eps(model, [eps] if isinstance(eps, (int, float)) else eps, step.get("norm", "linf"))
+    return (eps,) if isinstance(eps, (int, float)) else tuple(eps or ())
 
 
 def attack_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
-    model = ctx.model
-    data = _data(ctx, step)
-    assert data.y is not None
-    choices, cascade = resolve_choices(step.get("suite"), step.get("attacks"))
-    norm = step.get("norm", "linf")
-    target = step.get("target")
-    keep = step.get("examples", True) or step.get("save_adversarial", True)
-    run = run_attacks(
-        model, data.view, data.y, choices, _eps(model, step), norm=norm, cascade=cascade,
-        target=None if target is None else str(target), batch_size=_batch_size(ctx, step),
-        seed=ctx.seed, progress=ctx.progress, shard=ctx.shard, keep_adversarial="largest" if keep else "none",
+    """The attack job on the audit's model; examples and adversarial examples kept by default."""
+    folder = ctx.artifacts_dir
+    options = AttackOptions(
+        model=_model_options(ctx), data=_data_options(ctx, step), suite=step.get("suite"),
+        attacks=tuple(step.get("attacks") or ()), eps=_eps_option(step), norm=step.get("norm", AttackOptions.norm),
+        target=None if step.get("target") is None else str(step["target"]),
+        save_adversarial=str(folder / "adversarial.npz") if step.get("save_adversarial", True) else None,
+        examples=str(folder / "examples.png") if step.get("examples", True) else None,
+        batch_size=step.get("batch_size"), batch_base=ctx.batch_size, seed=ctx.seed, command=ctx.command,
     )
-    report = attack_report(run, model, data, ctx.command, ctx.seed, [])
-    artifacts: dict[str, str] = {}
-    if ctx.shard is not None and not ctx.shard.is_main:  # every rank holds the merged run; rank 0 writes
-        return StepResult(report, attack_metrics(report), artifacts)
-    if step.get("examples", True):
-        artifacts["examples"] = _rel(ctx, example_grid_for_run(ctx.artifacts_dir / "examples.png", run, model.spec.class_names, model.spec.range))
-    if step.get("save_adversarial", True):
-        artifacts["adversarial"] = _rel(ctx, save_adversarial(ctx.artifacts_dir / "adversarial.npz", run, choices))
-    return StepResult(report, attack_metrics(report), artifacts)
+    result = attack(options, JobContext(progress=ctx.progress, shard=ctx.shard, model=ctx.model))
+    artifacts = {name: _rel(ctx, Path(result.artifacts[name])) for name in ("examples", "adversarial")
+                 if name in result.artifacts}
+    return StepResult(result.to_report(), result.metrics(), artifacts)
 
 
 def defense_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
-    model = ctx.model
-    stack = build_stack(step["defenses"])
-    data = _data(ctx, step)
-    assert model.input_shape is not None and data.y is not None
-    for d in stack:
-        d.fits(tuple(model.input_shape))
-    choices, _ = resolve_choices(step.get("suite"), step.get("attacks"))
-    ev = evaluate_defense(
-        model, data.x, data.y, stack, choices, _eps(model, step), modes=parse_modes(step.get("adaptive", "all")),
-        norm=step.get("norm", "linf"), eot=step.get("eot", 10), eval_draws=step.get("eval_draws"),
-        batch_size=_batch_size(ctx, step), seed=ctx.seed, progress=ctx.progress,
+    """The defence-evaluation job on the audit's model."""
+    options = DefendOptions(
+        model=_model_options(ctx), data=_data_options(ctx, step), defenses=tuple(step["defenses"]),
+        suite=step.get("suite"), attacks=tuple(step.get("attacks") or ()), eps=_eps_option(step),
+        norm=step.get("norm", DefendOptions.norm), adaptive=step.get("adaptive", DefendOptions.adaptive),
+        eot=step.get("eot", DefendOptions.eot), eval_draws=step.get("eval_draws"), batch_size=step.get("batch_size"),
+        batch_base=ctx.batch_size, seed=ctx.seed, command=ctx.command,
     )
-    report = defense_report(ev, model, data, ctx.command, ctx.seed, [])
-    return StepResult(report, attack_metrics(report), {})
+    result = defend(options, JobContext(progress=ctx.progress, model=ctx.model))
+    return StepResult(result.to_report(), result.metrics(), {})
 
 
 def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:

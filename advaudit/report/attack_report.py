@@ -1,4 +1,5 @@
-"""The ``advaudit attack`` report: JSON payload, terminal table and Markdown."""
+"""The ``advaudit attack`` report as a terminal table and Markdown (the JSON document is
+:meth:`advaudit.jobs.attack.AttackResult.to_report`)."""
 
 from __future__ import annotations
 
@@ -7,38 +8,9 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ..attacks.runner import AttackRun
-from ..data import PreparedData
-from ..models import Model
-from .gates import Gate, evaluate_gates
-from .writer import base_report, model_section
+from ..jobs.attack import AttackResult  # the report builder moved there: AttackResult.to_report()
 
-
-def attack_report(
-    run: AttackRun, model: Model, data: PreparedData, command: list[str] | str, seed: int, gates: list[Gate]
-) -> dict[str, Any]:
-    """The JSON report (schema ``advaudit.report/1``) of an attack run."""
-    gate_results = evaluate_gates(gates, run.clean_accuracy, run.robust_by_eps)
-    report = base_report(command, seed)
-    report.update(
-        {
-            "kind": "attack",
-            "model": model_section(model, search=True),
-            "data": {**data.dataset.describe()},
-            "norm": run.norm,
-            "eps": run.eps,
-            "targeted": run.targeted,
-            "clean_accuracy": run.clean_accuracy,
-            "results": run.results(),
-            "robust_accuracy": run.robust_accuracy,
-            "robust_accuracy_by_eps": {f"{e:g}": v for e, v in run.robust_by_eps.items()},
-            "verified_adversarial": {f"{e:g}": int((run.adv_by[e] >= 0).sum()) for e in run.eps},
-            "warnings": run.warnings,
-            "gates": gate_results,
-            "passed": all(g["passed"] for g in gate_results),
-        }
-    )
-    return report
+__all__ = ["AttackResult", "attack_markdown", "attack_table", "markdown_tail"]
 
 
 def _pct(v: float | None) -> str:
