@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report.images import _to_uint8
-from ..report.writer import write_atomic
+from ..io.images import to_uint8 as _to_uint8
+from ..io.files import write_atomic
 
 TILE = 112
 CAPTION = 18

@@ -139,7 +139,7 @@ def save_vqvae(path: str | Path, net: VQVAENet, input_shape: tuple[int, ...], ex
     """Write ``net`` as safetensors with its metadata (atomically)."""
     from safetensors.torch import save_file
 
-    from ..report.writer import write_atomic
+    from ..io.files import write_atomic
 
     meta = {
         "format": FORMAT,

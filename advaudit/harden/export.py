@@ -13,7 +13,7 @@
   original's extra files (``advaudit.json``) plus ``advaudit-harden.json``; the bytes are reloaded through the
   same checks as any untrusted ``.pt2`` (:func:`advaudit.models.export_model.load_program`) and compared.
 
-The file is written atomically (:func:`advaudit.report.writer.write_atomic`).
+The file is written atomically (:func:`advaudit.io.files.write_atomic`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 
 from ..errors import ModelError
 from ..models import Model
-from ..report.writer import write_atomic
+from ..io.files import write_atomic
 
 EXPORT_TOL = 1e-3  # max |exported - torch| logit difference, relative to max(1, max |logit|)
 EXTRA_FILE = "advaudit.json"

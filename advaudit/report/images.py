@@ -1,58 +1,6 @@
-"""Picture of adversarial examples: clean image, magnified perturbation, adversarial image."""
+"""Old path of :mod:`advaudit.io.images` (the picture of adversarial examples), kept for existing imports."""
 
-from __future__ import annotations
+from ..io.images import CAPTION, CELL, example_grid
+from ..io.images import to_uint8 as _to_uint8
 
-from pathlib import Path
-from typing import Sequence
-
-import numpy as np
-
-from .writer import write_atomic
-
-CELL = 112
-CAPTION = 28
-
-
-def _to_uint8(img: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """CHW (or flat) float in [lo, hi] -> HWC uint8 for display."""
-    if img.ndim == 1:
-        side = int(np.ceil(np.sqrt(img.size)))
-        img = np.pad(img, (0, side * side - img.size)).reshape(1, side, side)
-    a = np.clip((img - lo) / (hi - lo), 0, 1)
-    a = (a * 255).round().astype(np.uint8).transpose(1, 2, 0)
-    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[:, :, :3]
-
-
-def example_grid(
-    path: str | Path,
-    x: np.ndarray,
-    x_adv: np.ndarray,
-    clean: Sequence[tuple[str, float]],
-    adv: Sequence[tuple[str, float]],
-    lo: float,
-    hi: float,
-    title: str,
-) -> Path:
-    """Write a PNG grid, one row per example: clean | perturbation (magnified) | adversarial."""
-    from PIL import Image, ImageDraw
-
-    rows = len(x)
-    width, height = 3 * CELL, CAPTION + rows * (CELL + CAPTION)
-    canvas = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(canvas)
-    draw.text((4, 6), title, fill="black")
-    for i in range(rows):
-        delta = x_adv[i] - x[i]
-        scale = float(np.abs(delta).max()) or 1.0
-        pert = (delta / scale + 1) / 2  # [-max, max] -> [0, 1]
-        cells = [
-            (_to_uint8(x[i], lo, hi), f"{clean[i][0]} {100 * clean[i][1]:.0f}%"),
-            (_to_uint8(pert, 0.0, 1.0), f"delta x{1 / scale:.1f}" if scale else "delta"),
-            (_to_uint8(x_adv[i], lo, hi), f"{adv[i][0]} {100 * adv[i][1]:.0f}%"),
-        ]
-        top = CAPTION + i * (CELL + CAPTION)
-        for j, (img, caption) in enumerate(cells):
-            tile = Image.fromarray(img).resize((CELL - 8, CELL - 8), Image.NEAREST)
-            canvas.paste(tile, (j * CELL + 4, top))
-            draw.text((j * CELL + 4, top + CELL - 4), caption, fill="black")
-    return write_atomic(path, lambda p: canvas.save(p, format="PNG"))
+__all__ = ["CAPTION", "CELL", "_to_uint8", "example_grid"]
