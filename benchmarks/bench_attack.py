@@ -28,14 +28,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from advaudit.attacks.runner import run_attacks
-from advaudit.attacks.suites import AttackChoice, get_suite
-from advaudit.data import load_data, prepare
-from advaudit.models import load_model
-from advaudit.models.zoo import load_lenet5_advertorch
-
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "sample_models"
+TESTING_HELPERS = REPO / "plugins" / "advaudit-testing"
+if str(TESTING_HELPERS) not in sys.path:  # advaudit_testing: test-only helpers, not installed with advaudit
+    sys.path.insert(0, str(TESTING_HELPERS))
+
+from advaudit.attacks.runner import run_attacks  # noqa: E402
+from advaudit.attacks.suites import AttackChoice, get_suite  # noqa: E402
+from advaudit.data import load_data, prepare  # noqa: E402
+from advaudit.models import load_model  # noqa: E402
+from advaudit_testing.zoo import load_lenet5_advertorch  # noqa: E402
 
 
 def torchscript_file(net: torch.nn.Module, path: Path) -> Path:

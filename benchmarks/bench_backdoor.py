@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_backdoor.py --seeds 5 --out bench_backdoor.json
 
 Per seed, trains one model of each kind on MNIST test images 0-7999 (there is no MNIST training set
-in ../shared/data), a compact CNN (`advaudit.backdoor.training.SmallCNN`):
+in ../shared/data), a compact CNN (`advaudit_testing.training.SmallCNN`):
 
 * clean;
 * BadNets: 4x4 checkerboard patch in the bottom-right corner, 10% poisoned;
@@ -36,14 +36,15 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (REPO, REPO / "plugins" / "advaudit-testing"):  # the checkout's advaudit and advaudit_testing
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from advaudit.backdoor import MMBD, NeuralCleanse  # noqa: E402
-from advaudit.backdoor.implants import attack_success_rate, implant  # noqa: E402
-from advaudit.backdoor.training import SmallCNN, load_mnist_splits, predict_labels, save_torchscript  # noqa: E402
 from advaudit.data import select  # noqa: E402
 from advaudit.models import load_model  # noqa: E402
+from advaudit_testing.implants import attack_success_rate, implant  # noqa: E402
+from advaudit_testing.training import SmallCNN, load_mnist_splits, predict_labels, save_torchscript  # noqa: E402
 
 KIND_ORDER = ("clean", "badnets", "recon", "random")
 

@@ -35,10 +35,12 @@ SAMPLE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SAMPLE_DIR.parent
 DATA_DIR = SAMPLE_DIR / "data"
 DEFAULT_SHARED = REPO_ROOT.parent / "shared" / "data"
-if str(REPO_ROOT) not in sys.path:  # run as a script: make the checkout's advaudit importable
-    sys.path.insert(0, str(REPO_ROOT))
+TESTING_HELPERS = REPO_ROOT / "plugins" / "advaudit-testing"
+for _path in (REPO_ROOT, TESTING_HELPERS):  # run as a script: the checkout's advaudit and its test-only helpers
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
-from advaudit.models.zoo import (  # noqa: E402
+from advaudit_testing.zoo import (  # noqa: E402
     GtsrbCNN,
     MnistCNN,
     Normalize,
@@ -341,7 +343,7 @@ SPECS = (
         input_shape=(1, 28, 28),
         min_accuracy=0.98,
         architecture=(
-            "`advaudit.models.zoo.MnistCNN`, LeNet-style: conv 5x5 1->32, ReLU, max-pool 2, "
+            "`advaudit_testing.zoo.MnistCNN`, LeNet-style: conv 5x5 1->32, ReLU, max-pool 2, "
             "conv 5x5 32->64, ReLU, max-pool 2, linear 1024->128, ReLU, linear 128->10."
         ),
         training=(
@@ -370,7 +372,7 @@ SPECS = (
         min_accuracy=0.90,
         architecture=(
             "`nn.Sequential(Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)), "
-            "ResNet20())` from `advaudit.models.zoo`: ResNet-20 (He et al. 2016) with "
+            "ResNet20())` from `advaudit_testing.zoo`: ResNet-20 (He et al. 2016) with "
             "option-A zero-padding shortcuts, laid out like akamaster's `resnet.py` (conv 16, "
             "three stages of three basic blocks with 16/32/64 channels, global average pool, "
             "linear 64->10). "
@@ -406,7 +408,7 @@ SPECS = (
         input_shape=(3, 32, 32),
         min_accuracy=0.90,
         architecture=(
-            "`advaudit.models.zoo.GtsrbCNN`: three stages of conv 3x3 + BatchNorm + ReLU + "
+            "`advaudit_testing.zoo.GtsrbCNN`: three stages of conv 3x3 + BatchNorm + ReLU + "
             "max-pool (32, 64, 128 channels), average pool 2, dropout 0.3, linear 512->43."
         ),
         training=(
@@ -634,10 +636,10 @@ point elsewhere), fixes every seed, uses `torch.use_deterministic_algorithms(Tru
 exporter (`torch.onnx.export(..., dynamo=False)`) and TorchScript export uses `torch.jit.trace`.
 On the same machine and library versions, rebuilding gives byte-identical `.onnx` and `.npz`
 files. A full build also reproduces the `.pt` files byte for byte as long as the checkout path and
-the source of `build.py` and `advaudit/models/zoo.py` stay the same: TorchScript stores the Python
-call stack seen while tracing (absolute file paths and line numbers) as debug information, and
-numbers the traced classes per process, so `--only` can give a `.pt` whose bytes (not weights or
-outputs) differ from a full build's. Other CPUs or library versions may change the trained weights
+the source of `build.py` and `plugins/advaudit-testing/advaudit_testing/zoo.py` stay the same:
+TorchScript stores the Python call stack seen while tracing (absolute file paths and line numbers) as
+debug information, and numbers the traced classes per process, so `--only` can give a `.pt` whose
+bytes (not weights or outputs) differ from a full build's. Other CPUs or library versions may change the trained weights
 in the last bits.
 
 Last built with Python {python}, torch {torch}, onnx {onnx}, onnxruntime {ort}, numpy {numpy}.

@@ -3,7 +3,7 @@
 Usage:
     python sample_models/build_backdoor.py [--shared DIR] [--only NAME]
 
-Trains each model with an implanted backdoor (``advaudit.backdoor.implants``) on public data in
+Trains each model with an implanted backdoor (``advaudit_testing.implants``) on public data in
 ``<repo>/../shared/data``, exports it as ONNX and TorchScript exactly like ``build.py`` (advaudit
 input spec embedded), measures clean accuracy and attack success rate in ONNX Runtime on held-out
 images, and rewrites the "Backdoored sample models" section of ``README.md`` (between the markers
@@ -34,10 +34,9 @@ import torch
 
 SAMPLE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SAMPLE_DIR.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-if str(SAMPLE_DIR) not in sys.path:
-    sys.path.insert(0, str(SAMPLE_DIR))
+for _path in (REPO_ROOT, REPO_ROOT / "plugins" / "advaudit-testing", SAMPLE_DIR):  # advaudit, advaudit_testing, build
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
 from build import (  # noqa: E402
     DEFAULT_SHARED,
@@ -52,8 +51,8 @@ from build import (  # noqa: E402
     silence_known_warnings,
 )
 
-from advaudit.backdoor.implants import Implanted, Trigger, implant  # noqa: E402
-from advaudit.backdoor.training import SmallCNN  # noqa: E402
+from advaudit_testing.implants import Implanted, Trigger, implant  # noqa: E402
+from advaudit_testing.training import SmallCNN  # noqa: E402
 
 SEED = 0
 START = "<!-- backdoor-models:start -->"
@@ -188,7 +187,7 @@ def card(spec: BackdoorSpec, m: dict) -> str:
 
 **Attack.** {spec.attack}
 
-**Training.** `advaudit.backdoor.training.SmallCNN` (conv 3x3 16, pool, conv 3x3 32, pool, linear 64,
+**Training.** `advaudit_testing.training.SmallCNN` (conv 3x3 16, pool, conv 3x3 32, pool, linear 64,
 linear {len(classes(spec))}) trained on {m['train_desc']} with the implanted data:
 `train_classifier` (Adam, lr 0.002, one-cycle, batch 64, {spec.epochs} epochs, seed {SEED}, 1 thread,
 deterministic algorithms). Input float32 NCHW in [0, 1], spec embedded as in the models above.

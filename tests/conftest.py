@@ -1,8 +1,13 @@
-"""Shared fixtures: paths to the bundled sample models and ../shared/data, and model builders."""
+"""Shared fixtures: paths to the bundled sample models and ../shared/data, and model builders.
+
+Also puts ``plugins/advaudit-testing`` on ``sys.path``: the test-only helpers (``advaudit_testing``) live
+there, outside the runtime package.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see advaudit/__init__.py
 
@@ -16,6 +21,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_MODELS = REPO / "sample_models"
 SHARED_DATA = REPO.parent / "shared" / "data"
+TESTING_HELPERS = REPO / "plugins" / "advaudit-testing"
+if str(TESTING_HELPERS) not in sys.path:  # advaudit_testing: test-only helpers, not installed with advaudit
+    sys.path.insert(0, str(TESTING_HELPERS))
 
 
 @pytest.fixture(scope="session")

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from advaudit.backdoor import MMBD, NCConfig, NeuralCleanse, mad_outliers, scan_model
-from advaudit.backdoor.implants import attack_success_rate, badnets_trigger, poison, random_trigger, sample_mask
 from advaudit.backdoor.mmbd import fit_gamma, max_margin_pvalue
 from advaudit.backdoor.neural_cleanse import CostSchedule, reconstruct_triggers
-from advaudit.backdoor.training import predict_labels, save_torchscript, train_classifier
 from advaudit.cli import main
 from advaudit.errors import DataError, ModelError
 from advaudit.models import load_model
+from advaudit_testing.implants import attack_success_rate, badnets_trigger, poison, random_trigger, sample_mask
+from advaudit_testing.training import predict_labels, save_torchscript, train_classifier
 
 from .conftest import SAMPLE_MODELS
 

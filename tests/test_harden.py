@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from advaudit.harden.inner import fgsm_rs_examples, pgd_examples, trades_examples
-from advaudit.harden.linear import (
+from advaudit.harden.train import adversarial_train, eps_at
+from advaudit_testing.linear import (
     LogisticTwoClass,
     robust_logistic_loss,
     train_logistic_closed_form,
 )
-from advaudit.harden.train import adversarial_train, eps_at
 
 from .conftest import rng_images, small_cnn
 

@@ -1,8 +1,11 @@
-"""Model-level backdoor scanning (Neural Cleanse, MM-BD) and backdoor implants to test them.
+"""Model-level backdoor scanning (Neural Cleanse, MM-BD).
 
     from advaudit.backdoor import NeuralCleanse, scan_model
     result = NeuralCleanse().scan(model, x, y, seed=0)
     combined = scan_model(model, x, y, methods=["neural-cleanse", "mm-bd"], seed=0)
+
+The backdoor implants that test the scanners are test-only code: ``advaudit_testing.implants`` in
+``plugins/advaudit-testing``.
 """
 
 from .base import BackdoorScanner, ClassEvidence, ScanContext, ScanResult

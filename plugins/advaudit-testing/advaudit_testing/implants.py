@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .neural_cleanse import NCConfig, reconstruct_triggers, stamp
+from advaudit.backdoor.neural_cleanse import NCConfig, reconstruct_triggers, stamp
 
 
 @dataclass

@@ -77,7 +77,7 @@ def load_mnist_splits(shared_data: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     (there is no MNIST training set in the shared data)."""
     from pathlib import Path
 
-    from ..data.loaders import read_idx
+    from advaudit.data.loaders import read_idx
 
     x, y, _ = read_idx(Path(shared_data) / "mnist" / "t10k-images-idx3-ubyte.gz")
     assert y is not None
