@@ -7,8 +7,8 @@ test can replace one and check which options a command line builds.
 
 from __future__ import annotations
 
+from .audit.job import AuditOptions, AuditResult, audit
 from .jobs.attack import AttackOptions, AttackResult, attack
-from .jobs.audit import AuditOptions, AuditResult, audit
 from .jobs.base import DataOptions, JobContext, JobResult, ModelOptions, Progress
 from .jobs.defend import DefendOptions, DefendResult, defend
 from .jobs.detect import (

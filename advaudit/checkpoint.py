@@ -295,7 +295,7 @@ class Checkpoint:
         """Save a finished unit (replacing an earlier one of the same key): its file, then the manifest."""
         if not self.writer:
             return
-        from .report.writer import write_atomic
+        from .io import write_atomic
 
         name = f"u-{self._next:06d}.npz"
         self._next += 1
@@ -344,7 +344,7 @@ class Checkpoint:
             pass
 
     def _write_manifest(self) -> None:
-        from .report.writer import write_json
+        from .io import write_json
 
         write_json(self.folder / MANIFEST, {
             "schema": SCHEMA, "command": self.command, "fingerprint": self.fingerprint, "inputs": self.inputs,

@@ -16,7 +16,7 @@ from advaudit.cli.sharding import recorded_command
 from advaudit.errors import UsageError
 from advaudit.gates import fail_on_backdoor
 from advaudit.jobs import DataOptions, ModelOptions
-from advaudit.jobs.audit import AuditOptions
+from advaudit.audit.job import AuditOptions
 from advaudit.jobs.scan import ScanOptions
 
 from .conftest import SAMPLE_MODELS

@@ -25,7 +25,7 @@ from advaudit.detect.evaluate import evaluate
 from advaudit.detect.lcr import Mutation, calibrate
 from advaudit.errors import DataError
 from advaudit.models import load_model
-from advaudit.report.artifacts import save_adversarial
+from advaudit.attacks.artifacts import save_adversarial
 
 from .conftest import SAMPLE_MODELS
 

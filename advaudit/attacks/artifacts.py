@@ -9,8 +9,7 @@ from typing import Any
 import numpy as np
 from numpy.lib import format as npy_format
 
-from ..report.images import example_grid
-from ..report.writer import write_atomic
+from ..io import example_grid, write_atomic
 from .runner import AttackRun
 from .suites import AttackChoice
 

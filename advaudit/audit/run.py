@@ -1,14 +1,17 @@
 """Run an audit from Python with plain arguments: :func:`run_audit` builds the
-:class:`~advaudit.jobs.audit.AuditOptions` and calls the audit job (:mod:`advaudit.jobs.audit`),
+:class:`~advaudit.audit.job.AuditOptions` and calls the audit job (:mod:`advaudit.audit.job`),
 where the orchestration, the step store and the baseline ratchet live."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..checkpoint import comparable
-from ..jobs.audit import (
+from ..jobs.base import JobContext
+from .config import AuditConfig
+from .job import (
     REPORT_NAME,
     AuditOptions,
     audit,
@@ -17,8 +20,6 @@ from ..jobs.audit import (
     load_baseline,
     open_audit_model,
 )
-from ..jobs.base import JobContext
-from .config import AuditConfig
 
 Log = Callable[[str], None]
 

@@ -15,9 +15,9 @@ from rich.text import Text
 from .. import api
 from ..audit import load_config, starter
 from ..audit.config import AuditConfig, ConfigError
+from ..audit.job import AuditOptions, text_writer
 from ..errors import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ..jobs import JobContext
-from ..jobs.audit import AuditOptions, text_writer
 from ..report.writer import write_atomic
 from .common import MAX_SEED, Output, ProgressBar, check_outputs, output_options
 from .sharding import recorded_command

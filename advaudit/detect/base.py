@@ -124,7 +124,7 @@ class ThresholdCalibration:
 
     def save(self, path: str | Path) -> Path:
         """Write the JSON document atomically."""
-        from ..report.writer import write_json
+        from ..io import write_json
 
         return write_json(path, self.to_dict())
 

@@ -186,7 +186,7 @@ def roc_png(path: str, fpr: np.ndarray, tpr: np.ndarray, title: str) -> None:
     """Draw the ROC curve as a PNG (Pillow only)."""
     from PIL import Image, ImageDraw
 
-    from ..report.writer import write_atomic
+    from ..io import write_atomic
 
     size, pad = 360, 40
     img = Image.new("RGB", (size + 2 * pad, size + 2 * pad), "white")

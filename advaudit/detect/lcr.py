@@ -29,7 +29,7 @@ from ..data.views import Rows, take_rows
 from ..distributed import Shard
 from ..errors import DataError, UsageError
 from ..models import Model
-from ..report.writer import write_json
+from ..io import write_json
 from .base import CALIBRATION_SCHEMA, Decisions, Detector, read_calibration_document
 from .lcr_sprt import FIRST_ROUND, SIGMA_FRACTION, Detections, SPRTDetector, sprt_test
 from .model_mutation import select_mutants

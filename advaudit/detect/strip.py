@@ -54,7 +54,7 @@ class StripCalibration(ThresholdCalibration):
 
     def save(self, path: str | Path) -> Path:
         """Write the pool (``calib.strip-pool.npz``) and then the JSON that names it, both atomically."""
-        from ..report.writer import write_atomic
+        from ..io import write_atomic
 
         target = pool_path(path)
 

@@ -8,9 +8,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ..jobs.attack import AttackResult  # the report builder moved there: AttackResult.to_report()
-
-__all__ = ["AttackResult", "attack_markdown", "attack_table", "markdown_tail"]
+__all__ = ["attack_markdown", "attack_table", "markdown_tail"]
 
 
 def _pct(v: float | None) -> str:

@@ -8,11 +8,10 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from ..jobs.defend import DefendResult  # the report builder moved there: DefendResult.to_report()
 from .attack_report import markdown_tail
 from .fmt import defense_rows, pct
 
-__all__ = ["DefendResult", "defense_markdown", "defense_table"]
+__all__ = ["defense_markdown", "defense_table"]
 
 
 def defense_table(report: dict[str, Any]) -> Table:

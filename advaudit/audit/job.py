@@ -15,17 +15,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..gates import GateResult, evaluate_gates
-from .base import JobContext
+from ..jobs.base import JobContext
 
 if TYPE_CHECKING:
-    from ..audit.config import AuditConfig
-    from ..audit.steps import StepResult
     from ..models import Model
+    from .config import AuditConfig
+    from .steps import StepResult
 
 REPORT_NAME = "report.json"
 RENDERED = {"html": "report.html", "md": "report.md", "junit": "report.junit.xml", "json": REPORT_NAME}
@@ -166,7 +167,7 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
 def _sharded_step(model_path: str, config: AuditConfig, device: str | None, step: dict[str, Any],
                   ctx_args: dict[str, Any], earlier: dict[str, Any], shard: Any = None) -> StepResult:
     """One worker's share of a step (runs in a worker process under :func:`run_sharded`)."""
-    from ..audit import steps
+    from . import steps
 
     model = open_audit_model(model_path, config, device)
     ctx = steps.StepContext(model=model, shard=shard, earlier=earlier, **ctx_args)
@@ -190,8 +191,8 @@ def _run_step(options: AuditOptions, ctx: JobContext, model: Model, step: dict[s
               done: dict[str, dict[str, Any]], workers: int) -> StepResult:
     """One step, sharded across ``workers`` processes where its kind allows; a failure names the
     step and says that the finished ones are kept."""
-    from ..audit import steps
     from ..errors import AdvauditError
+    from . import steps
 
     name, kind = step["name"], step["kind"]
     try:
