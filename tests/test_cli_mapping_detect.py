@@ -1,8 +1,7 @@
 """The command line -> job options mapping of ``detect calibrate``, ``detect`` and ``detect evaluate``:
 one case per option, each pinning ``options == replace(DEFAULT, field=value)`` with the jobs mocked
-(:func:`tests.support.cli_mapping.options_for`).  ``--batch-size`` is accepted and ignored by the detect
-commands (LCR batches its own queries), so no case maps it; ``-q``, ``-v`` and ``--format`` only
-change what is printed."""
+(:func:`tests.support.cli_mapping.options_for`).  The detect commands take no ``--batch-size`` (the
+detectors batch their own queries); ``-q``, ``-v`` and ``--format`` only change what is printed."""
 
 from __future__ import annotations
 
@@ -213,3 +212,14 @@ def test_lcr_defaults_come_from_the_detector() -> None:
             if hasattr(options, name):
                 assert getattr(options, name) == getattr(lcr, name)
     assert DetectCalibrateOptions.n_mutations == DetectEvaluateOptions.lcr_mutations == lcr.n_mutations
+
+
+@pytest.mark.parametrize("argv", [RUN_ARGV, EVAL_ARGV, ["detect", "calibrate", MODEL, "--data", DATA, "--out", CAL]])
+def test_detect_commands_refuse_a_batch_size_they_would_ignore(argv: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from advaudit.cli import cli
+
+    result = CliRunner().invoke(cli, [*argv, "--batch-size", "16"])
+    assert result.exit_code == 2 and "No such option '--batch-size'" in result.output
+

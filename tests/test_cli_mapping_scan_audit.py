@@ -62,7 +62,7 @@ def test_scan_defaults(monkeypatch):
     assert options.seed == 0 and options.gates == () and options.method == "neural-cleanse"
 
 
-@pytest.mark.parametrize("extra, expected", [
+SCAN_CASES = [
     (["--method", "all"], replace(SCAN_DEFAULT, method="all")),
     (["--method", "mm-bd"], replace(SCAN_DEFAULT, method="mm-bd")),
     (["--steps", "7"], replace(SCAN_DEFAULT, steps=7)),
@@ -90,7 +90,10 @@ def test_scan_defaults(monkeypatch):
     (["--input-shape", "1,28,28"], _model(input_shape="1,28,28")),
     (["--device", "cuda"], _model(device="cuda")),
     (["--max-model-size", "10"], _model(max_size_mb=10.0)),
-])
+]
+
+
+@pytest.mark.parametrize("extra, expected", SCAN_CASES)
 def test_scan_option(monkeypatch, extra, expected):
     assert _scan(monkeypatch, *extra) == expected
 
@@ -147,7 +150,7 @@ def test_audit_defaults(audit_case):
     assert options.report_dir == "audit-report" and options.config.gates[0].metric == "backdoor.verdict"
 
 
-@pytest.mark.parametrize("extra, changes", [
+AUDIT_CASES = [
     (["--report-dir", "out"], {"report_dir": "out"}),
     (["--baseline", "old.json"], {"baseline": "old.json"}),
     (["--tolerance", "0.05"], {"tolerance": 0.05}),
@@ -157,7 +160,10 @@ def test_audit_defaults(audit_case):
     (["--device", "cuda"], {"device": "cuda"}),
     (["--resume"], {"resume": True}),
     (["-q"], {}),
-])
+]
+
+
+@pytest.mark.parametrize("extra, changes", AUDIT_CASES)
 def test_audit_option(audit_case, extra, changes):
     run, default = audit_case
     assert run(*extra) == replace(default, **changes)

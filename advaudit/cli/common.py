@@ -179,7 +179,8 @@ MAX_PIXELS_HELP = (
     f"{DEFAULT_MAX_INPUT_PIXELS:,}]"
 )
 
-data_options = compose(
+# Which samples to read and how to decode them (commands that batch their own queries take only these).
+data_selection_options = compose(
     click.option("--data-format", type=click.Choice(FORMATS), help="Data format (default: from the path; cifar10-batch only when named)."),
     click.option("--labels", "labels_path", type=click.Path(dir_okay=False), help=LABELS_HELP),
     click.option("--n", "n", type=int, help="Use at most N samples."),
@@ -188,9 +189,14 @@ data_options = compose(
                  help="Random seed; with --n, picks a stratified random sample."),
     click.option("--resize", metavar="S|H,W", help=RESIZE_HELP),
     click.option("--crop", metavar="S|H,W", help=CROP_HELP),
-    click.option("--batch-size", default=256, type=click.IntRange(min=1), callback=_batch_size, help=BATCH_HELP),
     click.option("--max-input-pixels", "max_input_pixels", default=DEFAULT_MAX_INPUT_PIXELS, type=click.IntRange(min=1),
                  metavar="N", help=MAX_PIXELS_HELP),
+)
+
+# ... and the batch size of the commands that run the model in user-sized batches.
+data_options = compose(
+    data_selection_options,
+    click.option("--batch-size", default=256, type=click.IntRange(min=1), callback=_batch_size, help=BATCH_HELP),
 )
 
 

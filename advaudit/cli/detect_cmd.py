@@ -24,7 +24,7 @@ from .common import (
     ProgressBar,
     check_outputs,
     compose,
-    data_options,
+    data_selection_options,
     data_options_from,
     model_options,
     model_options_from,
@@ -101,7 +101,7 @@ def detect() -> None:
 @click.option("--mutations", "n_mutations", type=click.IntRange(min=10), default=_CAL.n_mutations, show_default=True,
               help="Mutations per input (LCR).")
 @model_options
-@data_options
+@data_selection_options
 @output_options
 @click.pass_obj
 def calibrate(out: Output, **kw: Any) -> None:
@@ -128,7 +128,7 @@ def calibrate(out: Output, **kw: Any) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
 @click.option("--fail-on-adversarial", is_flag=True, help="Exit 1 if any input is flagged adversarial.")
 @model_options
-@data_options
+@data_selection_options
 @output_options
 @click.pass_obj
 def run(out: Output, **kw: Any) -> int:
@@ -198,7 +198,7 @@ def _print_inputs(out: Output, report: dict[str, Any], fmt: str) -> None:
 @workers_option
 @resume_option
 @model_options
-@data_options
+@data_selection_options
 @output_options
 @click.pass_obj
 def evaluate(out: Output, **kw: Any) -> int:
