@@ -22,8 +22,10 @@ from ..report.schema import json_path, load_schema
 from ..safeio import parse_yaml, read_text
 from .gates import GateSpec, parse_gate
 
-HEADLINE = {"attack": "robust_accuracy", "defense": "robust_accuracy", "scan-backdoor": "verdict", "detect": "auroc"}
-DEFAULT_NAME = {"attack": "attack", "defense": "defense", "scan-backdoor": "backdoor", "detect": "detect"}
+HEADLINE = {"attack": "robust_accuracy", "defense": "robust_accuracy", "scan-backdoor": "verdict", "detect": "auroc",
+            "harden": "robust_accuracy"}
+DEFAULT_NAME = {"attack": "attack", "defense": "defense", "scan-backdoor": "backdoor", "detect": "detect",
+                "harden": "harden"}
 DEFAULT_TOLERANCE = 0.01
 
 
@@ -131,7 +133,8 @@ def load_config(path: str | Path, *, text: str | None = None) -> AuditConfig:
 
 
 INTEGER_KEYS = frozenset({"batch_size", "eot", "eval_draws", "lcr_mutations", "max_mutations", "n", "offset", "seed",
-                          "steps", "target", "workers", "version", "resize", "crop"})
+                          "steps", "target", "workers", "version", "resize", "crop", "eval_n", "eval_offset",
+                          "epochs", "shift", "train_batch"})
 """Keys the schema types as integers (or lists of them): JSON Schema also calls 6.0 an integer."""
 
 
@@ -170,7 +173,7 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
             step["name"] = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
         if any(t["name"] == step["name"] for t in steps):
             raise ConfigError(f"{where(['steps', i, 'name'])}: step name {step['name']!r} is used twice", "give each step a unique 'name'")
-        for key in ("data", "calibration"):
+        for key in ("data", "calibration", "eval_data"):
             if key in step:
                 step[key] = resolve(step[key])
         if "data" not in step and "data" in data:
@@ -180,12 +183,14 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
                 step[key] = data[key]
         if "labels" in step and step["labels"] != LABELS_FROM_NAME:
             step["labels"] = resolve(step["labels"])
-        if kind in ("attack", "defense", "detect") and "data" not in step:
+        if kind in ("attack", "defense", "detect", "harden") and "data" not in step:
             raise ConfigError(f"{where(['steps', i])}: a {kind} step needs labelled data", "set 'data' at the top or in the step")
         if kind == "scan-backdoor" and "data" not in step and step.get("method", "neural-cleanse") != "mm-bd":
             raise ConfigError(f"{where(['steps', i])}: method {step.get('method', 'neural-cleanse')} needs clean labelled data", "set 'data', or use method: mm-bd (data-free)")
         if "data" in step and not Path(step["data"]).exists():
             raise ConfigError(f"{where(['steps', i, 'data'] if 'data' in s else ['data'])}: {step['data']} does not exist")
+        if "eval_data" in step and not Path(step["eval_data"]).exists():
+            raise ConfigError(f"{where(['steps', i, 'eval_data'])}: {step['eval_data']} does not exist")
         if kind == "detect":
             step.setdefault("adversarial", next((t["name"] for t in steps if t["kind"] == "attack"), ""))
             adv = step["adversarial"]
@@ -271,8 +276,16 @@ steps:
   #   suite: quick
   #   eps: [0.1]
 
+  # Adversarial fine-tuning (as advaudit harden): train on data, compare before/after on eval_data,
+  # the hardened model (same format) in the step's folder; gate it with harden.robust_accuracy.
+  # - kind: harden
+  #   eps: 0.1
+  #   epochs: 5
+  #   n: 1000
+  #   eval_n: 200
+
 # Gates: METRIC OP VALUE. Metrics are '<step name>.<metric>'; without a step name the first step
-# that measures it. Step names default to attack, defense, backdoor, detect.
+# that measures it. Step names default to attack, defense, backdoor, detect, harden.
 gates:
   - clean_accuracy >= 0.98
   - robust_accuracy@0.1 >= 0.0

@@ -8,7 +8,7 @@ skip on ``--resume`` and where files go.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from ..jobs.attack import AttackOptions, attack
 from ..jobs.base import DataOptions, JobContext, ModelOptions
 from ..jobs.defend import DefendOptions, defend
 from ..jobs.detect_evaluate import DetectEvaluateOptions, detect_evaluate
+from ..jobs.harden import HardenOptions, harden
 from ..models import Model
 
 Progress = Callable[[str, int, int], None]
@@ -94,7 +95,7 @@ def attack_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
         batch_size=step.get("batch_size"), batch_base=ctx.batch_size, seed=ctx.seed, command=ctx.command,
     )
     result = attack(options, JobContext(progress=ctx.progress, shard=ctx.shard, model=ctx.model))
-    artifacts = {name: _rel(ctx, Path(result.artifacts[name])) for name in ("examples", "adversarial")
+    artifacts: dict[str, str] = {name: _rel(ctx, Path(result.artifacts[name])) for name in ("examples", "adversarial")
                  if name in result.artifacts}
     return StepResult(result.to_report(), result.metrics(), artifacts)
 
@@ -154,13 +155,12 @@ def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
             f"no adversarial examples to detect ({source} found none)",
             "attack at a larger eps, or remove the detect step for a model no attack fools",
         )
-    lcr = {k: tuple(v) if isinstance(v, list) else v for k, v in step.items()
+    lcr: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in step.items()
            if k in ("method", "mutation", "radius", "lcr_mutations", "alpha", "beta", "mu", "max_mutations")}
     roc = ctx.artifacts_dir / "roc.png"
     options = DetectEvaluateOptions(
         model=ModelOptions(path=str(ctx.model.path)),
-        clean=DataOptions(path=str(step["data"]), labels=step.get("labels"), n=step.get("n"),
-                          offset=step.get("offset", 0), seed=ctx.seed, resize=step.get("resize"), crop=step.get("crop")),
+        clean=_data_options(ctx, step),
         adversarial=str(adv_path), calibration=step.get("calibration"), roc=str(roc), seed=ctx.seed,
         command=ctx.command, adversarial_source=source, **lcr,
     )
@@ -170,6 +170,28 @@ def detect_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     return StepResult(result.to_report(), result.metrics(), {"roc": _rel(ctx, roc)})
 
 
+def harden_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
+    """The harden job on the audit's model: train on ``data``, evaluate before and after on
+    ``eval_data`` (default: ``data``), the hardened model (in the model's format) in the step's folder."""
+    train = _data_options(ctx, step)
+    # as ``advaudit harden``: --eval-n / --eval-offset select from the evaluation data (default: all of it)
+    evaluation = replace(train, path=str(step.get("eval_data", step["data"])), n=step.get("eval_n"),
+                         offset=step.get("eval_offset", 0))
+    ctx.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    hardened = ctx.artifacts_dir / f"hardened{ctx.model.path.suffix}"
+    keys = ("method", "epochs", "steps", "step_size", "lr", "optimizer", "schedule", "ramp", "beta", "shift",
+            "train_batch")
+    options = HardenOptions(
+        model=ModelOptions(path=str(ctx.model.path), device=str(ctx.model.device)), train=train, eval=evaluation,
+        eps=float(step["eps"]), eval_suites=tuple(step.get("eval_suites") or HardenOptions.eval_suites),
+        out=str(hardened), batch_size=step.get("batch_size"), batch_base=ctx.batch_size, seed=ctx.seed,
+        command=ctx.command, **{k: step[k] for k in keys if k in step},
+    )
+    result = harden(options, JobContext(progress=ctx.progress, model=ctx.model))
+    return StepResult(result.to_report(), result.metrics(), {"hardened": _rel(ctx, hardened)})
+
+
 RUNNERS: dict[str, Callable[[StepContext, dict[str, Any]], StepResult]] = {
     "attack": attack_step, "defense": defense_step, "scan-backdoor": scan_step, "detect": detect_step,
+    "harden": harden_step,
 }

@@ -99,8 +99,15 @@ class HardenResult:
         return rows
 
     def metrics(self) -> dict[str, Any]:
-        """``clean_accuracy_before/after`` and ``robust_accuracy@SUITE_before/after``."""
-        m: dict[str, Any] = {}
+        """The hardened model's ``clean_accuracy`` and ``robust_accuracy`` (under the last, strongest
+        suite), the source model's as ``clean_accuracy_before`` / ``robust_accuracy_before``, and every
+        row of the table as ``clean_accuracy_before/after`` and ``robust_accuracy@SUITE_before/after``."""
+        last = self.suites[-1]
+        m: dict[str, Any] = {
+            "clean_accuracy": self.after["clean_accuracy"], "robust_accuracy": self.after["robust_accuracy"][last],
+            "clean_accuracy_before": self.before["clean_accuracy"],
+            "robust_accuracy_before": self.before["robust_accuracy"][last],
+        }
         for row in self.summary():
             name = row["metric"] + (f"@{row['suite']}" if row["suite"] else "")
             m[f"{name}_before"] = row["before"]
