@@ -23,7 +23,8 @@ class Parametrised:
         unknown = set(params) - set(self.defaults)
         if unknown:
             known = ", ".join(f"{k}={v}" for k, v in self.defaults.items()) or "none"
-            raise PluginError(f"{self.noun} {self.name!r} has no parameter {sorted(unknown)[0]!r}", f"parameters: {known}")
+            raise PluginError(f"{self.noun} {self.name!r} has no parameter {sorted(unknown)[0]!r}",
+                              f"parameters: {known}")
         self.params: dict[str, Any] = dict(self.defaults)
         for key, value in params.items():
             self.params[key] = coerce(f"{self.noun} {self.name!r}", key, value, self.defaults[key])

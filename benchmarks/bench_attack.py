@@ -68,7 +68,9 @@ def torchattacks_run(atk, net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
     return acc, t
 
 
-def advaudit_run(model, x: np.ndarray, y: np.ndarray, choices, eps: float, cascade: bool, batch: int) -> tuple[float, float]:
+def advaudit_run(
+    model, x: np.ndarray, y: np.ndarray, choices, eps: float, cascade: bool, batch: int
+) -> tuple[float, float]:
     run, t = timed(lambda: run_attacks(model, x, y, choices, [eps], cascade=cascade, batch_size=batch, seed=0))
     return run.robust_accuracy, t
 
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-standard", action="store_true", help="skip the (slow) standard suite / AutoAttack")
     ap.add_argument("--nets", default="mnist_cnn,lenet5_advtrained", help="comma-separated networks to run")
     ap.add_argument("--equal-steps", action="store_true",
-                    help="also run the standard suite with torchattacks' APGD step count (10 instead of AutoAttack's 100)")
+                    help="also run the standard suite with torchattacks' APGD step count (10 instead of AutoAttack's "
+                         "100)")
     ap.add_argument("--only-standard", action="store_true", help="run only the standard suite / AutoAttack rows")
     ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                     help="advaudit's search precision (auto: bf16 where the CPU has native bf16)")
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 f_acc, f_t = advaudit_run(fp32_model, data.x, data.y, list(suite.attacks), eps, True, b)
                 add((name, "standard, fp32 search / AA", f_acc, f_t, ta_acc, ta_t))
             if args.equal_steps:  # torchattacks' AutoAttack runs its APGDs with 10 steps (its default)
-                ten = [AttackChoice(c.name, {**c.params, "steps": 10}) if c.name.startswith("apgd") else c for c in suite.attacks]
+                ten = [AttackChoice(c.name, {**c.params, "steps": 10}) if c.name.startswith("apgd") else c
+                       for c in suite.attacks]
                 e_acc, e_t = advaudit_run(model, data.x, data.y, ten, eps, True, b)
                 add((name, "standard, APGD 10 steps / AA", e_acc, e_t, ta_acc, ta_t))
 
@@ -162,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     used = ", ".join(f"{k} {v}" for k, v in precisions.items())
     print(f"\nn={args.n} MNIST images, Linf eps={eps}, batch {b}, torch threads {torch.get_num_threads()}, CPU; "
           f"advaudit search precision: {used} (success decided and verified in float32)")
-    head = f"{'network':<18} {'attack':<32} {'advaudit acc':>12} {'time s':>8} {'peer acc':>9} {'time s':>8} {'time ratio':>10}"
+    head = (f"{'network':<18} {'attack':<32} {'advaudit acc':>12} {'time s':>8} {'peer acc':>9} {'time s':>8} "
+            f"{'time ratio':>10}")
     print(head)
     print("-" * len(head))
     for name, what, a_acc, a_t, p_acc, p_t in rows:

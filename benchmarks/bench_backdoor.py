@@ -15,8 +15,8 @@ in ../shared/data), a compact CNN (`advaudit_testing.training.SmallCNN`):
 The target label is drawn per seed.  Clean accuracy and attack success rate are measured on MNIST
 test images 8000-9999; each model is saved as TorchScript and scanned through advaudit's public API
 on 300 clean images from 8000-9999 (stratified, seeded).  ``--dataset gtsrb`` does the same on GTSRB
-(train on test images 0-9999, 43 classes; evaluate and scan on all of 10000-12629).  Prints one row per model as it finishes
-and then the detection matrix: flagged rate, right-target rate (the implanted target among the
+(train on test images 0-9999, 43 classes; evaluate and scan on all of 10000-12629).  Prints one row per model as it
+finishes and then the detection matrix: flagged rate, right-target rate (the implanted target among the
 suspected targets), false-positive rate on clean models, mean time per scan.
 """
 
@@ -56,10 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--kinds", default=",".join(KIND_ORDER))
     ap.add_argument("--dataset", choices=["mnist", "gtsrb"], default="mnist",
-                    help="gtsrb: GTSRB test images 0-9999 to train (43 classes, 32x32), 10000-12629 to evaluate and scan")
+                    help="gtsrb: GTSRB test images 0-9999 to train (43 classes, 32x32), 10000-12629 to evaluate and "
+                         "scan")
     ap.add_argument("--epochs", type=int, help="training epochs (default 6 for MNIST, 10 for GTSRB)")
-    ap.add_argument("--noise-rate", type=float, default=0.5, help="share of the non-poisoned images given the noise augmentation")
-    ap.add_argument("--n", type=int, help="clean images given to the scanners (default 300 for MNIST; all 2,630 evaluation images for GTSRB, whose rarer classes need them)")
+    ap.add_argument("--noise-rate", type=float, default=0.5,
+                    help="share of the non-poisoned images given the noise augmentation")
+    ap.add_argument("--n", type=int,
+                    help="clean images given to the scanners (default 300 for MNIST; all 2,630 evaluation images for "
+                         "GTSRB, whose rarer classes need them)")
     ap.add_argument("--out", help="write every row as JSON here")
     ap.add_argument("--summarise", nargs="+", metavar="JSON", help="only print the matrix of earlier --out files")
     args = ap.parse_args(argv)
@@ -87,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench_backdoor_"))
     print(f"torch threads {torch.get_num_threads()}; {args.seeds} seeds x {kinds}; scan on {len(xs)} clean images",
           flush=True)
-    hdr = f"{'kind':8} {'seed':>4} {'tgt':>3} {'acc':>6} {'asr':>6} | {'NC':>5} {'NC sus':>8} {'AImin':>6} {'NC s':>6} | {'MMBD':>5} {'p':>8} {'MM s':>5} | all"
+    hdr = (f"{'kind':8} {'seed':>4} {'tgt':>3} {'acc':>6} {'asr':>6} | {'NC':>5} {'NC sus':>8} {'AImin':>6} "
+           f"{'NC s':>6} | {'MMBD':>5} {'p':>8} {'MM s':>5} | all")
     print(hdr, flush=True)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         rng = np.random.default_rng(1000 + seed)
@@ -167,7 +172,8 @@ def print_matrix(rows: list[dict]) -> None:
             cells.append((fl, right, t))
         (f1, r1, t1), (f2, r2, t2) = cells
         label = "FPR" if kind == "clean" else ""
-        print(f"{kind:8} {len(rs):2d} {acc:6.3f} {asr:6.3f} | {f1:10.0%} {r1:8.0%} {t1:9.1f} | {f2:11.0%} {r2:9.0%} {t2:10.1f} {label}")
+        print(f"{kind:8} {len(rs):2d} {acc:6.3f} {asr:6.3f} | {f1:10.0%} {r1:8.0%} {t1:9.1f} | {f2:11.0%} {r2:9.0%} "
+              f"{t2:10.1f} {label}")
     print("(clean rows: 'flagged' is the false-positive rate)")
 
 

@@ -78,7 +78,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import gc
 import importlib
 import io
@@ -187,7 +186,8 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
 
 
 def normalise_np(x: np.ndarray) -> np.ndarray:
-    return ((x - np.array(MEAN, np.float32).reshape(1, 3, 1, 1)) / np.array(STD, np.float32).reshape(1, 3, 1, 1)).astype(
+    mean, std = np.array(MEAN, np.float32).reshape(1, 3, 1, 1), np.array(STD, np.float32).reshape(1, 3, 1, 1)
+    return ((x - mean) / std).astype(
         np.float32
     )
 
@@ -446,7 +446,8 @@ def preprocess(src: Path, dst: Path) -> str:
 
     src, dst = src.resolve(), dst.resolve()
     errors: list[str] = []
-    for kwargs, note in (({}, "quant_pre_process"), ({"skip_symbolic_shape": True}, "quant_pre_process (no symbolic shapes)")):
+    for kwargs, note in (({}, "quant_pre_process"), ({"skip_symbolic_shape": True},
+                                                     "quant_pre_process (no symbolic shapes)")):
         try:
             # in a scratch folder: a failing symbolic shape inference leaves its temp files in the cwd
             with quiet(), tempfile.TemporaryDirectory(dir=dst.parent) as scratch, contextlib.chdir(scratch):
@@ -547,14 +548,16 @@ def build_variant(
                 quantise_dynamic(pre, path)
     except Exception as exc:  # noqa: BLE001 -- one failure must not stop the others
         path.unlink(missing_ok=True)
-        why = f"{'export' if variant.startswith('fp32') or variant == 'torchscript' else 'quantise'} failed: {reason(exc)}"
+        step = "export" if variant.startswith("fp32") or variant == "torchscript" else "quantise"
+        why = f"{step} failed: {reason(exc)}"
         err.write_text(why + "\n")
         log(f"{net.arch_name}: {variant} FAILED ({why})")  # type: ignore[attr-defined]
         if args.verbose:
             traceback.print_exc()
         return None, why
     err.unlink(missing_ok=True)
-    log(f"{net.arch_name}: built {variant} in {time.perf_counter() - start:.1f} s ({path.stat().st_size / 2**20:.1f} MB)")  # type: ignore[attr-defined]
+    log(f"{net.arch_name}: built {variant} in {time.perf_counter() - start:.1f} s ({path.stat().st_size / 2**20:.1f} "
+        "MB)")  # type: ignore[attr-defined]
     return path, note
 
 
@@ -659,7 +662,8 @@ def measure(
             with contextlib.suppress(Exception):
                 row["missing_converters"] = missing_converters(path)
         log(f"{arch} {variant}: does not convert ({row['converts']})"
-            + (f"; ops without converter: {', '.join(row['missing_converters'])}" if row.get("missing_converters") else ""))
+            + (f"; ops without converter: {', '.join(row['missing_converters'])}"
+               if row.get("missing_converters") else ""))
         return
     row["converts"] = "yes"
     row["twin_source"] = model.gradients.source
@@ -673,7 +677,8 @@ def measure(
     ref_logits = ref.outputs if model.output_kind == "logits" else ref.log_probs
     with torch.no_grad():
         twin = torch.cat(
-            [model.logits(torch.from_numpy(x_check[i : i + b]).to(model.device)).float().cpu() for i in range(0, len(x_check), b)]
+            [model.logits(torch.from_numpy(x_check[i : i + b]).to(model.device)).float().cpu()
+             for i in range(0, len(x_check), b)]
         ).numpy()
     diff = float(np.max(np.abs(twin - ref_logits)))
     scale = float(np.max(np.abs(ref_logits)))
@@ -763,13 +768,15 @@ def fmt_row(r: dict[str, Any]) -> str:
     opset = str(r.get("opset") or "-")
     self_agree = f"{r['ort_self_agree']}/{r['n_check']}" if "ort_self_agree" in r else "-"
     return (
-        f"{r['arch']:<19} {r['variant']:<13} {opset:>5} {conv:>4} {rel:>9} {agree:>7} {self_agree:>8} {pgd:>6} {rej:>4} "
+        f"{r['arch']:<19} {r['variant']:<13} {opset:>5} {conv:>4} {rel:>9} {agree:>7} {self_agree:>8} {pgd:>6} "
+        f"{rej:>4} "
         f"{tw:>8} {tn:>9} {ratio:>6} {r.get('row_s', 0):>6.0f}"
     )
 
 
 HEADER = (
-    f"{'arch':<19} {'variant':<13} {'opset':>5} {'conv':>4} {'rel diff':>9} {'agree':>7} {'ort-self':>8} {'pgd':>6} {'rej':>4} "
+    f"{'arch':<19} {'variant':<13} {'opset':>5} {'conv':>4} {'rel diff':>9} {'agree':>7} {'ort-self':>8} {'pgd':>6} "
+    f"{'rej':>4} "
     f"{'twin ms':>8} {'native ms':>9} {'ratio':>6} {'row s':>6}"
 )
 
@@ -790,11 +797,13 @@ def why_failing(r: dict[str, Any]) -> str:
         return text
     parts = []
     if r.get("agreement", 0.0) < AGREE_MIN:
-        parts.append(f"argmax agreement {r.get('agree')}/{r.get('n_check')} < {AGREE_MIN:.0%} (rel diff {r.get('rel_diff', float('nan')):.2e})")
+        parts.append(f"argmax agreement {r.get('agree')}/{r.get('n_check')} < {AGREE_MIN:.0%} (rel diff "
+                     f"{r.get('rel_diff', float('nan')):.2e})")
     if "pgd_error" in r:
         parts.append(f"PGD failed: {r['pgd_error']}")
     elif r.get("pgd_verified", 0) < 1:
-        parts.append(f"no verified PGD success ({r.get('pgd_verified', 0)}/{r.get('pgd_n', 0)}, {r.get('pgd_rejected', 0)} rejected by the runtime)")
+        parts.append(f"no verified PGD success ({r.get('pgd_verified', 0)}/{r.get('pgd_n', 0)}, "
+                     f"{r.get('pgd_rejected', 0)} rejected by the runtime)")
     return "; ".join(parts)
 
 
@@ -808,12 +817,14 @@ def summarise(rows: list[dict[str, Any]], elapsed: float) -> dict[str, Any]:
         "passing_pct": 100.0 * len(ok) / len(rows) if rows else 0.0,
         "median_twin_native_ratio_fp32_onnx": statistics.median(fp32) if fp32 else None,
         "median_twin_native_ratio_torchscript": statistics.median(ts) if ts else None,
-        "failing": [{"arch": r["arch"], "variant": r["variant"], "reason": why_failing(r)} for r in rows if not passes(r)],
+        "failing": [{"arch": r["arch"], "variant": r["variant"], "reason": why_failing(r)}
+                    for r in rows if not passes(r)],
         "elapsed_s": elapsed,
     }
 
 
-def write_json(args: argparse.Namespace, rows: list[dict[str, Any]], summary: dict[str, Any], meta: dict[str, Any], partial: bool) -> None:
+def write_json(args: argparse.Namespace, rows: list[dict[str, Any]], summary: dict[str, Any], meta: dict[str, Any],
+               partial: bool) -> None:
     cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     env: dict[str, Any] = {
         "torch": torch.__version__,
@@ -834,7 +845,8 @@ def write_json(args: argparse.Namespace, rows: list[dict[str, Any]], summary: di
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, elapsed: float) -> dict[str, Any]:
     print()
     print(
-        f"bench_convert: {len(rows)} rows, image {args.image_size}px, device {args.device}, check inputs {args.n_check}, "
+        f"bench_convert: {len(rows)} rows, image {args.image_size}px, device {args.device}, check inputs "
+        f"{args.n_check}, "
         f"PGD-{PGD_STEPS} Linf eps 2/255 on {args.pgd_n}, calib {args.n_calib}, batch {args.batch}, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), {platform.processor() or platform.machine()}"
     )
@@ -845,8 +857,10 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, elapsed: f
     print(
         "(conv: twin available; rel diff: max|twin - runtime| / max|runtime logit| on the check inputs; agree: argmax "
         "agreement; ort-self (int8 rows): argmax agreement of ONNX Runtime with graph optimisations off against the "
-        "default session; pgd: adversarials verified by the runtime / attacked; rej: twin-fooled candidates the runtime rejected; "
-        "ms: median forward+backward of one batch, twin vs native eager torch; for torchscript the runtime is TorchScript)"
+        "default session; pgd: adversarials verified by the runtime / attacked; rej: twin-fooled candidates the "
+        "runtime rejected; "
+        "ms: median forward+backward of one batch, twin vs native eager torch; for torchscript the runtime is "
+        "TorchScript)"
     )
     summary = summarise(rows, elapsed)
     ok = [r for r in rows if passes(r)]
@@ -855,18 +869,21 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, elapsed: f
     ts = [r["time_ratio"] for r in rows if r["variant"] == "torchscript" and "time_ratio" in r]
     print()
     print(
-        f"summary: {len(ok)}/{len(rows)} rows ({summary['passing_pct']:.1f}%) convert, agree on >= {AGREE_MIN:.0%} of the "
+        f"summary: {len(ok)}/{len(rows)} rows ({summary['passing_pct']:.1f}%) convert, agree on >= {AGREE_MIN:.0%} of "
+        "the "
         f"check inputs and have a verified PGD success"
     )
     quant = [r for r in rows if "ort_self_agree" in r]
     if quant:
         as_good = [r for r in quant if r["agree"] >= r["ort_self_agree"] and r.get("pgd_verified", 0) >= 1]
         print(
-            f"int8 rows: {len(as_good)}/{len(quant)} have a twin that agrees with ONNX Runtime at least as often as ONNX "
+            f"int8 rows: {len(as_good)}/{len(quant)} have a twin that agrees with ONNX Runtime at least as often as "
+            "ONNX "
             f"Runtime agrees with itself across optimisation levels, and a verified PGD success"
         )
     if fp32:
-        print(f"median twin/native forward+backward time over {len(fp32)} fp32 ONNX rows: {statistics.median(fp32):.2f}x"
+        print(f"median twin/native forward+backward time over {len(fp32)} fp32 ONNX rows: "
+              f"{statistics.median(fp32):.2f}x"
               + (f" (torchscript rows: {statistics.median(ts):.2f}x)" if ts else ""))
     if bad:
         print("failing rows:")
@@ -878,22 +895,26 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, elapsed: f
 
 # ------------------------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", action="append", choices=ARCHS, help="architecture (repeatable; default all)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     ap.add_argument("--n-calib", type=int, default=256, help="random images for the static-quantisation calibration")
     ap.add_argument("--n-check", type=int, default=64, help="inputs for the twin-vs-runtime comparison (photos first)")
     ap.add_argument("--pgd-n", type=int, default=32, help="inputs PGD attacks per row (0: no attack)")
     ap.add_argument("--batch", type=int, default=8, help="batch size for inference, attack and timing")
-    ap.add_argument("--repeats", type=int, default=5, help="timed forward+backward repeats (after one warm-up; 0: no timing)")
+    ap.add_argument("--repeats", type=int, default=5,
+                    help="timed forward+backward repeats (after one warm-up; 0: no timing)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder of built files, reused between runs")
     ap.add_argument("--rebuild", action="store_true", help="rebuild every file even if cached")
     ap.add_argument("--retry-failed", action="store_true", help="retry exports/quantisations cached as failed")
-    ap.add_argument("--build-only", action="store_true", help="only export and quantise (fill the cache), measure nothing")
+    ap.add_argument("--build-only", action="store_true",
+                    help="only export and quantise (fill the cache), measure nothing")
     ap.add_argument("--json", type=Path, help="also write rows and summary to this JSON file")
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (twin, native module and ONNX Runtime)")
-    ap.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32", help="advaudit's PGD search precision")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32",
+                    help="advaudit's PGD search precision")
     ap.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weights for int8-qdq")
     ap.add_argument("--seed", type=int, default=0, help="torch.manual_seed for the random weights")
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of failures")

@@ -78,7 +78,8 @@ def table(args: argparse.Namespace) -> None:
     print(f"# {args.dataset}: {model_file}, first {len(data)} images of {data_file}, linf eps {eps:g} "
           f"(FGSM, PGD), l2 eps {eps2:g} (C&W, DeepFool), "
           f"EOT {args.eot} draws, {args.eval_draws} verification draws for randomised defences", flush=True)
-    print(f"{'defence':40s} {'attack':34s} {'clean':>7s} {'undef.':>7s} {'blind':>7s} {'bpda':>7s} {'bpda+eot':>8s} {'time s':>7s}", flush=True)
+    print(f"{'defence':40s} {'attack':34s} {'clean':>7s} {'undef.':>7s} {'blind':>7s} {'bpda':>7s} {'bpda+eot':>8s} "
+          f"{'time s':>7s}", flush=True)
     for spec in specs:
         t0 = time.perf_counter()
         stack = build_stack([spec])
@@ -105,7 +106,9 @@ def table(args: argparse.Namespace) -> None:
                             else d["modes"][m]["robust_accuracy"]) for m in worst}
             for w in ev.warnings:
                 print(f"  warning ({ev.norm}): {w}", flush=True)
-        print(f"{spec:40s} {'(clean accuracy undefended: ' + format(100 * evs[0].clean_accuracy_undefended, '.1f') + '%)':34s}", flush=True)
+        undefended = f"(clean accuracy undefended: {100 * evs[0].clean_accuracy_undefended:.1f}%)"
+        print(f"{spec:40s} {undefended:34s}",
+              flush=True)
         print(f"{spec:40s} {'worst case over the four attacks':34s} {100 * evs[0].clean_accuracy:6.1f}% "
               + " ".join(f"{100 * worst[m]:6.1f}%" for m in ("undefended", "blind", "bpda"))
               + f" {100 * worst['bpda+eot']:7.1f}% {time.perf_counter() - t0:7.0f}", flush=True)
@@ -136,7 +139,8 @@ def tvm(args: argparse.Namespace) -> None:
     f_x = tv_objective(xt, xt, mt, lamb).mean().item()
     print(f"{'method':34s} {'time s':>8s} {'objective':>10s} {'MSE':>10s} {'speed-up':>9s}")
     print(f"{'input itself (no reconstruction)':34s} {'':8s} {f_x:10.4f} {0.0:10.2e}")
-    print(f"{f'ART TotalVarMin max_iter={args.art_iters}':34s} {t_art:8.2f} {tv_objective(at, xt, mt, lamb).mean().item():10.4f} "
+    print(f"{f'ART TotalVarMin max_iter={args.art_iters}':34s} {t_art:8.2f} "
+          f"{tv_objective(at, xt, mt, lamb).mean().item():10.4f} "
           f"{((at - xt) ** 2).mean().item():10.2e} {1.0:8.1f}x", flush=True)
     for iters in args.iters:
         t0 = time.perf_counter()

@@ -111,12 +111,16 @@ def main(argv: list[str] | None = None) -> int:
         if attack_s:
             print("attack time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in attack_s.items()))
         print(f"{'set':<8} {'n':>5} {'kappa (LCR) mean +- 99% CI':>28} {'AUROC':>8}")
-        print(f"{'normal':<8} {t3['kappa_nor']['n']:>5} {t3['kappa_nor']['mean']:>18.4f} +- {t3['kappa_nor']['ci99']:.4f}")
+        print(f"{'normal':<8} {t3['kappa_nor']['n']:>5} {t3['kappa_nor']['mean']:>18.4f} +- "
+              f"{t3['kappa_nor']['ci99']:.4f}")
         for g, v in t3["kappa_adv"].items():
             print(f"{g:<8} {v['n']:>5} {v['mean']:>18.4f} +- {v['ci99']:.4f} {ev['auroc'][g]:>8.4f}")
-        print(f"{'average':<8} {'':>5} {'':>28} {ev['auroc_mean']:>8.4f}   (all adversarial vs normal: {ev['auroc_all']:.4f})")
-        print(f"SPRT (alpha {s['alpha']}, beta {s['beta']}, mu {s['mu']}, sigma {s['sigma']:.4f}): precision {s['precision']:.4f}, "
-              f"recall {s['recall']:.4f}, accuracy {s['accuracy']:.4f}, false positive rate {s['false_positive_rate']:.4f}, "
+        print(f"{'average':<8} {'':>5} {'':>28} {ev['auroc_mean']:>8.4f}   (all adversarial vs normal: "
+              f"{ev['auroc_all']:.4f})")
+        print(f"SPRT (alpha {s['alpha']}, beta {s['beta']}, mu {s['mu']}, sigma {s['sigma']:.4f}): precision "
+              f"{s['precision']:.4f}, "
+              f"recall {s['recall']:.4f}, accuracy {s['accuracy']:.4f}, false positive rate "
+              f"{s['false_positive_rate']:.4f}, "
               f"undecided {s['undecided']}")
         print(f"cost: mean mutations {s['mean_mutations']:.1f} (adversarial {s['mean_mutations_adversarial']:.1f}, "
               f"normal {s['mean_mutations_normal']:.1f}), {s['ms_per_input']:.2f} ms per input "

@@ -30,7 +30,8 @@ MODELS = {
     # model file, data file, trigger file
     "mnist_badnets": ("mnist_badnets.onnx", "mnist_test_1k.npz", "mnist_badnets_trigger.npz"),
     "mnist_concealed_recon": ("mnist_concealed_recon.onnx", "mnist_test_1k.npz", "mnist_concealed_recon_trigger.npz"),
-    "mnist_concealed_random": ("mnist_concealed_random.onnx", "mnist_test_1k.npz", "mnist_concealed_random_trigger.npz"),
+    "mnist_concealed_random": (
+        "mnist_concealed_random.onnx", "mnist_test_1k.npz", "mnist_concealed_random_trigger.npz"),
     "gtsrb_badnets": ("gtsrb_badnets.onnx", "gtsrb_test_1k.npz", "gtsrb_badnets_trigger.npz"),
     "mnist_cnn (clean control)": ("mnist_cnn.onnx", "mnist_test_1k.npz", "mnist_badnets_trigger.npz"),
 }

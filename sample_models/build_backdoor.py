@@ -157,7 +157,8 @@ def measure(spec: BackdoorSpec, shared: Path) -> dict:
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([sess.run(["logits"], {"input": x[i : i + 500]})[0] for i in range(0, len(x), 500)]).argmax(1)
+        logits = [sess.run(["logits"], {"input": x[i : i + 500]})[0] for i in range(0, len(x), 500)]
+        return np.concatenate(logits).argmax(1)
 
     with np.load(trigger_path(spec)) as f:
         trig = Trigger(f["mask"], f["pattern"])

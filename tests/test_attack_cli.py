@@ -95,7 +95,8 @@ def test_eps_outside_range_is_refused(mnist_sample):
 
 @pytest.mark.parametrize(
     "value,threshold,fails",
-    [(0.5, 0.6, True), (0.6, 0.6, False), (0.7, 0.6, False), (0.5999999, 0.6, False), (0.0, 0.0, False), (0.99, 1.0, True)],
+    [(0.5, 0.6, True), (0.6, 0.6, False), (0.7, 0.6, False), (0.5999999, 0.6, False), (0.0, 0.0, False), (0.99, 1.0,
+                                                                                                          True)],
 )
 def test_should_fail_table(value, threshold, fails):
     assert should_fail(value, threshold) is fails

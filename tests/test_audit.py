@@ -111,7 +111,8 @@ def test_detect_step_needs_an_earlier_attack(tmp_path):
     with pytest.raises(ConfigError, match="needs adversarial examples"):
         load_config(_write(tmp_path, f"data: {DATA}\nsteps:\n  - kind: detect\n"))
     with pytest.raises(ConfigError, match="keeps no adversarial examples"):
-        load_config(_write(tmp_path, f"data: {DATA}\nsteps:\n  - kind: attack\n    save_adversarial: false\n  - kind: detect\n"))
+        load_config(_write(tmp_path,
+                           f"data: {DATA}\nsteps:\n  - kind: attack\n    save_adversarial: false\n  - kind: detect\n"))
 
 
 def test_starter_file_is_valid(tmp_path):
@@ -151,7 +152,8 @@ def test_baseline_ratchet_fails_a_regression_above_the_gate():
     assert evaluate_gates(gates, {"attack.robust_accuracy@0.1": 0.80}, base, 0.01)[0]["regressed"] is False
     # a lower-is-better gate regresses upwards
     g = [parse_gate("detect.sprt_false_positive_rate <= 0.2", [{"name": "detect", "kind": "detect"}], HEADLINE)]
-    assert not evaluate_gates(g, {"detect.sprt_false_positive_rate": 0.15}, {"detect.sprt_false_positive_rate": 0.05}, 0.01)[0]["passed"]
+    assert not evaluate_gates(g, {"detect.sprt_false_positive_rate": 0.15}, {"detect.sprt_false_positive_rate": 0.05},
+                              0.01)[0]["passed"]
 
 
 # --- end to end ------------------------------------------------------------------------------
@@ -211,7 +213,8 @@ def test_failed_gate_exits_1_and_baseline_regression_too(tiny_run, tmp_path):
 def test_bad_baseline_is_an_input_error(tiny_run, tmp_path, capsys):
     _, d, cfg, _ = tiny_run
     (tmp_path / "b.json").write_text('{"schema": "advaudit.report/1", "kind": "attack"}')
-    assert main(["audit", MODEL, "--config", str(cfg), "--report-dir", str(tmp_path / "o"), "--baseline", str(tmp_path / "b.json")]) == 2
+    assert main(["audit", MODEL, "--config", str(cfg), "--report-dir", str(tmp_path / "o"), "--baseline",
+                 str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err
     assert "is not an advaudit audit report" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()  # nothing ran

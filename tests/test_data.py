@@ -208,7 +208,8 @@ def test_cifar10_batch(tmp_path: Path) -> None:
     batch = {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": x.reshape(6, -1),
              b"filenames": [b"a.png"] * 6}
     (tmp_path / "test_batch").write_bytes(pickle.dumps(batch, protocol=2))
-    meta = {b"label_names": [n.encode() for n in ("airplane automobile bird cat deer dog frog horse ship truck").split()],
+    names = "airplane automobile bird cat deer dog frog horse ship truck".split()
+    meta = {b"label_names": [n.encode() for n in names],
             b"num_vis": 3072}
     (tmp_path / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     with pytest.raises(DataError, match="cannot tell the format"):  # never guessed

@@ -72,7 +72,8 @@ def test_randomised_stack_reports_expected_accuracy_over_draws(mnist_sample):
         model, data.x[:12], data.y[:12], build_stack(["tvm:iters=5,drop=0.7"]),
         [AttackChoice("fgsm")], [0.2], modes=("bpda", "bpda+eot"), eot=3, eval_draws=3, seed=1,
     )
-    assert again.to_dict()["modes"]["bpda+eot"]["robust_accuracy"] == ev.to_dict()["modes"]["bpda+eot"]["robust_accuracy"]
+    robust = ev.to_dict()["modes"]["bpda+eot"]["robust_accuracy"]
+    assert again.to_dict()["modes"]["bpda+eot"]["robust_accuracy"] == robust
     assert any("randomised" in w for w in evaluate_defense(
         model, data.x[:4], data.y[:4], build_stack(["kmeans:k=4"]), [AttackChoice("fgsm")], [0.1], modes=("bpda",),
         eval_draws=1,
@@ -128,5 +129,6 @@ def test_defend_purify_writes_npz(tmp_path, capsys):
     assert x.shape == (6, 3, 32, 32) and x.dtype == np.uint8 and len(y) == 6
     for img in x:
         assert len(np.unique(img.reshape(3, -1).T, axis=0)) <= 4
-    assert main(["defend", "purify", "--defense", "kmeans:zz=1", "--data", CIFAR_DATA, "--out", str(tmp_path / "q.npz")]) == 2
+    out = str(tmp_path / "q.npz")
+    assert main(["defend", "purify", "--defense", "kmeans:zz=1", "--data", CIFAR_DATA, "--out", out]) == 2
     assert not (tmp_path / "q.npz").exists()

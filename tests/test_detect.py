@@ -186,7 +186,8 @@ def test_cli_calibrate_detect_evaluate(tmp_path):
     r = cli("detect", "calibrate", MNIST, "--data", MNIST_DATA, "--n", "100", "--mutations", "50", "--out", str(cal))
     assert r.returncode == 0, r.stderr
     assert "kappa_nor" in r.stdout
-    r = cli("detect", MNIST, "--inputs", str(adv), "--calibration", str(cal), "--report", str(rep), "--fail-on-adversarial")
+    r = cli("detect", MNIST, "--inputs", str(adv), "--calibration", str(cal), "--report", str(rep),
+            "--fail-on-adversarial")
     assert r.returncode == 1, r.stderr
     report = json.loads(rep.read_text())
     assert report["schema"] == "advaudit.report/1" and report["totals"]["adversarial"] > 0
@@ -291,7 +292,8 @@ def test_normal_inputs_stop_exactly_at_the_first_acceptance(mnist_detect):
 def test_cli_bad_chained_radius_is_a_one_line_error(tmp_path):
     for args, needle in [(["--mutation", "darken+pixel", "--radius", "0.5"], "one value per operator"),
                          (["--radius", "0.5"], "goes with an explicit --mutation")]:
-        r = cli("detect", "calibrate", MNIST, "--data", MNIST_DATA, "--n", "20", *args, "--out", str(tmp_path / "c.json"))
+        r = cli("detect", "calibrate", MNIST, "--data", MNIST_DATA, "--n", "20", *args, "--out",
+                str(tmp_path / "c.json"))
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "c.json").exists()
 

@@ -88,7 +88,8 @@ def test_fallback_to_fp32_for_wrappers_and_fixed_batches(onnx_pair):
 def test_cli_reports_the_precision_used(tmp_path):
     from .test_attack_cli import cli
 
-    args = ["attack", str(SAMPLE_MODELS / "mnist_cnn.onnx"), "--data", str(SAMPLE_MODELS / "data" / "mnist_test_1k.npz"),
+    args = ["attack", str(SAMPLE_MODELS / "mnist_cnn.onnx"), "--data",
+            str(SAMPLE_MODELS / "data" / "mnist_test_1k.npz"),
             "--n", "20", "--attack", "pgd:steps=5", "--eps", "0.3", "-q"]
     for precision in ("fp32", "bf16"):
         report = tmp_path / f"{precision}.json"

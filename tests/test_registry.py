@@ -123,7 +123,9 @@ def plugin_registry(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Regis
     return Registry()
 
 
-def test_example_plugin_attack_runs_on_the_mnist_sample(plugin_registry: Registry, plugin_site: Path, mnist_sample) -> None:
+def test_example_plugin_attack_runs_on_the_mnist_sample(
+    plugin_registry: Registry, plugin_site: Path, mnist_sample
+) -> None:
     cls = plugin_registry.get("attack", "uniform-noise")
     assert cls.__module__ == "advaudit_example"
     assert Path(sys.modules["advaudit_example"].__file__).is_relative_to(plugin_site)

@@ -53,10 +53,13 @@ def runs(tmp_path_factory):
     assert rc in (0, 1)
     assert main(["detect", "evaluate", MNIST, "--clean", DATA, "--adversarial", str(d / "adv.npz"), "--n", "20",
                  "--lcr-mutations", "20", "--max-mutations", "30", "--report", str(p["detect-evaluate"]), "-q"]) == 0
-    assert main(["detect", "calibrate", MNIST, "--data", DATA, "--n", "10", "--mutations", "10", "--out", str(d / "cal.json"), "-q"]) == 0
-    assert main(["detect", MNIST, "--inputs", str(d / "adv.npz"), "--calibration", str(d / "cal.json"), "--max-mutations", "20",
+    assert main(["detect", "calibrate", MNIST, "--data", DATA, "--n", "10", "--mutations", "10", "--out",
+                 str(d / "cal.json"), "-q"]) == 0
+    assert main(["detect", MNIST, "--inputs", str(d / "adv.npz"), "--calibration", str(d / "cal.json"),
+                 "--max-mutations", "20",
                  "--report", str(p["detect"]), "-q"]) == 0
-    assert main(["harden", MNIST, "--data", DATA, "--n", "32", "--eval-data", DATA, "--eval-offset", "500", "--eval-n", "8",
+    assert main(["harden", MNIST, "--data", DATA, "--n", "32", "--eval-data", DATA, "--eval-offset", "500", "--eval-n",
+                 "8",
                  "--eval-suite", "quick", "--eps", "0.3", "--epochs", "1", "--steps", "1", "--out", str(d / "h.onnx"),
                  "--report", str(p["harden"]), "-q"]) == 0
     reports = {k: json.loads(v.read_text()) for k, v in p.items()}
@@ -75,33 +78,42 @@ def make_audit(runs, folder: Path) -> dict:
     shutil.copy(d / "ex.png", folder / "artifacts" / "attack" / "examples.png")
     shutil.copytree(d / "trig", folder / "artifacts" / "backdoor" / "triggers", dirs_exist_ok=True)
     steps = [
-        {"name": "attack", "kind": "attack", "status": "done", "error": None, "time_s": 2.5, "metrics": attack_metrics(r["attack"]),
+        {"name": "attack", "kind": "attack", "status": "done", "error": None, "time_s": 2.5,
+         "metrics": attack_metrics(r["attack"]),
          "artifacts": {"examples": "artifacts/attack/examples.png", "adversarial": "artifacts/attack/adversarial.npz"},
          "report": r["attack"]},
-        {"name": "defense", "kind": "defense", "status": "done", "error": None, "time_s": 1.0, "metrics": attack_metrics(r["defense"]),
+        {"name": "defense", "kind": "defense", "status": "done", "error": None, "time_s": 1.0,
+         "metrics": attack_metrics(r["defense"]),
          "artifacts": {}, "report": r["defense"]},
         {"name": "backdoor", "kind": "scan-backdoor", "status": "done", "error": None, "time_s": 3.0,
          "metrics": scan_metrics(r["scan-backdoor"]),
-         "artifacts": {"triggers_dir": "artifacts/backdoor/triggers", "triggers_overview": "artifacts/backdoor/triggers/overview.png"},
+         "artifacts": {"triggers_dir": "artifacts/backdoor/triggers",
+                       "triggers_overview": "artifacts/backdoor/triggers/overview.png"},
          "report": r["scan-backdoor"]},
         {"name": "detect", "kind": "detect", "status": "done", "error": None, "time_s": 2.0,
          "metrics": detect_evaluate_metrics(r["detect-evaluate"]), "artifacts": {}, "report": r["detect-evaluate"]},
-        {"name": "attack-l2", "kind": "attack", "status": "failed", "error": "eps 9 is outside the value range", "time_s": 0.1,
+        {"name": "attack-l2", "kind": "attack", "status": "failed", "error": "eps 9 is outside the value range",
+         "time_s": 0.1,
          "metrics": {}, "artifacts": {}, "report": None},
     ]
     metrics = {f"{s['name']}.{k}": v for s in steps for k, v in s["metrics"].items()}
     clean = metrics["attack.clean_accuracy"]
     gates = [
-        _gate("clean_accuracy >= 0.5", "attack.clean_accuracy", ">=", 0.5, clean, True, f"{clean:.4f} >= 0.5", 0.9, False),
-        _gate("robust_accuracy@0.2 >= 0.9", "attack.robust_accuracy@0.2", ">=", 0.9, metrics["attack.robust_accuracy@0.2"], False,
+        _gate("clean_accuracy >= 0.5", "attack.clean_accuracy", ">=", 0.5, clean, True, f"{clean:.4f} >= 0.5", 0.9,
+              False),
+        _gate("robust_accuracy@0.2 >= 0.9", "attack.robust_accuracy@0.2", ">=", 0.9,
+              metrics["attack.robust_accuracy@0.2"], False,
               f"{metrics['attack.robust_accuracy@0.2']:.4f} < 0.9"),
-        _gate("detect.auroc >= 0.5", "detect.auroc", ">=", 0.5, metrics["detect.auroc"], metrics["detect.auroc"] >= 0.5, "auroc"),
+        _gate("detect.auroc >= 0.5", "detect.auroc", ">=", 0.5, metrics["detect.auroc"], metrics["detect.auroc"] >= 0.5,
+              "auroc"),
     ]
     meta = r["attack"]["meta"]
     return {
-        "schema": "advaudit.report/1", "kind": "audit", "command": "advaudit audit mnist_cnn.onnx --config audit.yaml", "seed": 0,
+        "schema": "advaudit.report/1", "kind": "audit", "command": "advaudit audit mnist_cnn.onnx --config audit.yaml",
+        "seed": 0,
         "meta": meta, "model": r["attack"]["model"],
-        "environment": {**{k: meta[k] for k in ("advaudit", "python", "torch", "numpy", "platform")}, "onnxruntime": "1.0",
+        "environment": {**{k: meta[k] for k in ("advaudit", "python", "torch", "numpy", "platform")},
+                        "onnxruntime": "1.0",
                         "device": "cpu", "workers": 1},
         "config": {"steps": [{"kind": s["kind"], "name": s["name"]} for s in steps]},
         "config_sha256": hashlib.sha256(b"audit.yaml").hexdigest(), "steps": steps, "metrics": metrics, "gates": gates,
@@ -127,7 +139,9 @@ def test_schema_is_valid_draft_2020_12():
     schema = load_schema()
     Draft202012Validator.check_schema(schema)
     assert schema["$schema"].endswith("2020-12/schema")
-    assert {"envelope", "attack", "scan-backdoor", "detect", "detect-evaluate", "harden", "audit", "step", "audit_gate"} <= set(schema["$defs"])
+    kinds = {"envelope", "attack", "scan-backdoor", "detect", "detect-evaluate", "harden", "audit", "step",
+             "audit_gate"}
+    assert kinds <= set(schema["$defs"])
 
 
 def test_every_command_report_validates(runs):
@@ -168,10 +182,13 @@ def test_audit_report_validates(audit):
 
 
 @pytest.mark.parametrize("mutate, where", [
-    (lambda r: r["steps"][3]["metrics"].__setitem__("auroc", "x"), "steps[3].metrics.auroc: 'x' is not of type 'number'"),
+    (lambda r: r["steps"][3]["metrics"].__setitem__("auroc", "x"),
+     "steps[3].metrics.auroc: 'x' is not of type 'number'"),
     (lambda r: r["gates"][1].pop("reason"), "gates[1]: 'reason' is a required property"),
-    (lambda r: r["steps"][0]["report"].__setitem__("clean_accuracy", "high"), "steps[0].report.clean_accuracy: 'high' is not of type 'number'"),
-    (lambda r: r["steps"][2]["metrics"].__setitem__("verdict", "maybe"), "steps[2].metrics.verdict: 'maybe' is not one of"),
+    (lambda r: r["steps"][0]["report"].__setitem__("clean_accuracy", "high"),
+     "steps[0].report.clean_accuracy: 'high' is not of type 'number'"),
+    (lambda r: r["steps"][2]["metrics"].__setitem__("verdict", "maybe"),
+     "steps[2].metrics.verdict: 'maybe' is not one of"),
     (lambda r: r.__setitem__("verdict", "ok"), "verdict: 'ok' is not one of"),
     (lambda r: r["steps"][1].__setitem__("status", "running"), "steps[1].status: 'running' is not one of"),
 ])
@@ -344,7 +361,8 @@ def test_junit_strips_characters_xml_forbids(audit):
 
 
 def test_renderers_do_not_import_torch():
-    code = ("import sys, advaudit.report.html, advaudit.report.markdown, advaudit.report.junit, advaudit.report.schema; "
+    code = ("import sys, advaudit.report.html, advaudit.report.markdown, advaudit.report.junit, "
+            "advaudit.report.schema; "
             "sys.exit(1 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
@@ -420,8 +438,10 @@ def test_html_in_headless_chromium(audit, tmp_path):
     page = tmp_path / "report.html"
     page.write_text(render_html(report, folder), encoding="utf-8")
     shot = tmp_path / "shot.png"
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}"]
-    subprocess.run([*flags, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()], check=True, capture_output=True)
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    subprocess.run([*flags, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()], check=True,
+                   capture_output=True)
     img = np.asarray(Image.open(shot).convert("RGB")).astype(np.float64)
     assert img.shape == (1600, 1200, 3)
     assert img.std() > 20  # not blank

@@ -6,10 +6,10 @@ networks", CVPR 2016, https://arxiv.org/abs/1511.04599 (used in paper 004).
 Threat model: minimum-norm, untargeted, L2 or Linf.  The attack ignores eps while searching.  Each
 step linearises the classifier around the current point and moves to the closest linearised decision
 boundary among the ``candidates`` classes ranked highest on the clean input (Algorithm 2 for L2; the
-paper's l_p extension with p = inf, dual norm q = 1, for Linf: step ``|f_k| / ||w_k||_1 * sign(w_k)``).  The steps accumulate in ``r``; the
-candidate is ``x + (1 + overshoot) * r`` clipped to the value range.  A sample stops as soon as its
-label changes (by a logit margin of at least ``MARGIN_TOL``, so that the deployment runtime agrees);
-samples still classified correctly after ``steps`` steps come back unchanged.
+paper's l_p extension with p = inf, dual norm q = 1, for Linf: step ``|f_k| / ||w_k||_1 * sign(w_k)``).
+The steps accumulate in ``r``; the candidate is ``x + (1 + overshoot) * r`` clipped to the value range.
+A sample stops as soon as its label changes (by a logit margin of at least ``MARGIN_TOL``, so that the
+deployment runtime agrees); samples still classified correctly after ``steps`` steps come back unchanged.
 
 Example::
 

@@ -31,7 +31,8 @@ def masking_warnings(model: Model, run: AttackRun, batch_size: int = 256) -> lis
     if not np.array_equal(again.labels, run.clean_labels[:GRAD_PROBE]) or not np.allclose(
         again.probs, run.clean_probs[:GRAD_PROBE], atol=1e-5
     ):
-        out.append("outputs differ between two identical forward passes: the model is randomised; use EOT-style attacks")
+        out.append("outputs differ between two identical forward passes: the model is randomised; "
+                   "use EOT-style attacks")
     if model.has_gradients and len(x):
         xt = torch.from_numpy(x).to(model.device).requires_grad_(True)
         loss = F.cross_entropy(model.logits(xt), torch.from_numpy(y).to(model.device), reduction="sum")
@@ -61,7 +62,8 @@ def masking_warnings(model: Model, run: AttackRun, batch_size: int = 256) -> lis
             found = sum(r.verified for r in black)
             if found:
                 out.append(
-                    f"at eps {e:g} black-box attacks fooled {found} samples the white-box attacks missed (gradient masking?)"
+                    f"at eps {e:g} black-box attacks fooled {found} samples the white-box attacks missed (gradient "
+                    "masking?)"
                 )
         elif min(r.robust_accuracy for r in black) < min(r.robust_accuracy for r in white):
             out.append(f"at eps {e:g} a black-box attack beats every white-box attack (gradient masking?)")

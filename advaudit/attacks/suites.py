@@ -43,7 +43,8 @@ SUITES: dict[str, Suite] = {
         "standard",
         (AttackChoice("apgd-ce"), AttackChoice("apgd-dlr"), AttackChoice("square")),
         cascade=True,
-        description="AutoAttack's cascade: APGD-CE, then targeted APGD-DLR, then Square, each on the samples still robust.",
+        description="AutoAttack's cascade: APGD-CE, then targeted APGD-DLR, then Square, each on the samples still "
+                    "robust.",
     ),
     "paper": Suite(
         "paper",

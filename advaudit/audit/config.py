@@ -99,7 +99,8 @@ def _schema_error(data: Any) -> tuple[list[str | int], str] | None:
     if err.validator == "additionalProperties":
         extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
         if extra:
-            path, message = [*path, extra[0]], f"unknown key {extra[0]!r}; allowed: {', '.join(k for k in err.schema['properties'] if k != 'kind')}"
+            allowed = ", ".join(k for k in err.schema["properties"] if k != "kind")
+            path, message = [*path, extra[0]], f"unknown key {extra[0]!r}; allowed: {allowed}"
     elif err.validator == "not" and err.validator_value == {"required": ["suite", "attacks"]}:
         message = "give 'suite' or 'attacks', not both"
     elif err.validator == "pattern" and path and path[0] == "gates":
@@ -123,7 +124,8 @@ def load_config(path: str | Path, *, text: str | None = None) -> AuditConfig:
         problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # YAML's problems span lines
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: expected a mapping with 'steps' (and optionally 'gates')", "see 'advaudit audit --init'")
+        raise ConfigError(f"{p}: expected a mapping with 'steps' (and optionally 'gates')",
+                          "see 'advaudit audit --init'")
     found = _schema_error(data)
     if found:
         key_path, message = found
@@ -172,7 +174,8 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
             seen[stem] = seen.get(stem, 0) + 1
             step["name"] = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
         if any(t["name"] == step["name"] for t in steps):
-            raise ConfigError(f"{where(['steps', i, 'name'])}: step name {step['name']!r} is used twice", "give each step a unique 'name'")
+            raise ConfigError(f"{where(['steps', i, 'name'])}: step name {step['name']!r} is used twice",
+                              "give each step a unique 'name'")
         for key in ("data", "calibration", "eval_data"):
             if key in step:
                 step[key] = resolve(step[key])
@@ -184,11 +187,14 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
         if "labels" in step and step["labels"] != LABELS_FROM_NAME:
             step["labels"] = resolve(step["labels"])
         if kind in ("attack", "defense", "detect", "harden") and "data" not in step:
-            raise ConfigError(f"{where(['steps', i])}: a {kind} step needs labelled data", "set 'data' at the top or in the step")
+            raise ConfigError(f"{where(['steps', i])}: a {kind} step needs labelled data",
+                              "set 'data' at the top or in the step")
         if kind == "scan-backdoor" and "data" not in step and step.get("method", "neural-cleanse") != "mm-bd":
-            raise ConfigError(f"{where(['steps', i])}: method {step.get('method', 'neural-cleanse')} needs clean labelled data", "set 'data', or use method: mm-bd (data-free)")
+            raise ConfigError(f"{where(['steps', i])}: method {step.get('method', 'neural-cleanse')} needs clean "
+                              "labelled data", "set 'data', or use method: mm-bd (data-free)")
         if "data" in step and not Path(step["data"]).exists():
-            raise ConfigError(f"{where(['steps', i, 'data'] if 'data' in s else ['data'])}: {step['data']} does not exist")
+            raise ConfigError(f"{where(['steps', i, 'data'] if 'data' in s else ['data'])}: {step['data']} does not "
+                              "exist")
         if "eval_data" in step and not Path(step["eval_data"]).exists():
             raise ConfigError(f"{where(['steps', i, 'eval_data'])}: {step['eval_data']} does not exist")
         if kind == "detect":
@@ -197,14 +203,17 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
             earlier = {t["name"]: t for t in steps}
             if adv in earlier:
                 if earlier[adv]["kind"] != "attack" or earlier[adv].get("save_adversarial") is False:
-                    raise ConfigError(f"{where(['steps', i, 'adversarial'])}: step {adv!r} keeps no adversarial examples", "name an attack step with save_adversarial left on")
+                    raise ConfigError(f"{where(['steps', i, 'adversarial'])}: step {adv!r} keeps no adversarial "
+                                      "examples", "name an attack step with save_adversarial left on")
             elif adv.endswith(".npz"):
                 step["adversarial"] = resolve(adv)
                 if not Path(step["adversarial"]).is_file():
                     raise ConfigError(f"{where(['steps', i, 'adversarial'])}: {step['adversarial']} does not exist")
             else:
                 hint = "name an attack step listed before this one, or an .npz from 'advaudit attack --save-adv'"
-                raise ConfigError(f"{where(['steps', i, 'adversarial'] if 'adversarial' in s else ['steps', i])}: no adversarial examples {adv!r}" if adv else f"{where(['steps', i])}: a detect step needs adversarial examples", hint)
+                raise ConfigError(f"{where(['steps', i, 'adversarial'] if 'adversarial' in s else ['steps', i])}: no "
+                                  f"adversarial examples {adv!r}" if adv else f"{where(['steps', i])}: a detect step "
+                                                                              "needs adversarial examples", hint)
             if "calibration" in step and not Path(step["calibration"]).is_file():
                 raise ConfigError(f"{where(['steps', i, 'calibration'])}: {step['calibration']} does not exist")
             method = str(step.get("method", "lcr")).partition(":")[0].strip()

@@ -383,7 +383,8 @@ class NeuralCleanse(BackdoorScanner):
             ClassEvidence(
                 label=int(t), flagged=bool(mad.flagged[i]), mask_l1=float(rec.l1[i]),
                 anomaly_index=_finite(mad.anomaly_index[i]), asr=None if math.isnan(asr[i]) else float(asr[i]),
-                extra={"reached": bool(rec.reached[i]), "steps": int(rec.steps_run[i]), "final_cost": float(rec.final_cost[i])},
+                extra={"reached": bool(rec.reached[i]), "steps": int(rec.steps_run[i]),
+                       "final_cost": float(rec.final_cost[i])},
             )
             for i, t in enumerate(rec.targets)
         ]

@@ -26,22 +26,36 @@ from .sharding import is_main_process, prepare_ranks, recorded_command, workers_
 @click.command()
 @click.argument("model", type=click.Path())
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Labelled test data.")
-@click.option("--suite", type=click.Choice(list(SUITES)), help="Attack suite (default: standard, unless --attack is given).")
-@click.option("--attack", "attack_args", multiple=True, metavar="NAME[:k=v,...]", help="An attack, repeatable; e.g. pgd:steps=100.")
-@click.option("--eps", "eps", multiple=True, type=float, help="Budget, repeatable for a robustness curve (default: 8/255 of the range for linf, 0.5 of it for l2).")
+@click.option("--suite", type=click.Choice(list(SUITES)),
+              help="Attack suite (default: standard, unless --attack is given).")
+@click.option("--attack", "attack_args", multiple=True, metavar="NAME[:k=v,...]",
+              help="An attack, repeatable; e.g. pgd:steps=100.")
+@click.option("--eps", "eps", multiple=True, type=float,
+              help="Budget, repeatable for a robustness curve "
+                   "(default: 8/255 of the range for linf, 0.5 of it for l2).")
 @click.option("--norm", type=click.Choice(["linf", "l2"]), default=api.AttackOptions.norm, show_default=True)
 @click.option("--targeted", is_flag=True, help="Targeted attacks (needs --target).")
 @click.option("--target", help="least-likely, random, or a class label.")
-@click.option("--save-adv", type=click.Path(dir_okay=False), help="Write verified adversarial examples (largest eps) to this .npz.")
+@click.option("--save-adv", type=click.Path(dir_okay=False),
+              help="Write verified adversarial examples (largest eps) to this .npz.")
 @click.option("--examples", type=click.Path(dir_okay=False), help="Write a PNG grid of adversarial examples.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "md"]), default="table", show_default=True)
-@click.option("--fail-under", "fail_under", multiple=True, metavar="METRIC=VALUE", help="Exit 1 if METRIC < VALUE: robust_accuracy, clean_accuracy, robust_accuracy@EPS.")
-@click.option("--defense", "defense_args", multiple=True, metavar="NAME[:k=v,...]", help="Put a defence in front of the model, repeatable (stacked in order); e.g. jpeg:quality=75.")
-@click.option("--adaptive", type=click.Choice(["blind", "bpda", "bpda+eot", "all"]), help="With --defense: how the attacker treats the defence (default: all).")
-@click.option("--eot", "eot", type=click.IntRange(min=1), default=api.DefendOptions.eot, show_default=True, help="With --defense: random draws averaged per gradient in bpda+eot.")
-@click.option("--eval-draws", "eval_draws", type=click.IntRange(min=1), help="With --defense: seeded draws of randomised defences to verify under (default 5; 1 for deterministic stacks).")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=api.ModelOptions.precision, show_default=True, help="Precision the iterative attacks search in (auto: bf16 where the CPU/GPU has native bf16). Success is always decided and verified in float32 / the deployment runtime.")
+@click.option("--fail-under", "fail_under", multiple=True, metavar="METRIC=VALUE",
+              help="Exit 1 if METRIC < VALUE: robust_accuracy, clean_accuracy, robust_accuracy@EPS.")
+@click.option("--defense", "defense_args", multiple=True, metavar="NAME[:k=v,...]",
+              help="Put a defence in front of the model, repeatable (stacked in order); e.g. jpeg:quality=75.")
+@click.option("--adaptive", type=click.Choice(["blind", "bpda", "bpda+eot", "all"]),
+              help="With --defense: how the attacker treats the defence (default: all).")
+@click.option("--eot", "eot", type=click.IntRange(min=1), default=api.DefendOptions.eot, show_default=True,
+              help="With --defense: random draws averaged per gradient in bpda+eot.")
+@click.option("--eval-draws", "eval_draws", type=click.IntRange(min=1),
+              help="With --defense: seeded draws of randomised defences to verify under (default 5; 1 for "
+                   "deterministic stacks).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default=api.ModelOptions.precision,
+              show_default=True,
+              help="Precision the iterative attacks search in (auto: bf16 where the CPU/GPU has native bf16). Success "
+                   "is always decided and verified in float32 / the deployment runtime.")
 @workers_option
 @resume_option
 @model_options
@@ -76,7 +90,8 @@ def attack(out: Output, **kw: Any) -> int:
         raise UsageError("--adaptive needs --defense", "e.g. --defense jpeg:quality=75 --adaptive all")
     if kw["defense_args"]:
         if kw["workers"] > 1:
-            raise UsageError("--workers is not supported with --defense yet", "run the defence evaluation in one process")
+            raise UsageError("--workers is not supported with --defense yet",
+                             "run the defence evaluation in one process")
         if kw["resume"]:
             raise UsageError("--resume is not supported with --defense yet", "run the defence evaluation again")
         prepare_ranks(out, kw, supported=False)

@@ -133,19 +133,27 @@ def _set_verbose(ctx: click.Context, _: click.Parameter, value: int) -> None:
 
 # -q/-v work before the subcommand (global) and after it.
 output_options = compose(
-    click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet, help="Results only, no progress or messages."),
-    click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbose, help="More detail on stderr."),
+    click.option("-q", "--quiet", is_flag=True, expose_value=False, callback=_set_quiet,
+                 help="Results only, no progress or messages."),
+    click.option("-v", "--verbose", count=True, expose_value=False, callback=_set_verbose,
+                 help="More detail on stderr."),
 )
 
 model_options = compose(
-    click.option("--spec", "spec_file", type=click.Path(dir_okay=False), help="YAML input spec (range, mean, std, layout, class_names, input_shape)."),
-    click.option("--range", "value_range", metavar="LO,HI", help="Value range of the model's natural inputs, e.g. 0,1 or 0,255."),
-    click.option("--mean", metavar="M[,M,M]", help="Per-channel mean the model subtracts (normalisation done by advaudit)."),
+    click.option("--spec", "spec_file", type=click.Path(dir_okay=False),
+                 help="YAML input spec (range, mean, std, layout, class_names, input_shape)."),
+    click.option("--range", "value_range", metavar="LO,HI",
+                 help="Value range of the model's natural inputs, e.g. 0,1 or 0,255."),
+    click.option("--mean", metavar="M[,M,M]",
+                 help="Per-channel mean the model subtracts (normalisation done by advaudit)."),
     click.option("--std", metavar="S[,S,S]", help="Per-channel std the model divides by."),
     click.option("--layout", type=click.Choice(["nchw", "nhwc"]), help="Layout the model expects (default: inferred)."),
-    click.option("--input-shape", metavar="C,H,W", help="Input shape, for models that do not declare it (TorchScript)."),
-    click.option("--device", default="cpu", show_default=True, help="cpu, or cuda (ONNX Runtime CUDA provider and torch on GPU)."),
-    click.option("--max-model-size", default=2048.0, show_default=True, type=float, metavar="MB", help="Refuse model files larger than this."),
+    click.option("--input-shape", metavar="C,H,W",
+                 help="Input shape, for models that do not declare it (TorchScript)."),
+    click.option("--device", default="cpu", show_default=True,
+                 help="cpu, or cuda (ONNX Runtime CUDA provider and torch on GPU)."),
+    click.option("--max-model-size", default=2048.0, show_default=True, type=float, metavar="MB",
+                 help="Refuse model files larger than this."),
 )
 
 
@@ -181,7 +189,8 @@ MAX_PIXELS_HELP = (
 
 # Which samples to read and how to decode them (commands that batch their own queries take only these).
 data_selection_options = compose(
-    click.option("--data-format", type=click.Choice(FORMATS), help="Data format (default: from the path; cifar10-batch only when named)."),
+    click.option("--data-format", type=click.Choice(FORMATS),
+                 help="Data format (default: from the path; cifar10-batch only when named)."),
     click.option("--labels", "labels_path", type=click.Path(dir_okay=False), help=LABELS_HELP),
     click.option("--n", "n", type=int, help="Use at most N samples."),
     click.option("--offset", default=0, show_default=True, type=int, help="Skip the first OFFSET samples."),

@@ -10,7 +10,9 @@ import click
 
 from .. import api
 from ..jobs.purify import check_suffix
-from .common import Output, ProgressBar, batch_size_option, check_outputs, data_options, data_options_from, output_options
+from .common import (
+    Output, ProgressBar, batch_size_option, check_outputs, data_options, data_options_from, output_options,
+)
 
 _V = api.TrainVqvaeOptions
 
@@ -28,10 +30,14 @@ def defend() -> None:
 
 
 @defend.command("purify")
-@click.option("--defense", "defense_args", multiple=True, required=True, metavar="NAME[:k=v,...]", help="A defence, repeatable (applied in order).")
-@click.option("--data", "data_path", required=True, type=click.Path(), help="Images to purify (npz, IDX, image folder, ...).")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The .npz to write (x, and y when the data has labels).")
-@click.option("--range", "value_range", metavar="LO,HI", help="Value range of float data (default 0,1; uint8 data is 0..255 and stays uint8).")
+@click.option("--defense", "defense_args", multiple=True, required=True, metavar="NAME[:k=v,...]",
+              help="A defence, repeatable (applied in order).")
+@click.option("--data", "data_path", required=True, type=click.Path(),
+              help="Images to purify (npz, IDX, image folder, ...).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The .npz to write (x, and y when the data has labels).")
+@click.option("--range", "value_range", metavar="LO,HI",
+              help="Value range of float data (default 0,1; uint8 data is 0..255 and stays uint8).")
 @data_options
 @output_options
 @click.pass_obj
@@ -51,15 +57,20 @@ def purify(out: Output, **kw: Any) -> None:
 
 @defend.command("train-vqvae")
 @click.option("--data", "data_path", required=True, type=click.Path(), help="Clean training images.")
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="The .safetensors file to write.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
+              help="The .safetensors file to write.")
 @click.option("--epochs", type=click.IntRange(min=1), default=_V.epochs, show_default=True)
-@click.option("--lr", type=float, default=_V.lr, show_default=True, help="Adam learning rate (the paper used 2e-4 for 100 epochs on 50k images).")
-@click.option("--hidden", type=click.IntRange(min=1), default=_V.hidden, show_default=True, help="Channels of the encoder/decoder.")
+@click.option("--lr", type=float, default=_V.lr, show_default=True,
+              help="Adam learning rate (the paper used 2e-4 for 100 epochs on 50k images).")
+@click.option("--hidden", type=click.IntRange(min=1), default=_V.hidden, show_default=True,
+              help="Channels of the encoder/decoder.")
 @click.option("--codes", type=click.IntRange(min=2), default=_V.codes, show_default=True, help="Codebook size.")
 @click.option("--dim", type=click.IntRange(min=1), default=_V.dim, show_default=True, help="Code vector size.")
 @click.option("--beta", type=float, default=_V.beta, show_default=True, help="Commitment loss weight.")
-@click.option("--noise", type=float, default=_V.noise, show_default=True, help="Std of Gaussian noise added to the training inputs (fraction of the range).")
-@click.option("--range", "value_range", metavar="LO,HI", help="Value range of float data (default 0,1; uint8 data is 0..255).")
+@click.option("--noise", type=float, default=_V.noise, show_default=True,
+              help="Std of Gaussian noise added to the training inputs (fraction of the range).")
+@click.option("--range", "value_range", metavar="LO,HI",
+              help="Value range of float data (default 0,1; uint8 data is 0..255).")
 @data_options
 @output_options
 @click.pass_obj
@@ -74,5 +85,6 @@ def train_vqvae_cmd(out: Output, **kw: Any) -> None:
     )
     with ProgressBar(out) as progress:
         r = api.train_vqvae(options, api.JobContext(progress=progress, log=out.info))
-    out.out.print(f"VQ-VAE {','.join(map(str, r.shape))}: reconstruction MSE {r.train_mse:.5f} (last epoch, [0,1] scale)",
+    out.out.print(f"VQ-VAE {','.join(map(str, r.shape))}: reconstruction MSE {r.train_mse:.5f} (last epoch, [0,1] "
+                  "scale)",
                   highlight=False)

@@ -76,7 +76,8 @@ def _table(result: dict[str, Any]) -> Table:
                      else "TorchScript (torch.jit)"))
     rows += [
         ("input shape (C,H,W)", _fmt(m["input_shape"])),
-        ("fixed batch", _fmt(m["fixed_batch"]) + (f" (rewritten from {m['batch_rewritten_from']})" if m.get("batch_rewritten_from") else "")),
+        ("fixed batch", _fmt(m["fixed_batch"])
+         + (f" (rewritten from {m['batch_rewritten_from']})" if m.get("batch_rewritten_from") else "")),
         ("classes", _fmt(m["num_classes"])),
         ("parameters", _params(m.get("parameters"), m.get("parameters_source"))),
         ("output kind", m["output_kind"] + (f", from {m['logits_from']}" if m.get("logits_from") else "")),

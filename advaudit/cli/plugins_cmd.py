@@ -11,7 +11,8 @@ from .common import Output, output_options
 
 @click.command()
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--kind", type=click.Choice(["attack", "defense", "detector", "backdoor-scanner"]), help="Only this kind.")
+@click.option("--kind", type=click.Choice(["attack", "defense", "detector", "backdoor-scanner"]),
+              help="Only this kind.")
 @output_options
 @click.pass_obj
 def plugins(out: Output, fmt: str, kind: str | None) -> None:
@@ -22,7 +23,8 @@ def plugins(out: Output, fmt: str, kind: str | None) -> None:
         out.json(
             {
                 "plugins": [{"name": p.name, "kind": p.kind, "origin": p.origin, "summary": p.summary} for p in rows],
-                "broken": [{"name": p.name, "origin": p.origin, "target": p.target, "error": p.error} for p in reg.broken],
+                "broken": [{"name": p.name, "origin": p.origin, "target": p.target, "error": p.error}
+                           for p in reg.broken],
             }
         )
         return

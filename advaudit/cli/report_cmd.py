@@ -35,7 +35,8 @@ def load_report(path: str | Path) -> dict[str, Any]:
 @click.command("report")
 @click.argument("report_path", metavar="REPORT.json", type=click.Path(dir_okay=True))
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="html", show_default=True,
-              help="html: one self-contained page; md: a pull-request comment; junit: one test case per gate and step; json: the checked report.")
+              help="html: one self-contained page; md: a pull-request comment; junit: one test case per gate and step; "
+                   "json: the checked report.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout.")
 @output_options
 @click.pass_obj

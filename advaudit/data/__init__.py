@@ -178,7 +178,8 @@ def load_data(
     transform = ImageTransform.parse(resize, crop)
     fmt = fmt or loaders.detect_format(p)
     if str(labels_path) == loaders.LABELS_FROM_NAME and fmt not in ("images", "image-folder"):
-        raise DataError(f"--labels {loaders.LABELS_FROM_NAME} labels image files; {p.name} is {fmt} data", "drop --labels")
+        raise DataError(f"--labels {loaders.LABELS_FROM_NAME} labels image files; {p.name} is {fmt} data",
+                        "drop --labels")
     if fmt in ("image-folder", "images"):
         listing = (loaders.list_image_folder if fmt == "image-folder" else loaders.list_images)(p, labels_path)
         y = _check_labels(p, listing.labels, len(listing.files))

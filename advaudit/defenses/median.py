@@ -20,7 +20,8 @@ class MedianFilter(Defense):
     defaults: ClassVar[dict[str, Any]] = {"window": 3}
 
     def check_params(self) -> None:
-        need(self.window >= 1 and self.window % 2 == 1, self.name, f"window must be an odd number >= 1, got {self.window}")
+        need(self.window >= 1 and self.window % 2 == 1, self.name,
+             f"window must be an odd number >= 1, got {self.window}")
 
     def purify(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         k = int(self.window)

@@ -83,7 +83,8 @@ def tv_reconstruct(x: torch.Tensor, mask: torch.Tensor, weight: float, norm: int
         v[..., :, :-1].add_(ph, alpha=tau)
         v[..., :, 1:].sub_(ph, alpha=tau)
         torch.sub(v, x, out=r).mul_(mask)
-        shrink = r.square().sum(dim=(-2, -1), keepdim=True).sqrt_().clamp_min_(1e-12).reciprocal_().mul_(tau).clamp_max_(1.0)
+        shrink = r.square().sum(dim=(-2, -1), keepdim=True).sqrt_().clamp_min_(1e-12)
+        shrink = shrink.reciprocal_().mul_(tau).clamp_max_(1.0)
         v.sub_(r.mul_(shrink))
         # over-relaxation: z_bar = 2 v - z; then z <- v
         torch.sub(v, z, out=zb).add_(v)

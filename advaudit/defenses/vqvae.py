@@ -67,7 +67,8 @@ class VQVAENet(nn.Module):
         return torch.sigmoid(self.decoder(st)), z, q
 
 
-def vqvae_loss(net: VQVAENet, x_in: torch.Tensor, target: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def vqvae_loss(net: VQVAENet, x_in: torch.Tensor, target: torch.Tensor, beta: float) -> tuple[torch.Tensor,
+                                                                                              torch.Tensor]:
     """Reconstruction + codebook + beta * commitment loss (van den Oord et al. 2017, eq. 3)."""
     recon, z, q = net(x_in)
     rec = F.mse_loss(recon, target)
@@ -135,7 +136,9 @@ def train_vqvae(
     return net, rec
 
 
-def save_vqvae(path: str | Path, net: VQVAENet, input_shape: tuple[int, ...], extra: dict[str, Any] | None = None) -> Path:
+def save_vqvae(
+    path: str | Path, net: VQVAENet, input_shape: tuple[int, ...], extra: dict[str, Any] | None = None
+) -> Path:
     """Write ``net`` as safetensors with its metadata (atomically)."""
     from safetensors.torch import save_file
 

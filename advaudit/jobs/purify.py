@@ -171,5 +171,6 @@ def unit_images(x: np.ndarray, value_range: SpecValue) -> np.ndarray:
     lo, hi = _normalise_field("range", value_range) if value_range else (0.0, 1.0)
     xf = x.astype(np.float32)
     if not np.all(np.isfinite(xf)) or xf.min() < lo or xf.max() > hi:
-        raise DataError(f"the data's values lie outside the range {lo:g},{hi:g}", "give its value range with --range LO,HI")
+        raise DataError(f"the data's values lie outside the range {lo:g},{hi:g}",
+                        "give its value range with --range LO,HI")
     return (xf - lo) / (hi - lo)

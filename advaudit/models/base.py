@@ -303,7 +303,8 @@ class Model(ABC):
                 ref = self.logits(probe)
                 got = self._reduced_forward(module, probe)
         except Exception as exc:  # a conversion the network does not support: stay in fp32
-            self._search_note = f"bf16 copy fails ({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__}); searching in fp32"
+            why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+            self._search_note = f"bf16 copy fails ({why}); searching in fp32"
             return None
         diff = float((got - ref).abs().max())
         scale = max(1.0, float(ref.abs().max()))

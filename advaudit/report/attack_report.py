@@ -58,7 +58,8 @@ def attack_markdown(report: dict[str, Any]) -> str:
         f"## advaudit attack: {report['model']['path']}",
         "",
         f"- clean accuracy: **{_pct(report['clean_accuracy'])}** (n={report['data']['n']})",
-        f"- robust accuracy (per-sample worst case, {report['norm']} eps {max(report['eps']):g}): **{_pct(report['robust_accuracy'])}**",
+        f"- robust accuracy (per-sample worst case, {report['norm']} eps {max(report['eps']):g}): "
+        f"**{_pct(report['robust_accuracy'])}**",
         f"- model sha256: `{report['model']['sha256']}`; seed {report['seed']}",
         "",
         "| " + " | ".join(COLUMNS) + " |",

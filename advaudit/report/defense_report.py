@@ -37,10 +37,12 @@ def defense_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"## advaudit attack --defense {d['spec']}: {report['model']['path']}",
         "",
-        f"- clean accuracy: {pct(d['clean_accuracy_undefended'])} undefended, **{pct(d['clean_accuracy'])}** defended (n={d['n']})",
+        f"- clean accuracy: {pct(d['clean_accuracy_undefended'])} undefended, **{pct(d['clean_accuracy'])}** defended "
+        f"(n={d['n']})",
         f"- honest robust accuracy (lowest over {', '.join(d['modes'])}; {d['norm']} eps {max(d['eps']):g}): "
         f"**{pct(d['robust_accuracy'])}**",
-        f"- randomised: {'yes' if d['randomized'] else 'no'}; EOT samples {d['eot_samples']}; verification draws {d['eval_draws']}",
+        f"- randomised: {'yes' if d['randomized'] else 'no'}; EOT samples {d['eot_samples']}; verification draws "
+        f"{d['eval_draws']}",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),

@@ -84,7 +84,8 @@ def defense_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             keyed.setdefault((r["attack"], r["eps"]), {})[m] = r["robust_accuracy"]
             if m == "blind":
                 keyed[(r["attack"], r["eps"])]["undefended"] = r.get("robust_accuracy_undefended")
-    rows = [[str(attack), f"{e:g}" if isinstance(e, (int, float)) else str(e), pct(vals.get("undefended")), pct(d["clean_accuracy"]), *(pct(vals.get(m)) for m in modes)]
+    rows = [[str(attack), f"{e:g}" if isinstance(e, (int, float)) else str(e), pct(vals.get("undefended")),
+             pct(d["clean_accuracy"]), *(pct(vals.get(m)) for m in modes)]
             for (attack, e), vals in keyed.items()]
     und = d.get("robust_accuracy_undefended_by_eps")
     for e in d["eps"]:

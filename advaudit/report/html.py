@@ -7,6 +7,7 @@ string taken from the report is HTML-escaped (model paths and class names are un
 from __future__ import annotations
 
 import base64
+from importlib import resources
 from html import escape
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -18,86 +19,11 @@ from .svg import PALETTE, Series, line_chart
 
 MAX_IMAGE_BYTES = 8 * 1024 * 1024
 MAX_TABLE_ROWS = 500
-_IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"), (b"GIF89a", "image/gif"))
+_IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF87a", "image/gif"),
+                (b"GIF89a", "image/gif"))
 
-CSS = """
-:root { --pass: #15803d; --fail: #b91c1c; --ink: #111827; --muted: #6b7280; --line: #e5e7eb; --soft: #f9fafb;
-        --warn: #92400e; --warnbg: #fffbeb; --failbg: #fef2f2; --passbg: #f0fdf4; }
-* { box-sizing: border-box; }
-html { -webkit-text-size-adjust: 100%; }
-body { margin: 0; color: var(--ink); background: #f3f4f6; font: 14px/1.5 system-ui, -apple-system, "Segoe UI", Roboto,
-       "Helvetica Neue", Arial, "Noto Sans", "DejaVu Sans", sans-serif; }
-code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace; font-size: 12.5px; }
-.banner { color: #fff; padding: 22px 0 20px; }
-.banner.pass { background: var(--pass); }
-.banner.fail { background: var(--fail); }
-.wrap { max-width: 1120px; margin: 0 auto; padding: 0 24px; }
-.banner .kicker { text-transform: uppercase; letter-spacing: .08em; font-size: 12px; opacity: .85; }
-.banner h1 { margin: 2px 0 6px; font-size: 30px; line-height: 1.2; }
-.banner h1 .verdict { display: inline-block; padding: 0 12px; margin-right: 10px; border: 2px solid rgba(255,255,255,.85);
-                      border-radius: 6px; }
-.banner .facts { display: flex; flex-wrap: wrap; gap: 4px 28px; font-size: 13.5px; }
-.banner .facts b { font-weight: 600; opacity: .85; margin-right: 4px; }
-.banner code { font-size: 12.5px; overflow-wrap: anywhere; }
-main.wrap { padding-top: 18px; padding-bottom: 32px; }
-section.card { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 16px 20px 18px; margin: 0 0 18px; }
-h2 { font-size: 19px; margin: 0 0 10px; display: flex; align-items: center; gap: 10px; flex-wrap: wrap; }
-h3 { font-size: 15px; margin: 16px 0 8px; }
-h2 .sub { font-size: 13px; font-weight: 400; color: var(--muted); }
-table { border-collapse: collapse; width: 100%; margin: 6px 0 4px; font-size: 13px; }
-th, td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: right; vertical-align: top; }
-th { background: var(--soft); font-weight: 600; color: #374151; white-space: nowrap; }
-th:first-child, td:first-child, td.l, th.l { text-align: left; }
-td.reason { text-align: left; color: #374151; }
-tr.bad td { background: var(--failbg); }
-tr.flagged td { background: #fee2e2; font-weight: 600; }
-.pill { display: inline-block; padding: 1px 9px; border-radius: 999px; font-size: 12px; font-weight: 700; color: #fff;
-        letter-spacing: .03em; white-space: nowrap; }
-.pill.pass, .pill.done, .pill.clean { background: var(--pass); }
-.pill.fail, .pill.failed, .pill.backdoored { background: var(--fail); }
-.pill.info { background: #4b5563; }
-.figures { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0 10px; }
-.fig { background: var(--soft); border: 1px solid var(--line); border-radius: 6px; padding: 6px 12px; min-width: 130px; }
-.fig .k { color: var(--muted); font-size: 12px; }
-.fig .v { font-size: 18px; font-weight: 650; }
-.row { display: flex; flex-wrap: wrap; gap: 18px; align-items: flex-start; }
-.row > * { flex: 0 0 auto; max-width: 100%; }
-figure { margin: 6px 0; display: table; }
-figure img { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); image-rendering: pixelated; }
-figcaption { display: table-caption; caption-side: bottom; color: var(--muted); font-size: 12px; margin-top: 4px; }
-svg.chart { display: block; max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
-svg .grid { stroke: #eef0f3; stroke-width: 1; }
-svg .frame { fill: none; stroke: #9ca3af; stroke-width: 1; }
-svg .diag { stroke: #9ca3af; stroke-width: 1.2; stroke-dasharray: 5 4; }
-svg .tick { font-size: 11px; fill: #4b5563; }
-svg .axis { font-size: 12px; fill: #111827; }
-svg .legend { font-size: 12px; fill: #111827; }
-svg .ct { font-size: 13px; font-weight: 600; fill: #111827; }
-.note { color: var(--muted); font-size: 12.5px; margin: 6px 0; }
-.missing { color: var(--warn); background: var(--warnbg); border: 1px dashed #f59e0b; border-radius: 6px; padding: 8px 12px;
-           margin: 6px 0; font-size: 13px; }
-.error { color: var(--fail); background: var(--failbg); border: 1px solid #fecaca; border-radius: 6px; padding: 8px 12px; }
-ul.warnings { margin: 0; padding-left: 20px; }
-ul.warnings li { color: var(--warn); margin: 3px 0; }
-dl.kv { display: grid; grid-template-columns: 170px 1fr; gap: 3px 14px; margin: 0; font-size: 13px; }
-dl.kv dt { color: var(--muted); }
-dl.kv dd { margin: 0; overflow-wrap: anywhere; }
-.cols { display: grid; grid-template-columns: 1fr 1fr; gap: 8px 32px; }
-.steps td:first-child { font-weight: 600; }
-footer { color: var(--muted); font-size: 12px; text-align: center; padding: 4px 0 24px; }
-@media (max-width: 820px) { .cols { grid-template-columns: 1fr; } }
-@page { size: A4; margin: 12mm; }
-@media print {
-  body { background: #fff; font-size: 11.5px; }
-  .banner, .pill, tr.bad td, tr.flagged td { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-  .wrap { max-width: none; padding: 0; }
-  .banner { padding: 12px 14px; }
-  section.card { border: none; padding: 0; margin: 0 0 14px; }
-  figure, svg.chart, tr, .figures { break-inside: avoid; }
-  h2, h3 { break-after: avoid; }
-  figure img.tall { max-height: 230mm; }
-}
-"""
+CSS = (resources.files("advaudit.report") / "templates" / "report.css").read_text(encoding="utf-8")
+"""The page's style sheet, a package file (every page inlines it: the file stays self-contained)."""
 
 
 def e(v: Any) -> str:
@@ -163,11 +89,13 @@ def embed_image(base_dir: Path, rel: str | None, name: str, caption: str = "", t
             raise FileNotFoundError(rel)
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES:
-            return f'<div class="missing">Artifact {e(name)} (<code>{e(rel)}</code>) is {size / 1e6:.1f} MB: too large to embed.</div>'
+            return (f'<div class="missing">Artifact {e(name)} (<code>{e(rel)}</code>) is {size / 1e6:.1f} MB: '
+                    "too large to embed.</div>")
         with open(path, "rb") as f:
             data = f.read(MAX_IMAGE_BYTES + 1)  # bounded, should the file grow meanwhile
     except (OSError, ValueError):  # ValueError: a NUL byte in the path
-        return f'<div class="missing">Artifact {e(name)} not found: <code>{e(rel)}</code> (relative to the report\'s folder).</div>'
+        return (f'<div class="missing">Artifact {e(name)} not found: <code>{e(rel)}</code> '
+                "(relative to the report's folder).</div>")
     mime = next((m for magic, m in _IMAGE_TYPES if data.startswith(magic)), None)
     if mime is None:
         return f'<div class="missing">Artifact {e(name)} (<code>{e(rel)}</code>) is not a PNG, JPEG or GIF image.</div>'
@@ -200,13 +128,15 @@ def _attack_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str
         ("norm", str(r.get("norm", "-"))),
     ])]
     chart = line_chart(
-        [Series("worst case over attacks", _eps_points(r.get("clean_accuracy"), r.get("robust_accuracy_by_eps") or {}), PALETTE[0])]
+        [Series("worst case over attacks", _eps_points(r.get("clean_accuracy"), r.get("robust_accuracy_by_eps") or {}),
+                PALETTE[0])]
         + _per_attack_series(r),
         x_label=f"eps ({r.get('norm', '')})", y_label="accuracy", title="Accuracy vs eps (eps 0: clean accuracy)",
     )
     art = step.get("artifacts") or {}
     grid = embed_image(base_dir, art.get("examples"), "examples",
-                       "Adversarial examples: clean | perturbation (magnified) | adversarial, predicted label and confidence.",
+                       "Adversarial examples: clean | perturbation (magnified) | adversarial, predicted label and "
+                       "confidence.",
                        tall=True) if "examples" in art else ""
     parts.append(f'<div class="row"><div>{chart}</div><div>{grid}</div></div>')
     cols = ("attack", "eps", "robust acc", "success", "verified", "Linf mean/med", "L2 mean/med", "queries", "time")
@@ -255,9 +185,11 @@ def _defense_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> st
     series = []
     und = d.get("robust_accuracy_undefended_by_eps")
     if und:
-        series.append(Series("undefended", _eps_points(d.get("clean_accuracy_undefended"), und), "#6b7280", dashed=True))
+        points = _eps_points(d.get("clean_accuracy_undefended"), und)
+        series.append(Series("undefended", points, "#6b7280", dashed=True))
     for i, (mode, md) in enumerate((d.get("modes") or {}).items()):
-        series.append(Series(mode, _eps_points(d.get("clean_accuracy"), md.get("robust_accuracy_by_eps") or {}), PALETTE[i % len(PALETTE)]))
+        series.append(Series(mode, _eps_points(d.get("clean_accuracy"), md.get("robust_accuracy_by_eps") or {}),
+                             PALETTE[i % len(PALETTE)]))
     parts.append(line_chart(series, x_label=f"eps ({d.get('norm', '')})", y_label="accuracy",
                             title="Accuracy vs eps per adaptive mode (eps 0: clean accuracy)"))
     try:
@@ -282,10 +214,13 @@ def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
     lines = []
     for name, ev in (r.get("evidence") or {}).items():
         if name == "neural-cleanse":
-            lines.append(f"neural-cleanse: {ev.get('verdict')}; median mask L1 {fmt.value(ev.get('median_l1'))}, max anomaly index "
-                         f"{fmt.value(ev.get('max_anomaly_index'))} (threshold {fmt.value(ev.get('anomaly_threshold'))})")
+            lines.append(f"neural-cleanse: {ev.get('verdict')}; median mask L1 {fmt.value(ev.get('median_l1'))}, max "
+                         "anomaly index "
+                         f"{fmt.value(ev.get('max_anomaly_index'))} (threshold "
+                         f"{fmt.value(ev.get('anomaly_threshold'))})")
         elif name == "mm-bd":
-            lines.append(f"mm-bd: {ev.get('verdict')}; largest max-margin {fmt.value(ev.get('top_margin'))} (class {ev.get('top_class')}), "
+            lines.append(f"mm-bd: {ev.get('verdict')}; largest max-margin {fmt.value(ev.get('top_margin'))} (class "
+                         f"{ev.get('top_class')}), "
                          f"p-value {fmt.value(ev.get('p_value'), 3)} (alpha {fmt.value(ev.get('alpha'))})")
         else:
             lines.append(f"{name}: {ev.get('verdict')}")
@@ -309,9 +244,13 @@ def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
         rows.append(row)
         classes_css.append("flagged" if c.get("flagged") else "")
     art = step.get("artifacts") or {}
-    overview = embed_image(base_dir, art.get("triggers_overview"), "reconstructed triggers",
-                           "Reconstructed triggers per class (mask, pattern, mask x pattern); flagged classes are marked.") \
-        if art.get("triggers_overview") else '<p class="note">No reconstructed-trigger images (run with --triggers-dir, or a method that reconstructs none).</p>'
+    if art.get("triggers_overview"):
+        overview = embed_image(base_dir, art.get("triggers_overview"), "reconstructed triggers",
+                               "Reconstructed triggers per class (mask, pattern, mask x pattern); flagged classes are "
+                               "marked.")
+    else:
+        overview = ('<p class="note">No reconstructed-trigger images (run with --triggers-dir, or a method that '
+                    "reconstructs none).</p>")
     parts.append("<h3>Reconstructed triggers</h3>" + overview)
     parts.append("<h3>Per class</h3>" + _table(cols, rows, classes_css, left=(0, 1), what="classes"))
     return "".join(parts)
@@ -323,10 +262,13 @@ def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -
     mut = r.get("mutation") or {}
     auroc_all = r.get("auroc_all")
     n_adv = e(sum((r.get("n_adversarial") or {}).values()))
-    intro = (f"<p>Detector <code>{e(method)}</code>; {e(r.get('n_normal', '-'))} normal inputs, {n_adv} adversarial.</p>"
+    intro = (f"<p>Detector <code>{e(method)}</code>; {e(r.get('n_normal', '-'))} normal inputs, {n_adv} "
+             "adversarial.</p>"
              if method else
-             f"<p>Label Change Rate under <code>{e(mut.get('operator'))}</code> mutations (radius {e(fmt.value(mut.get('radius')))}, "
-             f"{e(r.get('lcr_mutations', '-'))} per input); {e(r.get('n_normal', '-'))} normal inputs, {n_adv} adversarial.</p>")
+             f"<p>Label Change Rate under <code>{e(mut.get('operator'))}</code> mutations (radius "
+             f"{e(fmt.value(mut.get('radius')))}, "
+             f"{e(r.get('lcr_mutations', '-'))} per input); {e(r.get('n_normal', '-'))} normal inputs, {n_adv} "
+             "adversarial.</p>")
     what = "decision" if method else "SPRT"
     parts = [
         intro,
@@ -342,13 +284,16 @@ def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -
     roc = r.get("roc") or {}
     fpr, tpr = roc.get("fpr") or [], roc.get("tpr") or []
     if fpr and len(fpr) == len(tpr):
-        chart = line_chart([Series(f"{method or 'LCR'} (AUROC {fmt.value(auroc_all)})", list(zip(fpr, tpr)), PALETTE[1], markers=False)],
+        chart = line_chart([Series(f"{method or 'LCR'} (AUROC {fmt.value(auroc_all)})", list(zip(fpr, tpr)), PALETTE[1],
+                                   markers=False)],
                            x_label="false positive rate", y_label="true positive rate", x_max=1.0, percent_x=False,
-                           percent_y=False, width=430, height=400, diagonal=True, title=f"ROC curve, AUROC {fmt.value(auroc_all)}")
+                           percent_y=False, width=430, height=400, diagonal=True,
+                           title=f"ROC curve, AUROC {fmt.value(auroc_all)}")
     elif (step.get("artifacts") or {}).get("roc"):
         chart = embed_image(base_dir, step["artifacts"]["roc"], "ROC curve")
     else:
-        chart = '<div class="missing">This report holds no ROC points (reports from before advaudit 0.1 omit them).</div>'
+        chart = ('<div class="missing">This report holds no ROC points '
+                 "(reports from before advaudit 0.1 omit them).</div>")
     t3 = r.get("table3") or {}
     sets = r.get("score") or {}
     kn = (sets.get("normal") if method else t3.get("kappa_nor")) or {}
@@ -358,8 +303,10 @@ def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -
                      _val((r.get("auroc") or {}).get(g))])
     score = "score" if method else "LCR"
     table = "<h3>AUROC per attack</h3>" + _table(("set", "n", f"{score} mean \u00b1 99% CI", "AUROC"), rows)
-    sprt_rows = [[e(k.replace("_", " ")), e(fmt.value(s.get(k)))] for k in ("alpha", "beta", "mu", "sigma", "p0", "p1", "accuracy", "undecided",
-                                                           "mean_mutations", "mean_mutations_adversarial", "mean_mutations_normal") if k in s]
+    sprt_rows = [[e(k.replace("_", " ")), e(fmt.value(s.get(k)))] for k in ("alpha", "beta", "mu", "sigma", "p0", "p1",
+                                                                            "accuracy", "undecided",
+                                                           "mean_mutations", "mean_mutations_adversarial",
+                                                                            "mean_mutations_normal") if k in s]
     table += f"<h3>{'Decisions' if method else 'SPRT'}</h3>" + _table(("figure", "value"), sprt_rows)
     parts.append(f'<div class="row"><div>{chart}</div><div style="flex:1 1 380px">{table}</div></div>')
     return "".join(parts)
@@ -371,7 +318,8 @@ def _detect_run_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) ->
     parts = [_figures([
         ("inputs", fmt.value(t.get("n"))), ("adversarial", fmt.value(t.get("adversarial"))),
         ("normal", fmt.value(t.get("normal"))), ("undecided", fmt.value(t.get("undecided"))),
-        ("threshold", fmt.value(cal.get("threshold"))) if "method" in r else ("kappa_nor", fmt.value(cal.get("kappa_nor"))),
+        ("threshold", fmt.value(cal.get("threshold"))) if "method" in r else ("kappa_nor",
+                                                                              fmt.value(cal.get("kappa_nor"))),
         ("ms per input", fmt.value(t.get("ms_per_input"), 3)),
     ])]
     inputs = r.get("inputs") or []
@@ -382,13 +330,15 @@ def _detect_run_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) ->
         return "".join(parts)
     rows = [[e(x.get("index")), e(x.get("verdict")), e(x.get("label")), _val(x.get("lcr"), 3), e(x.get("mutations")),
              _val(x.get("error_bound"))] for x in inputs]
-    parts.append(_table(("index", "verdict", "label", "LCR", "mutations", "error bound"), rows, css, left=(0, 1), what="inputs"))
+    parts.append(_table(("index", "verdict", "label", "LCR", "mutations", "error bound"), rows, css, left=(0, 1),
+                        what="inputs"))
     return "".join(parts)
 
 
 def _harden_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
     h = r.get("hardened") or {}
-    parts = [f"<p>Adversarial training (<code>{e(r.get('method'))}</code>, Linf eps {e(fmt.value(r.get('eps')))}); hardened model "
+    parts = [f"<p>Adversarial training (<code>{e(r.get('method'))}</code>, Linf eps {e(fmt.value(r.get('eps')))}); "
+             "hardened model "
              f"<code>{e(h.get('path'))}</code>, sha256 <code>{e(h.get('sha256'))}</code>.</p>"]
     rows = []
     for x in r.get("summary") or []:
@@ -427,7 +377,8 @@ def _step_section(i: int, step: dict[str, Any], base_dir: Path) -> str:
     artifacts = step.get("artifacts") or {}
     art = ""
     if artifacts:
-        art = '<p class="note">Artifacts: ' + ", ".join(f"{e(k)} <code>{e(v)}</code>" for k, v in artifacts.items()) + "</p>"
+        listed = ", ".join(f"{e(k)} <code>{e(v)}</code>" for k, v in artifacts.items())
+        art = f'<p class="note">Artifacts: {listed}</p>'
     metrics = step.get("metrics") or {}
     mrow = ""
     if metrics:
@@ -481,14 +432,16 @@ def _verdict_line(a: dict[str, Any], passed: int, total: int, failed_steps: list
 def _gates_section(a: dict[str, Any]) -> str:
     gates = a.get("gates") or []
     if not gates:
-        return '<section class="card" id="gates"><h2>Gates</h2><p class="note">No gates were set: nothing to pass or fail.</p></section>'
+        return ('<section class="card" id="gates"><h2>Gates</h2>'
+                '<p class="note">No gates were set: nothing to pass or fail.</p></section>')
     rows, css = [], []
     for g in gates:
         baseline = fmt.value(g.get("baseline"))
         if g.get("regressed"):
             baseline += " (regressed)"
         rows.append([
-            f"<code>{e(g.get('gate'))}</code>", e(fmt.value(g.get("value"))), e(fmt.value(g.get("threshold"))), e(baseline),
+            f"<code>{e(g.get('gate'))}</code>", e(fmt.value(g.get("value"))), e(fmt.value(g.get("threshold"))),
+            e(baseline),
             _pill("PASS", "pass") if g.get("passed") else _pill("FAIL", "fail"), e(fmt.one_line(g.get("reason", ""))),
         ])
         css.append("" if g.get("passed") else "bad")
@@ -499,8 +452,10 @@ def _gates_section(a: dict[str, Any]) -> str:
         match = b.get("sha256_match")
         if match is None and b.get("model_sha256"):
             match = b["model_sha256"] == (a.get("model") or {}).get("sha256")
-        note = (f'<p class="note">Baseline <code>{e(b.get("path"))}</code>, tolerance {e(fmt.value(b.get("tolerance")))}'
-                + ("" if match is None else ("; same model" if match else "; a different model (sha256 differs)")) + ".</p>")
+        note = (f'<p class="note">Baseline <code>{e(b.get("path"))}</code>, tolerance '
+                f'{e(fmt.value(b.get("tolerance")))}'
+                + ("" if match is None else ("; same model" if match else "; a different model (sha256 differs)"))
+                + ".</p>")
     return f'<section class="card" id="gates"><h2>Gates</h2>{table}{note}</section>'
 
 
@@ -520,7 +475,8 @@ def _steps_overview(a: dict[str, Any]) -> str:
 
 def _warnings_section(a: dict[str, Any]) -> str:
     ws = a.get("warnings") or []
-    body = "<ul class=\"warnings\">" + "".join(f"<li>{e(w)}</li>" for w in ws) + "</ul>" if ws else '<p class="note">No warnings.</p>'
+    items = "".join(f"<li>{e(w)}</li>" for w in ws)
+    body = f'<ul class="warnings">{items}</ul>' if ws else '<p class="note">No warnings.</p>'
     return f'<section class="card" id="warnings"><h2>Warnings <span class="sub">{len(ws)}</span></h2>{body}</section>'
 
 
@@ -567,7 +523,8 @@ def render_html(report: dict[str, Any], base_dir: Path | str = ".") -> str:
         *(_step_section(i, s, base) for i, s in enumerate(a.get("steps") or [])),
         _warnings_section(a),
         _fingerprint_section(a),
-        f"<footer>advaudit {e(__version__)} &middot; {e(a.get('schema'))} &middot; generated from {_article(str(a.get('source_kind')))} {e(a.get('source_kind'))} report</footer>",
+        f"<footer>advaudit {e(__version__)} &middot; {e(a.get('schema'))} &middot; generated from "
+        f"{_article(str(a.get('source_kind')))} {e(a.get('source_kind'))} report</footer>",
         "</main>",
     ]
     return (

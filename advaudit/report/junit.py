@@ -18,7 +18,8 @@ def _s(v: Any) -> str:
 
 
 def _time(v: Any) -> str:
-    return f"{float(v):.3f}" if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and v >= 0 else "0.000"
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    return f"{float(v):.3f}" if number and v == v and v >= 0 else "0.000"
 
 
 def _timestamp(created: Any) -> str | None:
@@ -35,8 +36,10 @@ def render_junit(report: dict[str, Any]) -> str:
     steps = a.get("steps") or []
     failures = sum(1 for g in gates if not g.get("passed"))
     errors = sum(1 for s in steps if s.get("status") != "done")
-    total_time = sum(float(s["time_s"]) for s in steps if isinstance(s.get("time_s"), (int, float)) and not isinstance(s.get("time_s"), bool))
-    counts = {"tests": str(len(gates) + len(steps)), "failures": str(failures), "errors": str(errors), "time": _time(total_time)}
+    times = [s.get("time_s") for s in steps]
+    total_time = sum(float(t) for t in times if isinstance(t, (int, float)) and not isinstance(t, bool))
+    counts = {"tests": str(len(gates) + len(steps)), "failures": str(failures), "errors": str(errors),
+              "time": _time(total_time)}
 
     root = ET.Element("testsuites", {"name": "advaudit", **counts})
     suite = ET.SubElement(root, "testsuite", {"name": "advaudit", **counts, "skipped": "0"})
@@ -45,30 +48,35 @@ def render_junit(report: dict[str, Any]) -> str:
         suite.set("timestamp", ts)
     props = ET.SubElement(suite, "properties")
     model = a.get("model") or {}
-    for name, value in (("verdict", a.get("verdict")), ("model", model.get("path")), ("model.sha256", model.get("sha256")),
+    for name, value in (("verdict", a.get("verdict")), ("model", model.get("path")), ("model.sha256",
+                                                                                      model.get("sha256")),
                         ("seed", a.get("seed")), ("command", a.get("command")), ("report.kind", a.get("source_kind")),
                         ("advaudit", (a.get("meta") or {}).get("advaudit"))):
         if value is not None:
             ET.SubElement(props, "property", {"name": name, "value": _s(value)})
 
     for g in gates:
-        case = ET.SubElement(suite, "testcase", {"classname": "advaudit.gates", "name": _s(g.get("gate") or g.get("metric")), "time": "0.000"})
+        case = ET.SubElement(suite, "testcase", {"classname": "advaudit.gates",
+                                                 "name": _s(g.get("gate") or g.get("metric")), "time": "0.000"})
         detail = (f"metric {g.get('metric')}: value {fmt.value(g.get('value'))} {g.get('op', '')} threshold "
                   f"{fmt.value(g.get('threshold'))}; baseline {fmt.value(g.get('baseline'))}"
                   + ("; regressed" if g.get("regressed") else ""))
         if not g.get("passed"):
-            fail = ET.SubElement(case, "failure", {"message": _s(g.get("reason") or "gate failed"), "type": "GateFailed"})
+            fail = ET.SubElement(case, "failure", {"message": _s(g.get("reason") or "gate failed"),
+                                                   "type": "GateFailed"})
             fail.text = _s(detail)
         else:
             ET.SubElement(case, "system-out").text = _s(f"{detail}; {g.get('reason', '')}")
     for s in steps:
-        case = ET.SubElement(suite, "testcase", {"classname": "advaudit.steps", "name": _s(s.get("name")), "time": _time(s.get("time_s"))})
+        case = ET.SubElement(suite, "testcase", {"classname": "advaudit.steps", "name": _s(s.get("name")),
+                                                 "time": _time(s.get("time_s"))})
         if s.get("status") != "done":
             err = ET.SubElement(case, "error", {"message": _s(s.get("error") or "step failed"), "type": "StepFailed"})
             err.text = _s(f"step {s.get('name')} ({s.get('kind')}) failed: {s.get('error') or 'no report'}")
         else:
             metrics = s.get("metrics") or {}
-            ET.SubElement(case, "system-out").text = _s("\n".join(f"{k} = {fmt.metric(k, v)}" for k, v in metrics.items()))
+            ET.SubElement(case, "system-out").text = _s("\n".join(f"{k} = {fmt.metric(k, v)}" for k,
+                                                                  v in metrics.items()))
     warnings = a.get("warnings") or []
     if warnings:
         ET.SubElement(suite, "system-err").text = _s("\n".join(f"warning: {w}" for w in warnings))

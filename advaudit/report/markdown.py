@@ -42,12 +42,15 @@ def _attack(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
     m = step.get("metrics") or {}
     curve = " · ".join(f"{k}: {fmt.pct(v)}" for k, v in (r.get("robust_accuracy_by_eps") or {}).items())
     lines = [
-        f"- clean accuracy **{fmt.pct(r.get('clean_accuracy'))}**, robust accuracy **{fmt.pct(r.get('robust_accuracy'))}** "
-        f"(worst case, {cell(r.get('norm'))} eps {fmt.value(max(eps)) if eps else '-'}, n={cell((r.get('data') or {}).get('n'))})"
+        f"- clean accuracy **{fmt.pct(r.get('clean_accuracy'))}**, robust accuracy "
+        f"**{fmt.pct(r.get('robust_accuracy'))}** "
+        f"(worst case, {cell(r.get('norm'))} eps {fmt.value(max(eps)) if eps else '-'}, "
+        f"n={cell((r.get('data') or {}).get('n'))})"
         + (f", success rate {fmt.pct(m['success_rate'])}" if "success_rate" in m else ""),
         f"- robust accuracy by eps: {curve}" if curve else "",
     ]
-    rows = [[cell(x.get("attack")), fmt.value(x.get("eps")), fmt.pct(x.get("robust_accuracy")), fmt.pct(x.get("success_rate")),
+    rows = [[cell(x.get("attack")), fmt.value(x.get("eps")), fmt.pct(x.get("robust_accuracy")),
+             fmt.pct(x.get("success_rate")),
              f"{x.get('verified')}/{x.get('attacked')}"] for x in r.get("results") or []]
     if rows:
         lines += ["", *table(("attack", "eps", "robust acc", "success", "verified"), rows)]
@@ -78,17 +81,21 @@ def _scan(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
              f"methods {cell(', '.join(r.get('methods') or []))}"]
     for name, ev in (r.get("evidence") or {}).items():
         if name == "neural-cleanse":
-            lines.append(f"- neural-cleanse: {cell(ev.get('verdict'))}; max anomaly index {fmt.value(ev.get('max_anomaly_index'))} "
+            lines.append(f"- neural-cleanse: {cell(ev.get('verdict'))}; max anomaly index "
+                         f"{fmt.value(ev.get('max_anomaly_index'))} "
                          f"(threshold {fmt.value(ev.get('anomaly_threshold'))})")
         elif name == "mm-bd":
-            lines.append(f"- mm-bd: {cell(ev.get('verdict'))}; p-value {fmt.value(ev.get('p_value'), 3)} (alpha {fmt.value(ev.get('alpha'))})")
+            lines.append(f"- mm-bd: {cell(ev.get('verdict'))}; p-value {fmt.value(ev.get('p_value'), 3)} (alpha "
+                         f"{fmt.value(ev.get('alpha'))})")
         else:
             lines.append(f"- {cell(name)}: {cell(ev.get('verdict'))}")
     flagged = [c for c in r.get("classes") or [] if c.get("flagged")]
     if flagged:
-        rows = [[cell(c.get("label")), fmt.value(c.get("mask_l1")), fmt.value(c.get("anomaly_index"), 3), fmt.pct(c.get("asr"))]
+        rows = [[cell(c.get("label")), fmt.value(c.get("mask_l1")), fmt.value(c.get("anomaly_index"), 3),
+                 fmt.pct(c.get("asr"))]
                 for c in flagged]
-        lines += ["", "Flagged classes:", "", *table(("label", "mask L1", "anomaly index", "ASR"), rows, what="classes")]
+        lines += ["", "Flagged classes:", "",
+                  *table(("label", "mask L1", "anomaly index", "ASR"), rows, what="classes")]
     return lines
 
 
@@ -96,7 +103,8 @@ def _detect_eval(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
     s = r.get("sprt") or r.get("decisions") or {}
     per = ", ".join(f"{cell(g)} {fmt.value(v)}" for g, v in (r.get("auroc") or {}).items())
     return [
-        f"- AUROC **{fmt.value(r.get('auroc_all'))}** (all adversarial inputs), mean over attacks {fmt.value(r.get('auroc_mean'))}"
+        f"- AUROC **{fmt.value(r.get('auroc_all'))}** (all adversarial inputs), mean over attacks "
+        f"{fmt.value(r.get('auroc_mean'))}"
         + (f"; per attack: {per}" if per else ""),
         f"- {cell(r['method']) if 'method' in r else 'SPRT'}: precision {fmt.pct(s.get('precision'))}, "
         f"recall {fmt.pct(s.get('recall'))}, false positive rate "
@@ -107,7 +115,8 @@ def _detect_eval(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
 def _detect_run(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
     t = r.get("totals") or {}
     method = f" ({cell(r['method'])})" if "method" in r else ""
-    return [f"- {cell(t.get('n'))} inputs{method}: **{cell(t.get('adversarial'))} adversarial**, {cell(t.get('normal'))} normal, "
+    return [f"- {cell(t.get('n'))} inputs{method}: **{cell(t.get('adversarial'))} adversarial**, "
+            f"{cell(t.get('normal'))} normal, "
             f"{cell(t.get('undecided'))} undecided; {fmt.value(t.get('ms_per_input'), 3)} ms per input"]
 
 
@@ -119,7 +128,8 @@ def _harden(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
         rows.append([cell(label), fmt.pct(x.get("before")), fmt.pct(x.get("after")),
                      "-" if not isinstance(ch, (int, float)) else f"{100 * ch:+.1f} pts"])
     h = r.get("hardened") or {}
-    return [f"- {cell(r.get('method'))} adversarial training, Linf eps {fmt.value(r.get('eps'))}; hardened model {code(h.get('path'))}",
+    return [f"- {cell(r.get('method'))} adversarial training, Linf eps {fmt.value(r.get('eps'))}; hardened model "
+            f"{code(h.get('path'))}",
             "", *table(("metric", "before", "after", "change"), rows)]
 
 
@@ -161,7 +171,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"## {'✅' if ok else '❌'} advaudit {cell(source)}: **{'PASS' if ok else 'FAIL'}** ({summary})",
         "",
-        f"Model {code(model.get('path'))}, sha256 {code(str(model.get('sha256', ''))[:16])}…; seed {cell(a.get('seed'))}; "
+        f"Model {code(model.get('path'))}, sha256 {code(str(model.get('sha256', ''))[:16])}…; seed "
+        f"{cell(a.get('seed'))}; "
         f"advaudit {cell((a.get('meta') or {}).get('advaudit'))}",
         "",
     ]
@@ -170,7 +181,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         rows = []
         for g in sorted(gates, key=lambda g: bool(g.get("passed"))):  # failures first
             baseline = fmt.value(g.get("baseline")) + (" (regressed)" if g.get("regressed") else "")
-            rows.append([cell(g.get("gate")), cell(fmt.value(g.get("value"))), cell(fmt.value(g.get("threshold"))), cell(baseline),
+            rows.append([cell(g.get("gate")), cell(fmt.value(g.get("value"))), cell(fmt.value(g.get("threshold"))),
+                         cell(baseline),
                          "pass" if g.get("passed") else "**FAIL**", cell(fmt.one_line(g.get("reason", ""), 200))])
         lines += table(("gate", "value", "threshold", "baseline", "result", "reason"), rows, limit=60, what="gates")
     else:
@@ -194,15 +206,18 @@ def render_markdown(report: dict[str, Any]) -> str:
     env = a.get("environment") or {}
     meta = a.get("meta") or {}
     fp = [
-        ("model", code(model.get("path"))), ("sha256", code(model.get("sha256"))), ("format", cell(model.get("format"))),
+        ("model", code(model.get("path"))), ("sha256", code(model.get("sha256"))),
+        ("format", cell(model.get("format"))),
         ("command", code(fmt.one_line(a.get("command", ""), 300))), ("seed", cell(a.get("seed"))),
         ("created", cell(meta.get("created"))), ("device", cell(env.get("device") or "-")),
-        ("versions", cell(", ".join(f"{k} {env.get(k) or meta.get(k)}" for k in ("advaudit", "python", "torch", "onnxruntime", "numpy")
+        ("versions", cell(", ".join(f"{k} {env.get(k) or meta.get(k)}" for k in ("advaudit", "python", "torch",
+                                                                                 "onnxruntime", "numpy")
                                     if env.get(k) or meta.get(k)))),
     ]
     if a.get("config_sha256"):
         fp.append(("config sha256", code(a["config_sha256"])))
-    lines += ["<details><summary>Model and environment</summary>", "", *table(("", ""), fp, limit=50), "", "</details>", ""]
+    lines += ["<details><summary>Model and environment</summary>", "", *table(("", ""), fp, limit=50), "", "</details>",
+              ""]
     text = "\n".join(lines)
     if len(text) > MAX_CHARS:
         cut = text.rfind("\n", 0, MAX_CHARS - 200)

@@ -134,7 +134,8 @@ def _command_gates(report: dict[str, Any], name: str) -> list[dict[str, Any]]:
         targets = ", ".join(map(str, report["suspected_targets"])) or "none"
         gates.append(_gate(f"{name} == clean", f"{name}.verdict", "==", "clean", verdict, ok,
                            "verdict clean" if ok else f"verdict backdoored (suspected target(s) {targets})"))
-    elif kind == "detect" and ("--fail-on-adversarial" in str(report.get("command", "")).split() or not report.get("passed", True)):
+    elif kind == "detect" and ("--fail-on-adversarial" in str(report.get("command", "")).split()
+                               or not report.get("passed", True)):
         n_adv = report["totals"]["adversarial"]
         ok = bool(report.get("passed", n_adv == 0))
         gates.append(_gate(f"{name}.adversarial == 0", f"{name}.adversarial", "==", 0, n_adv, ok,

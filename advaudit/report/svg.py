@@ -93,15 +93,19 @@ def line_chart(
     for t in _ticks(y_max, y_step):
         y = py(t)
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" class="grid"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" class="tick">{_fmt_tick(t, percent_y)}</text>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end" '
+                   f'class="tick">{_fmt_tick(t, percent_y)}</text>')
     for t in _ticks(x_hi, x_step):
         x = px(t)
         out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + ph}" class="grid"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" class="tick">{_fmt_tick(t, percent_x)}</text>')
+        out.append(f'<text x="{x:.1f}" y="{top + ph + 16}" text-anchor="middle" '
+                   f'class="tick">{_fmt_tick(t, percent_x)}</text>')
     out.append(f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="frame"/>')
     if diagonal:
-        out.append(f'<line x1="{px(0):.1f}" y1="{py(0):.1f}" x2="{px(min(x_hi, y_max)):.1f}" y2="{py(min(x_hi, y_max)):.1f}" class="diag"/>')
-    out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 36}" text-anchor="middle" class="axis">{escape(x_label)}</text>')
+        out.append(f'<line x1="{px(0):.1f}" y1="{py(0):.1f}" x2="{px(min(x_hi, y_max)):.1f}" '
+                   f'y2="{py(min(x_hi, y_max)):.1f}" class="diag"/>')
+    out.append(f'<text x="{left + pw / 2:.1f}" y="{top + ph + 36}" text-anchor="middle" '
+               f'class="axis">{escape(x_label)}</text>')
     out.append(
         f'<text x="14" y="{top + ph / 2:.1f}" text-anchor="middle" class="axis" '
         f'transform="rotate(-90 14 {top + ph / 2:.1f})">{escape(y_label)}</text>'
@@ -115,8 +119,10 @@ def line_chart(
         out.append(f'<polyline points="{coords}" fill="none" stroke="{s.color}" stroke-width="2.2"{dash}/>')
         if s.markers:
             for i, (x, y) in enumerate(pts):
-                tip = s.tooltips[i] if i < len(s.tooltips) else f"{s.label}: {_fmt_tick(x, percent_x)}, {_fmt_tick(y, percent_y)}"
-                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.6" fill="{s.color}"><title>{escape(tip)}</title></circle>')
+                tip = (s.tooltips[i] if i < len(s.tooltips)
+                       else f"{s.label}: {_fmt_tick(x, percent_x)}, {_fmt_tick(y, percent_y)}")
+                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.6" '
+                           f'fill="{s.color}"><title>{escape(tip)}</title></circle>')
     if len(series) > 1:
         lx, ly = float(left), height + 4.0
         for s in series:
@@ -124,7 +130,8 @@ def line_chart(
             if lx + w + 10 - left > width - left and lx > left:
                 lx, ly = float(left), ly + 20
             dash = ' stroke-dasharray="6 4"' if s.dashed else ""
-            out.append(f'<line x1="{lx:.1f}" y1="{ly:.1f}" x2="{lx + 22:.1f}" y2="{ly:.1f}" stroke="{s.color}" stroke-width="3"{dash}/>')
+            out.append(f'<line x1="{lx:.1f}" y1="{ly:.1f}" x2="{lx + 22:.1f}" y2="{ly:.1f}" stroke="{s.color}" '
+                       f'stroke-width="3"{dash}/>')
             out.append(f'<text x="{lx + 28:.1f}" y="{ly + 4:.1f}" class="legend">{escape(s.label)}</text>')
             lx += w + 10
     out.append("</svg>")

@@ -239,7 +239,8 @@ class EigenBatchNorm(nn.Module, OnnxToTorchModule):
     """Inference ``BatchNormalization`` as ORT's CPU kernel computes it: ``x * s + b``, rounded twice."""
 
     def __init__(
-        self, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float, nchwc: bool = False
+        self, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float,
+        nchwc: bool = False,
     ) -> None:
         super().__init__()
         f32 = np.float32

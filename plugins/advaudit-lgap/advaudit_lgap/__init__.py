@@ -41,12 +41,14 @@ def check_dir(path: str, files: tuple[str, ...], what: str) -> Path:
     """The directory, or a one-line :class:`ModelError` naming the first missing file."""
     p = Path(path)
     if not p.is_dir():
-        raise ModelError(f"LGAP {what} directory not found: {p}", "give a local directory (weights cannot be downloaded)")
+        raise ModelError(f"LGAP {what} directory not found: {p}",
+                         "give a local directory (weights cannot be downloaded)")
     for f in files:
         if not any((p / alt).is_file() for alt in f.split("|")):
             raise ModelError(f"LGAP {what} directory {p} is missing {f.replace('|', ' or ')}")
     if not any(p.rglob("*.safetensors")):
-        raise ModelError(f"LGAP {what} directory {p} has no .safetensors weights", "save the model with safe_serialization")
+        raise ModelError(f"LGAP {what} directory {p} has no .safetensors weights",
+                         "save the model with safe_serialization")
     return p
 
 
@@ -64,7 +66,8 @@ class _Models:
             self.captioner = BlipForConditionalGeneration.from_pretrained(
                 captioner, local_files_only=True, use_safetensors=True).eval()
             kw: dict[str, Any] = {"local_files_only": True}
-            self.unet = UNet2DConditionModel.from_pretrained(diffusion, subfolder="unet", use_safetensors=True, **kw).eval()
+            self.unet = UNet2DConditionModel.from_pretrained(
+                diffusion, subfolder="unet", use_safetensors=True, **kw).eval()
             self.vae = AutoencoderKL.from_pretrained(diffusion, subfolder="vae", use_safetensors=True, **kw).eval()
             self.text_encoder = CLIPTextModel.from_pretrained(
                 diffusion, subfolder="text_encoder", use_safetensors=True, **kw).eval()

@@ -12,7 +12,6 @@ import json
 import string
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -136,7 +135,8 @@ def test_missing_files_are_one_line_errors(dirs, tmp_path, capsys):
     (broken / "unet").mkdir()
     with pytest.raises(ModelError, match="missing unet/config.json"):
         build_stack([f"lgap:captioner={cap},diffusion={broken}"])
-    with pytest.raises(ModelError, match="captioner directory .* is missing preprocessor_config.json or processor_config.json"):
+    with pytest.raises(ModelError,
+                       match="captioner directory .* is missing preprocessor_config.json or processor_config.json"):
         build_stack([f"lgap:captioner={ldm / 'unet'},diffusion={ldm}"])
     out = tmp_path / "p.npz"
     rc = main(["defend", "purify", "--defense", f"lgap:captioner={cap},diffusion={broken}", "--data",
