@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from . import __version__
-from .data.views import LazyRows
+from .data.views import LazyRows, Rows
 from .errors import DataError, UsageError
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def checkpoint_dir(report_path: str | Path) -> Path:
     return p.with_name(p.name + SUFFIX)
 
 
-def array_digest(*arrays: np.ndarray | None, block: int = 1024) -> str:
+def array_digest(*arrays: Rows | None, block: int = 1024) -> str:
     """sha256 of the arrays' dtypes, shapes and bytes, read ``block`` rows at a time (memory-mapped
     arrays are never loaded whole)."""
     h = hashlib.sha256()
@@ -142,7 +142,7 @@ def model_inputs(model: Any) -> dict[str, Any]:
     }
 
 
-def data_inputs(path: str | Path | None, *arrays: np.ndarray | None) -> dict[str, Any] | None:
+def data_inputs(path: str | Path | None, *arrays: Rows | None) -> dict[str, Any] | None:
     """A data set's part of a fingerprint: its resolved path and the sha256 of the selected arrays."""
     if path is None:
         return None
@@ -302,7 +302,7 @@ class Checkpoint:
 
         def save(p: Path) -> None:
             with open(p, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds typed as the flags
 
         write_atomic(self.folder / name, save)
         old = self.entries.get(key)
@@ -436,7 +436,7 @@ class AttackUnits:
         v = unit.verified
         held = getattr(v.x_adv, "has_image", None)  # the runner's AdversarialImages, or SavedCandidates
         rows = np.flatnonzero(held() if held is not None else _changed_rows(v.x_adv, x))
-        arrays = {
+        arrays: dict[str, np.ndarray] = {
             "rows": rows, "x_rows": np.asarray(v.x_adv[rows], dtype=np.float32), "adv_labels": v.adv_labels,
             "adv_log_probs": v.adv_log_probs, "success": v.success, "linf": v.linf, "l2": v.l2,
             "queries": unit.queries, "rejected": unit.rejected,
@@ -561,7 +561,7 @@ def cached_map(shard: Shard, fn: Callable[[T], R], items: Sequence[T], keys: Seq
     def one(i: int) -> R:
         hit = store.get(keys[i])
         if hit is not None:
-            return hit  # type: ignore[no-any-return]
+            return hit
         value = fn(items[i])
         if shard.is_main:
             store.put(keys[i], value)

@@ -76,7 +76,7 @@ def _floats(value: Any, key: str) -> tuple[float, ...]:
     if isinstance(value, str):
         parts = [p for p in value.replace(" ", "").split(",") if p]
     elif isinstance(value, (int, float)):
-        parts = [value]
+        parts = [str(value)]
     elif isinstance(value, Sequence):
         parts = list(value)
     else:

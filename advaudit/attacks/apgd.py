@@ -182,7 +182,7 @@ def apgd_run(
 class _APGD(Attack):
     """Shared hyperparameters and validation of the APGD attacks."""
 
-    defaults: dict = {"steps": 100, "restarts": 1, "rho": 0.75}
+    defaults = {"steps": 100, "restarts": 1, "rho": 0.75}
 
     def check_params(self) -> None:
         check_positive_int(self.name, "steps", self.steps)
@@ -241,7 +241,7 @@ class APGDDLR(_APGD):
     """
 
     name = "apgd-dlr"
-    defaults: dict = {**_APGD.defaults, "n_target_classes": 9}
+    defaults = {**_APGD.defaults, "n_target_classes": 9}
 
     def check_params(self) -> None:
         super().check_params()

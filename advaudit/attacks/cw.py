@@ -169,7 +169,7 @@ class CarliniWagnerL2(Attack):
     name = "cw-l2"
     norms = ("l2",)
     minimum_norm = True
-    defaults: dict = {
+    defaults = {
         "binary_search_steps": 9,
         "steps": 100,
         "lr": 0.1,

@@ -69,7 +69,7 @@ class DeepFool(Attack):
     norms = ("l2", "linf")
     minimum_norm = True
     supports_targeted = False
-    defaults: dict = {"steps": 50, "overshoot": 0.02, "candidates": 10}
+    defaults = {"steps": 50, "overshoot": 0.02, "candidates": 10}
 
     def check_params(self) -> None:
         if self.steps < 1:

@@ -32,7 +32,7 @@ class FGSM(Attack):
     """Fast Gradient Sign Method (Goodfellow et al. 2015): one gradient step of size eps."""
 
     name = "fgsm"
-    defaults: dict = {}
+    defaults = {}
 
     def run(self, ctx: AttackContext, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x_req = x.clone().requires_grad_(True)

@@ -93,7 +93,7 @@ class JSMA(Attack):
     norms = ("l2", "linf")
     minimum_norm = True
     supports_untargeted = False
-    defaults: dict = {"theta": 1.0, "gamma": 0.1, "saliency": "probs"}
+    defaults = {"theta": 1.0, "gamma": 0.1, "saliency": "probs"}
 
     def check_params(self) -> None:
         if not 0 < abs(self.theta) <= 1:

@@ -213,7 +213,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
-    defaults: dict = {"steps": 40, "rel_stepsize": None, "random_start": True, "restarts": 1}
+    defaults = {"steps": 40, "rel_stepsize": None, "random_start": True, "restarts": 1}
 
     def check_params(self) -> None:
         check_positive_int(self.name, "steps", self.steps)

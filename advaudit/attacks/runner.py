@@ -48,10 +48,10 @@ class AttackUnit:
 class UnitStore(Protocol):
     """Where :func:`run_attacks` keeps finished (attack, eps) units (:class:`advaudit.checkpoint.AttackUnits`)."""
 
-    def load(self, key: str, x: np.ndarray) -> AttackUnit | None:
+    def load(self, key: str, x: Rows) -> AttackUnit | None:
         """The unit ``key`` of an interrupted run with the same inputs, or None to run it."""
 
-    def save(self, key: str, unit: AttackUnit, x: np.ndarray) -> None:
+    def save(self, key: str, unit: AttackUnit, x: Rows) -> None:
         """Keep a finished unit."""
 
 

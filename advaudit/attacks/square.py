@@ -154,7 +154,7 @@ class Square(Attack):
 
     name = "square"
     uses_gradients = False
-    defaults: dict = {"queries": 5000, "p_init": 0.8}
+    defaults = {"queries": 5000, "p_init": 0.8}
 
     def check_params(self) -> None:
         if not isinstance(self.queries, int) or self.queries < 1:

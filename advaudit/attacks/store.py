@@ -10,8 +10,9 @@ input.  Reading ``images[rows]`` gives plain float32 arrays, equal to what the i
 
 from __future__ import annotations
 
+import io
 import tempfile
-from typing import IO, Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class ImageSpool:
         self.dtype = np.dtype(dtype)
         self.row_bytes = int(np.prod(self.sample_shape)) * self.dtype.itemsize
         self.count = 0
-        self._file: IO[bytes] | None = None
+        self._file: io.BufferedRandom | None = None
 
     def __len__(self) -> int:
         return self.count
@@ -42,9 +43,9 @@ class ImageSpool:
         slots = np.arange(self.count, self.count + len(rows), dtype=np.int64)
         if len(rows):
             if self._file is None:
-                self._file = tempfile.TemporaryFile(prefix="advaudit-adv-")
+                self._file = cast(io.BufferedRandom, tempfile.TemporaryFile(prefix="advaudit-adv-"))
             self._file.seek(self.count * self.row_bytes)
-            self._file.write(memoryview(rows).cast("B"))
+            self._file.write(np.ascontiguousarray(rows).data.cast("B"))
             self.count += len(rows)
         return slots
 
@@ -61,7 +62,7 @@ class ImageSpool:
         for run in np.split(np.arange(len(slots)), breaks):
             first, n = int(slots[run[0]]), len(run)
             self._file.seek(first * self.row_bytes)
-            view = memoryview(flat[run[0] : run[0] + n]).cast("B")
+            view = flat[run[0] : run[0] + n].data.cast("B")
             if self._file.readinto(view) != n * self.row_bytes:
                 raise OSError("the adversarial-example spool file is shorter than expected")
         return out

@@ -91,6 +91,8 @@ def seeded_init(net: nn.Module, gen: torch.Generator) -> None:
             if isinstance(layer, (nn.Linear, nn.Conv2d)):
                 bound = 1.0 / math.sqrt(layer.weight[0].numel())
                 for param in (layer.weight, layer.bias):
+                    if param is None:
+                        continue
                     param.copy_((2 * rand_uniform(param.shape, gen, param.device) - 1) * bound)
 
 
@@ -99,7 +101,7 @@ class Substitute(Attack):
 
     name = "substitute"
     uses_gradients = False
-    defaults: dict = {"rounds": 6, "lmbda": 0.1, "epochs": 10, "method": "fgsm", "steps": 20, "hidden": 200}
+    defaults = {"rounds": 6, "lmbda": 0.1, "epochs": 10, "method": "fgsm", "steps": 20, "hidden": 200}
 
     def check_params(self) -> None:
         for key in ("rounds", "epochs", "steps", "hidden"):

@@ -123,12 +123,12 @@ def compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 def _set_quiet(ctx: click.Context, _: click.Parameter, value: bool) -> None:
     if value:
-        ctx.find_object(Output).quiet = True
+        ctx.ensure_object(Output).quiet = True
 
 
 def _set_verbose(ctx: click.Context, _: click.Parameter, value: int) -> None:
     if value:
-        ctx.find_object(Output).verbose += value
+        ctx.ensure_object(Output).verbose += value
 
 
 # -q/-v work before the subcommand (global) and after it.

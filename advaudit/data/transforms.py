@@ -100,7 +100,7 @@ def resize_crop_pil(image: Image.Image, resize: Size | None, crop: Size | None) 
     if resize is not None:
         height, width = resize_target = resized_size(image.height, image.width, resize)
         if resize_target != (image.height, image.width):
-            image = image.resize((width, height), Image.BILINEAR, reducing_gap=None)
+            image = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
     arr = np.asarray(image)
     return arr if crop is None else center_crop_array(arr, crop, channels_first=False)
 

@@ -90,7 +90,7 @@ class LazyRows:
                 return self[slice(None)]
             first, rest = key[0], key[1:]
             out = self[first]
-            return out[rest] if isinstance(first, (int, np.integer)) else out[(slice(None), *rest)]
+            return out[rest] if isinstance(first, (int, np.integer)) else out[(slice(None),) + tuple(rest)]
         n = len(self)
         if isinstance(key, (int, np.integer)):
             i = int(key) + (n if int(key) < 0 else 0)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..data.views import Rows
 from ..models import Model, Prediction
 from .base import Defense
 
@@ -78,7 +79,7 @@ class DefendedModel(Model):
         return self.inner.sha256
 
     # ------------------------------------------------------------ deployment
-    def purify(self, x: np.ndarray | torch.Tensor, batch_size: int = 256, draw: int | None = None) -> np.ndarray:
+    def purify(self, x: Rows | torch.Tensor, batch_size: int = 256, draw: int | None = None) -> np.ndarray:
         """The real defence stack on ``x`` under verification draw ``draw`` (default :attr:`draw`)."""
         xt = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x, np.float32))
         gen = torch.Generator().manual_seed(draw_seed(self.eval_seed, self.draw if draw is None else draw))
@@ -90,7 +91,7 @@ class DefendedModel(Model):
             return xt.numpy().astype(np.float32)
         return torch.cat(out).numpy().astype(np.float32, copy=False)
 
-    def predict(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> Prediction:
+    def predict(self, x: Rows | torch.Tensor, batch_size: int = 256) -> Prediction:
         """Real defences, then the classifier's deployment runtime (seeded verification draw)."""
         return self.inner.predict(self.purify(x, batch_size), batch_size=batch_size)
 

@@ -182,15 +182,15 @@ def evaluate_defense(
     for mode in modes:
         if mode == "bpda+eot" and not randomized and "bpda" in results:
             prev = results["bpda"]
-            rows = [ModeRow("bpda+eot", r.attack, r.eps, r.robust_accuracy, r.success_rate, 0.0) for r in prev.rows]
-            results[mode] = ModeResult(mode, dict(prev.robust_by_eps), rows, 0.0,
+            copied = [ModeRow("bpda+eot", r.attack, r.eps, r.robust_accuracy, r.success_rate, 0.0) for r in prev.rows]
+            results[mode] = ModeResult(mode, dict(prev.robust_by_eps), copied, 0.0,
                                        "no randomised defence in the stack: identical to bpda")
             continue
         attacker: Model = model if mode == "blind" else DefendedModel(
             model, stack, eot=eot if mode == "bpda+eot" else 1, seed=seed + 1, eval_seed=seed
         )
         robust = {e: clean_def.copy() for e in eps}
-        rows: list[ModeRow] = []
+        rows = []
         start_mode = time.perf_counter()
         for choice, attack in zip(choices, attacks):
             budgets: list[float | None] = [None] if attack.minimum_norm else list(eps)

@@ -112,7 +112,7 @@ def evaluate(
     n_total = len(normal) + len(adv_all_x)
     seconds = det_nor.time_s + det_adv.time_s
     fpr, tpr = roc_curve(lcr_nor, all_adv)
-    figures = {
+    figures: dict[str, Any] = {
         "mutation": mutation.settings(),
         "kappa_nor_calibrated": calibration.kappa_nor,
         "table3": {"kappa_nor": ci99(lcr_nor), "kappa_adv": {g: ci99(v) for g, v in lcr_adv.items()}},

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.views import Rows
 from ..distributed import Shard
 from ..errors import UsageError
 from ..models import Model
@@ -113,7 +114,7 @@ class SPRTDetector:
         self.test = sprt_test(calibration.kappa_nor, alpha=alpha, beta=beta, mu=mu, sigma=sigma)
         self.max_mutations, self.seed = max_mutations, seed
 
-    def __call__(self, x: np.ndarray, *, shard: Shard | None = None) -> Detections:
+    def __call__(self, x: Rows, *, shard: Shard | None = None) -> Detections:
         """Decide every input of ``x``, chunk by chunk (``shard`` spreads the chunks)."""
         parts = (shard or Shard.single()).map(lambda s: self.chunk(x[s : s + CHUNK], s), chunk_starts(len(x)))
         return self.join(parts)

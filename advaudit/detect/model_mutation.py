@@ -32,7 +32,7 @@ OPERATORS = ("gf", "nai", "ws", "ns")
 def _layers(module: torch.nn.Module) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """(weight, bias) pairs of the conv/linear layers, found by parameter name."""
     params = dict(module.named_parameters())
-    out = []
+    out: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     for name, w in params.items():
         if w.dim() >= 2 and name.endswith("weight"):
             out.append((w, params.get(name[: -len("weight")] + "bias")))

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 
+from ..data.views import Rows
 from ..errors import UsageError
 from .model_mutation import OPERATORS as MODEL_OPERATORS
 from .mutations import MUTATORS
@@ -81,7 +81,7 @@ class Mutation:
                 raise UsageError(f"--radius must be a number or comma-separated numbers, got {radius!r}") from None
         return cls("+".join(ops), radii, tuple(mutants))
 
-    def resolve(self, x: np.ndarray) -> Mutation:
+    def resolve(self, x: Rows) -> Mutation:
         """The concrete mutation for inputs ``x`` (canonical NCHW): ``auto`` by channel count."""
         if self.operator != "auto":
             return self

@@ -15,6 +15,7 @@ import torch
 
 from ..checkpoint import ChunkUnits, cached_map, chunk_key
 from ..data.batching import default_batch_size
+from ..data.views import Rows
 from ..distributed import Shard
 from ..models import Model
 from .model_mutation import mutant_labels
@@ -78,7 +79,7 @@ class Sampler:
 
 
 def label_change_rates(
-    model: Model, x: np.ndarray, mutation: Mutation, n_mutations: int = N_MUTATIONS, seed: int = 0,
+    model: Model, x: Rows, mutation: Mutation, n_mutations: int = N_MUTATIONS, seed: int = 0,
     *, shard: Shard | None = None, units: ChunkUnits | None = None, stage: str = "lcr",
 ) -> np.ndarray:
     """LCR of each input estimated from ``n_mutations`` mutations (no early stopping).

@@ -69,6 +69,10 @@ def export_onnx(model: Model, module: torch.nn.Module, path: str | Path, x_check
     import onnx
     import onnxruntime as ort
 
+    from ..models.onnx_model import OnnxModel
+
+    if not isinstance(model, OnnxModel):
+        raise TypeError(f"export_onnx needs an ONNX model, not {type(model).__name__}")
     proto = model._proto  # the original graph (loaded by OnnxModel)
     in_name = model.details["input_name"]
     out_name = proto.graph.output[0].name
@@ -84,7 +88,8 @@ def export_onnx(model: Model, module: torch.nn.Module, path: str | Path, x_check
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                module.eval(), (example,), buf, input_names=[in_name], output_names=[out_name],
+                module.eval(), (example,), buf,  # type: ignore[arg-type]  # stubs: a file object works too
+                input_names=[in_name], output_names=[out_name],
                 dynamic_axes=None if fixed else {in_name: {0: "batch"}, out_name: {0: "batch"}},
                 opset_version=opset, dynamo=False,
             )

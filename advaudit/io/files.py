@@ -71,7 +71,11 @@ def _umask() -> int:
 def write_json(path: str | Path, payload: Any) -> Path:
     """``payload`` as indented JSON plus a newline, atomically; numpy scalars/arrays and paths are converted."""
     text = json.dumps(payload, indent=2, default=_default) + "\n"
-    return write_atomic(path, lambda p: p.write_text(text))
+
+    def write(p: Path) -> None:
+        p.write_text(text)
+
+    return write_atomic(path, write)
 
 
 def _default(obj: Any) -> Any:

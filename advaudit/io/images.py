@@ -60,7 +60,7 @@ def example_grid(
         ]
         top = CAPTION + i * (CELL + CAPTION)
         for j, (img, caption) in enumerate(cells):
-            tile = Image.fromarray(img).resize((CELL - 8, CELL - 8), Image.NEAREST)
+            tile = Image.fromarray(img).resize((CELL - 8, CELL - 8), Image.Resampling.NEAREST)
             canvas.paste(tile, (j * CELL + 4, top))
             draw.text((j * CELL + 4, top + CELL - 4), caption, fill="black")
     return write_atomic(path, lambda p: canvas.save(p, format="PNG"))

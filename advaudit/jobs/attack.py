@@ -147,6 +147,7 @@ def attack(options: AttackOptions, ctx: JobContext | None = None) -> AttackResul
     ckpt = _checkpoint(options, plan, model, data, ctx)
     if options.workers > 1:
         ctx.log(f"sharding over {options.workers} worker processes")
+    run: AttackRun | None
     if ctx.shard is not None:
         run = _rank(options, plan, (model, data), ckpt, ctx.progress, shard=ctx.shard)
     else:

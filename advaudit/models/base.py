@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..data.views import is_lazy
+from ..data.views import Rows, is_lazy
 from ..errors import ModelError
 from ..spec import InputSpec
 from . import precision as _precision
@@ -151,7 +151,7 @@ class Model(ABC):
         return x.contiguous()
 
     # --------------------------------------------------------------- prediction
-    def predict(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> Prediction:
+    def predict(self, x: Rows | torch.Tensor, batch_size: int = 256) -> Prediction:
         """Labels and raw outputs from the deployment runtime, computed in batches.
 
         The labels are the argmax of the model's real output.  The outputs are its logits: the raw
@@ -159,7 +159,7 @@ class Model(ABC):
         """
         return self._batched(x, batch_size, self._run_deploy)
 
-    def query(self, x: np.ndarray | torch.Tensor, batch_size: int = 256) -> Prediction:
+    def query(self, x: Rows | torch.Tensor, batch_size: int = 256) -> Prediction:
         """Like :meth:`predict`, through the runtime's fastest equivalent path, for bulk queries.
 
         Score-based attacks and mutation-based detectors make thousands of queries per input; they
@@ -173,7 +173,7 @@ class Model(ABC):
         return self._batched(x, batch_size, self._query_pair)
 
     def _batched(
-        self, x: np.ndarray | torch.Tensor, batch_size: int, run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+        self, x: Rows | torch.Tensor, batch_size: int, run: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
     ) -> Prediction:
         if is_lazy(x):  # a lazily converted data set (advaudit.data.views): one batch in memory at a time
             xs: Any = x

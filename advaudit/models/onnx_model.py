@@ -121,6 +121,7 @@ class OnnxModel(Model):
     reduced_search = True
 
     format = "onnx"
+    _twin: torch.nn.Module | None = None  # the differentiable twin, once one agrees with ONNX Runtime
 
     def __init__(self, path: str | Path, opts: LoadOptions) -> None:
         import onnx
@@ -316,6 +317,8 @@ class OnnxModel(Model):
         return self._twin if self.gradients.available else None
 
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._twin is None:
+            raise RuntimeError(f"{self.path.name} has no differentiable twin")
         with warnings.catch_warnings():  # onnx2torch warns on every call of some converted ops
             warnings.simplefilter("ignore", UserWarning)
             out = self._twin(self.to_model_input(x))

@@ -497,7 +497,7 @@ def _fingerprint_section(a: dict[str, Any]) -> str:
         ("numpy", env.get("numpy") or meta.get("numpy")), ("platform", env.get("platform") or meta.get("platform")),
         ("device", env.get("device")), ("workers", env.get("workers")),
     ])
-    b = a.get("baseline") if isinstance(a.get("baseline"), dict) else {}
+    b: dict[str, Any] = a["baseline"] if isinstance(a.get("baseline"), dict) else {}
     run_kv = _kv([
         ("seed", a.get("seed")), ("command", a.get("command")), ("created", meta.get("created")),
         ("config sha256", a.get("config_sha256")), ("baseline", b.get("path")), ("schema", a.get("schema")),

@@ -14,7 +14,7 @@ from .writer import SCHEMA
 def load_schema(name: str = "report") -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) shipped as package data: ``advaudit/schemas/<name>.schema.json``
     (``report``, or ``audit-config`` for audit.yaml files)."""
-    text = resources.files("advaudit").joinpath("schemas", f"{name}.schema.json").read_text(encoding="utf-8")
+    text = (resources.files("advaudit") / "schemas" / f"{name}.schema.json").read_text(encoding="utf-8")
     return json.loads(text)
 
 

@@ -185,8 +185,8 @@ class MlasAveragePool(nn.Module, OnnxToTorchModule):
             def tap(i: int, j: int) -> torch.Tensor:
                 return xp[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw]
 
+            total: torch.Tensor | None = None
             if self.by_column:  # column sums first, then across the columns
-                total = None
                 for j in range(kw):
                     column = tap(0, j)
                     for i in range(1, kh):
@@ -197,6 +197,7 @@ class MlasAveragePool(nn.Module, OnnxToTorchModule):
                 for i in range(kh):
                     for j in range(kw):
                         total = total + tap(i, j)
+            assert total is not None  # kh, kw >= 1
             value = total / count
         return straight_through(exact, value)
 
@@ -238,6 +239,9 @@ def _runs_nchwc(node: OnnxNode, graph: OnnxGraph) -> bool:
 class EigenBatchNorm(nn.Module, OnnxToTorchModule):
     """Inference ``BatchNormalization`` as ORT's CPU kernel computes it: ``x * s + b``, rounded twice."""
 
+    scale: torch.Tensor
+    bias: torch.Tensor
+
     def __init__(
         self, scale: np.ndarray, bias: np.ndarray, mean: np.ndarray, var: np.ndarray, epsilon: float,
         nchwc: bool = False,
@@ -265,15 +269,17 @@ def _constant_array(name: str, graph: OnnxGraph) -> np.ndarray | None:
 
 def _batch_norm(node: OnnxNode, graph: OnnxGraph) -> nn.Module | None:
     """:class:`EigenBatchNorm` for an inference node with constant statistics, else None."""
-    arrays = [_constant_array(name, graph) for name in node.input_values[1:5]]
-    if len(node.output_values) != 1 or len(arrays) != 4 or any(a is None for a in arrays):
+    found = [_constant_array(name, graph) for name in node.input_values[1:5]]
+    arrays = [a for a in found if a is not None]
+    if len(node.output_values) != 1 or len(arrays) != 4:
         return None
     if node.attributes.get("training_mode", 0) or any(a.dtype != np.float32 for a in arrays):
         return None
     producer = _producer(node.input_values[0], graph)
     pooled = producer is not None and producer.operation_type in ("MaxPool", "AveragePool")
     nchwc = pooled and _runs_nchwc(producer, graph)
-    return EigenBatchNorm(*arrays, float(node.attributes.get("epsilon", 1e-5)), nchwc)
+    scale, bias, mean, var = arrays
+    return EigenBatchNorm(scale, bias, mean, var, float(node.attributes.get("epsilon", 1e-5)), nchwc)
 
 
 def _producer(name: str, graph: OnnxGraph) -> OnnxNode | None:

@@ -20,7 +20,7 @@ types of a graph whose gradient is straight-through, so that reports can say so.
 from __future__ import annotations
 
 import weakref
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import onnx
 import torch
@@ -94,7 +94,7 @@ class StraightThroughFunction(torch.autograd.Function):
         return value.clone()
 
     @staticmethod
-    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: torch.Tensor) -> None:
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:  # ctx: attributes set here
         """Keep what backward needs: the gain and the source's shape and dtype."""
         source, _, gain = inputs
         ctx.source_shape = source.shape
@@ -104,7 +104,7 @@ class StraightThroughFunction(torch.autograd.Function):
             ctx.save_for_backward(gain)
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple:
         """``grad * gain`` reduced to the source's shape; nothing flows to value or gain."""
         if ctx.has_gain:
             (gain,) = ctx.saved_tensors

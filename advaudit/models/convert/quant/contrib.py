@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, cast
 
 import torch
 import torch.nn.functional as F
@@ -230,7 +230,7 @@ class QLinearConcat(QuantModule):
         """The concatenation as float32."""
         parts = []
         for x, x_scale, x_zp in zip(triples[0::3], triples[1::3], triples[2::3]):
-            value = f32(x_scale) * centered(x, x_zp).to(torch.float32)
+            value = f32(x_scale) * centered(cast(torch.Tensor, x), x_zp).to(torch.float32)
             parts.append(requantize(value / f32(y_scale), f32(y_zp), *self.qrange))
         return torch.cat(parts, dim=self.axis)
 

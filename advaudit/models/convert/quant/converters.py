@@ -142,7 +142,7 @@ def qtype_of(node: OnnxNode, graph: OnnxGraph, zp_index: int, fallback: Sequence
         if onnx_type is not None and onnx_type not in QRANGE:
             raise NotImplementedError(f"{node.operation_type} to ONNX type {onnx_type} is not implemented")
     inferred = [_elem_type(node.output_values[0], graph), *(_elem_type(_input(node, i), graph) for i in fallback)]
-    return next((t for t in [*declared, *inferred] if t in QRANGE), TensorProto.UINT8)
+    return next((int(t) for t in [*declared, *inferred] if t is not None and t in QRANGE), int(TensorProto.UINT8))
 
 
 def qrange_of(node: OnnxNode, graph: OnnxGraph, zp_index: int, fallback: Sequence[int] = ()) -> tuple[int, int]:

@@ -8,7 +8,7 @@ kernels (see :mod:`advaudit.models.convert.quant`).  The com.microsoft operators
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from onnx2torch.utils.common import OnnxToTorchModule
@@ -67,8 +67,8 @@ class QuantModule(nn.Module, OnnxToTorchModule):
         """Run :meth:`compute` on all inputs."""
         return self.compute(*self.operands(args))
 
-    def compute(self, *inputs: Optional[torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """The op itself (subclasses)."""
+    def compute(self, *inputs: Any, **kwargs: Any) -> Any:
+        """The op itself (subclasses: their own signature, the graph's operands in order)."""
         raise NotImplementedError
 
 

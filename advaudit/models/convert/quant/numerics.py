@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence, overload
 
 import torch
 import torch.nn.functional as F
@@ -56,6 +56,12 @@ def requantize(pre: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
     return straight_through(pre, value, inside)
 
 
+@overload
+def axis_param(param: torch.Tensor, rank: int, axis: int, block: int, size: int) -> torch.Tensor: ...
+@overload
+def axis_param(
+    param: Optional[torch.Tensor], rank: int, axis: int, block: int, size: int
+) -> Optional[torch.Tensor]: ...
 def axis_param(
     param: Optional[torch.Tensor], rank: int, axis: int, block: int, size: int
 ) -> Optional[torch.Tensor]:
@@ -71,6 +77,10 @@ def axis_param(
     return param.reshape(shape)
 
 
+@overload
+def channel_param(param: torch.Tensor, rank: int) -> torch.Tensor: ...
+@overload
+def channel_param(param: Optional[torch.Tensor], rank: int) -> Optional[torch.Tensor]: ...
 def channel_param(param: Optional[torch.Tensor], rank: int) -> Optional[torch.Tensor]:
     """A per-output-channel parameter (shape ``(M,)``) shaped ``(1, M, 1, ...)`` for an NC... tensor."""
     if param is None or param.numel() == 1:
@@ -78,6 +88,10 @@ def channel_param(param: Optional[torch.Tensor], rank: int) -> Optional[torch.Te
     return param.reshape(1, -1, *([1] * (rank - 2)))
 
 
+@overload
+def filter_param(param: torch.Tensor, rank: int) -> torch.Tensor: ...
+@overload
+def filter_param(param: Optional[torch.Tensor], rank: int) -> Optional[torch.Tensor]: ...
 def filter_param(param: Optional[torch.Tensor], rank: int) -> Optional[torch.Tensor]:
     """A per-output-channel parameter shaped ``(M, 1, ...)`` to broadcast against conv filters."""
     if param is None or param.numel() == 1:
