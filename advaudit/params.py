@@ -1,8 +1,9 @@
 """Hyperparameters shared by every configurable component (attacks, defences).
 
-A component declares ``defaults`` (name -> default value); ``Component(steps="40")`` checks the
-names, casts strings from the command line (``NAME:key=value``) to the default's type, and exposes
-the values as attributes (``self.steps``).  Errors are one-line :class:`PluginError` messages.
+A component declares ``defaults`` (name -> default value) and, for type checkers, an annotation per
+parameter (``steps: int``); ``Component(steps="40")`` takes keyword arguments only, checks the names,
+casts strings from the command line (``NAME:key=value``) to the default's type, and sets each value as
+an instance attribute (``self.steps``).  Errors are one-line :class:`PluginError` messages.
 """
 
 from __future__ import annotations
@@ -28,16 +29,12 @@ class Parametrised:
         self.params: dict[str, Any] = dict(self.defaults)
         for key, value in params.items():
             self.params[key] = coerce(f"{self.noun} {self.name!r}", key, value, self.defaults[key])
+        for key, value in self.params.items():
+            setattr(self, key, value)
         self.check_params()
 
     def check_params(self) -> None:
         """Override to validate hyperparameters (raise :class:`PluginError`)."""
-
-    def __getattr__(self, key: str) -> Any:
-        params = self.__dict__.get("params", {})
-        if key in params:
-            return params[key]
-        raise AttributeError(key)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())

@@ -281,3 +281,19 @@ def test_get_broken_name_says_why(broken_site: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(PluginError, match="the attack 'ghost' is broken: import failed"):
         reg.get("attack", "ghost")
     assert reg.get("attack", "fgsm").__module__ == "advaudit.attacks.fgsm"  # not the squatter
+
+
+def test_hyperparameters_are_typed_instance_attributes() -> None:
+    """Parameters are plain attributes set at construction (no ``__getattr__`` lookup), cast to the
+    default's type, keyword-only; the ``params`` dict stays their record."""
+    from advaudit.attacks import get_attack
+    from advaudit.params import Parametrised
+
+    assert "__getattr__" not in vars(Parametrised)
+    pgd = get_attack("pgd", steps="7")
+    assert vars(pgd)["steps"] == 7 and isinstance(pgd.steps, int) and pgd.params["steps"] == 7
+    assert vars(pgd)["random_start"] is True
+    with pytest.raises(AttributeError):
+        _ = pgd.not_a_parameter
+    with pytest.raises(TypeError):
+        type(pgd)(7)  # positional hyperparameters are refused

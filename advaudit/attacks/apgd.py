@@ -182,6 +182,10 @@ def apgd_run(
 class _APGD(Attack):
     """Shared hyperparameters and validation of the APGD attacks."""
 
+    steps: int
+    restarts: int
+    rho: float
+
     defaults = {"steps": 100, "restarts": 1, "rho": 0.75}
 
     def check_params(self) -> None:
@@ -239,6 +243,8 @@ class APGDDLR(_APGD):
     Hyperparameters as ``apgd-ce``, plus ``n_target_classes``: how many of the clean input's most likely
     wrong classes are tried in turn as DLR targets (capped at the number of classes minus one).
     """
+
+    n_target_classes: int
 
     name = "apgd-dlr"
     defaults = {**_APGD.defaults, "n_target_classes": 9}

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.lib import format as npy_format
 
-from ..io import example_grid, write_atomic
+from ..io import example_grid, write_npz
 from .runner import AttackRun
 from .suites import AttackChoice
 
@@ -36,15 +34,11 @@ def save_adversarial(path: str | Path, run: AttackRun, choices: list[AttackChoic
         "norm": np.array(run.norm),
     }
 
-    def write(p: Any) -> None:
-        with open(p, "wb") as f:
-            write_npz(f, arrays)
-
-    return write_atomic(path, write)
+    return write_npz(path, arrays)
 
 
 class _Rows:
-    """Rows ``rows`` of an array or lazy view, for :func:`write_npz` to stream (float32)."""
+    """Rows ``rows`` of an array or lazy view, streamed into the archive block by block (float32)."""
 
     def __init__(self, source: Any, rows: np.ndarray) -> None:
         self.source, self.rows = source, rows
@@ -55,22 +49,6 @@ class _Rows:
         step = max(1, values // max(1, int(np.prod(self.shape[1:]))))
         for s in range(0, len(self.rows), step):
             yield np.ascontiguousarray(self.source[self.rows[s : s + step]], dtype=self.dtype)
-
-
-def write_npz(f: Any, arrays: dict[str, Any]) -> None:
-    """What ``np.savez_compressed(f, **arrays)`` writes (the same members, headers and values), with
-    the :class:`_Rows` entries written block by block instead of from one array in memory."""
-    with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
-        for key, value in arrays.items():
-            with zf.open(key + ".npy", "w", force_zip64=True) as member:
-                if isinstance(value, _Rows):
-                    header = {"descr": npy_format.dtype_to_descr(value.dtype), "fortran_order": False,
-                              "shape": value.shape}
-                    npy_format.write_array_header_1_0(member, header)
-                    for block in value.blocks():
-                        member.write(block.tobytes())
-                else:
-                    npy_format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
 def example_grid_for_run(

@@ -166,6 +166,12 @@ class _Adam:
 class CarliniWagnerL2(Attack):
     """Carlini & Wagner L2 (2017): minimum-L2 adversarial examples by tanh-space Adam + binary search over c."""
 
+    binary_search_steps: int
+    steps: int
+    lr: float
+    initial_const: float
+    confidence: float
+
     name = "cw-l2"
     norms = ("l2",)
     minimum_norm = True

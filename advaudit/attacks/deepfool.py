@@ -65,6 +65,10 @@ def deepfool_step(logits: torch.Tensor, grads: torch.Tensor, classes: torch.Tens
 class DeepFool(Attack):
     """DeepFool (Moosavi-Dezfooli et al. 2016): minimum-norm steps to the closest linearised boundary."""
 
+    steps: int
+    overshoot: float
+    candidates: int
+
     name = "deepfool"
     norms = ("l2", "linf")
     minimum_norm = True

@@ -89,6 +89,10 @@ def _best_pair(alpha: torch.Tensor, beta: torch.Tensor, domain: torch.Tensor) ->
 class JSMA(Attack):
     """Jacobian-based Saliency Map Attack (Papernot et al. 2016): targeted L0 attack changing feature pairs."""
 
+    theta: float
+    gamma: float
+    saliency: str
+
     name = "jsma"
     norms = ("l2", "linf")
     minimum_norm = True

@@ -212,6 +212,11 @@ class PGD(Attack):
     the previous ones did not fool.
     """
 
+    steps: int
+    rel_stepsize: float | None
+    random_start: bool
+    restarts: int
+
     name = "pgd"
     defaults = {"steps": 40, "rel_stepsize": None, "random_start": True, "restarts": 1}
 

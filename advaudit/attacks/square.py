@@ -152,6 +152,9 @@ def bumps(size: tuple[int, int], n: int, gen: torch.Generator, device: torch.dev
 class Square(Attack):
     """Square Attack (Andriushchenko et al. 2020): query-efficient black-box random search (Linf, L2)."""
 
+    queries: int
+    p_init: float
+
     name = "square"
     uses_gradients = False
     defaults = {"queries": 5000, "p_init": 0.8}

@@ -99,6 +99,13 @@ def seeded_init(net: nn.Module, gen: torch.Generator) -> None:
 class Substitute(Attack):
     """Substitute black-box attack (Papernot et al. 2017): train on the target's labels, transfer FGSM/PGD."""
 
+    rounds: int
+    lmbda: float
+    epochs: int
+    method: str
+    steps: int
+    hidden: int
+
     name = "substitute"
     uses_gradients = False
     defaults = {"rounds": 6, "lmbda": 0.1, "epochs": 10, "method": "fgsm", "steps": 20, "hidden": 200}

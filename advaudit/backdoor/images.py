@@ -6,18 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.images import save_png
 from ..io.images import to_uint8 as _to_uint8
 from ..io.files import write_atomic
 
 TILE = 112
 CAPTION = 18
-
-
-def _save(path: Path, arr: np.ndarray) -> Path:
-    from PIL import Image
-
-    img = Image.fromarray(arr)
-    return write_atomic(path, lambda p: img.save(p, format="PNG"))
 
 
 def write_trigger_pngs(
@@ -45,7 +39,7 @@ def write_trigger_pngs(
         p = _to_uint8(patterns[i], lo, hi)
         t = _to_uint8(masks[i] * (patterns[i] - lo) + lo, lo, hi)
         for name, arr in (("mask", m), ("pattern", p), ("trigger", t)):
-            written.append(_save(out / f"class{i}_{name}.png", arr))
+            written.append(save_png(out / f"class{i}_{name}.png", arr))
         tiles.append((m, p, t))
     cols = min(k, 10)
     rows_of_classes = -(-k // cols)

@@ -16,6 +16,8 @@ class BitDepth(Defense):
     textbook case of obfuscated gradients); BPDA backward: the identity.
     """
 
+    bits: int
+
     name: ClassVar[str] = "bit-depth"
     defaults: ClassVar[dict[str, Any]] = {"bits": 4}
 

@@ -33,6 +33,11 @@ class GaussianBlur(Defense):
     differentiable, so BPDA uses its exact gradient.
     """
 
+    sigma: float
+    sigma_x: float | None
+    sigma_y: float | None
+    truncate: float
+
     name: ClassVar[str] = "gaussian"
     differentiable: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"sigma": 1.0, "sigma_x": None, "sigma_y": None, "truncate": 4.0}

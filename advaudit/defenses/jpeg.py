@@ -20,6 +20,8 @@ class JPEG(Defense):
     channel by channel as greyscale.  BPDA backward: the identity.
     """
 
+    quality: int
+
     name: ClassVar[str] = "jpeg"
     defaults: ClassVar[dict[str, Any]] = {"quality": 75}
 

@@ -48,6 +48,9 @@ class KMeans(Defense):
     identity.
     """
 
+    k: int
+    iters: int
+
     name: ClassVar[str] = "kmeans"
     randomized: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"k": 16, "iters": 20}

@@ -16,6 +16,8 @@ class MedianFilter(Defense):
     BPDA backward: the identity.
     """
 
+    window: int
+
     name: ClassVar[str] = "median"
     defaults: ClassVar[dict[str, Any]] = {"window": 3}
 

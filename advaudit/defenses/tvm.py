@@ -101,6 +101,11 @@ class TVM(Defense):
     (Athalye et al. 2018 approximate TVM this way).
     """
 
+    drop: float
+    weight: float
+    norm: int
+    iters: int
+
     name: ClassVar[str] = "tvm"
     randomized: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"drop": 0.5, "weight": 0.03, "norm": 2, "iters": 100}

@@ -199,6 +199,8 @@ class VQVAE(Defense):
     uses the network's own gradient.
     """
 
+    path: str
+
     name: ClassVar[str] = "vqvae"
     differentiable: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"path": ""}
