@@ -72,3 +72,10 @@ class UsageError(AdvauditError):
     """Options that make no sense together."""
 
     slug = "usage"
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (its type name when the message is empty), at most ``limit``
+    characters: what a one-line error says about a library exception it wraps."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]

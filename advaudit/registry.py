@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Iterable
 
-from .errors import PluginError
+from .errors import PluginError, first_line
 
 GROUP = "advaudit.plugins"
 KINDS = ("attack", "defense", "detector", "backdoor-scanner")
@@ -90,7 +90,7 @@ class Registry:
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must never break advaudit
-                info.error = f"import failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                info.error = f"import failed: {type(exc).__name__}: {first_line(exc) if str(exc).strip() else ''}"
                 self.broken.append(info)
                 continue
             kind = getattr(obj, "kind", None)

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .errors import SpecError
+from .errors import SpecError, first_line
 
 LAYOUTS = ("nchw", "nhwc")
 SPEC_KEYS = ("range", "mean", "std", "layout", "class_names", "input_shape")
@@ -150,7 +150,7 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     try:
         data = parse_yaml(text, f"spec file {p}", error=SpecError)
     except yaml.YAMLError as exc:
-        raise SpecError(f"cannot read spec file {p}: {str(exc).splitlines()[0]}") from None
+        raise SpecError(f"cannot read spec file {p}: {first_line(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

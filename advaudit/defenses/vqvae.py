@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import DataError, ModelError
+from ..errors import DataError, ModelError, first_line
 from .base import Defense, need
 
 FORMAT = "advaudit.vqvae/1"
@@ -168,14 +168,14 @@ def load_vqvae(path: str | Path) -> tuple[VQVAENet, tuple[int, int, int], dict[s
             meta = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for bad headers
-        raise ModelError(f"{p.name} is not a readable safetensors file ({str(exc).splitlines()[0][:120]})") from None
+        raise ModelError(f"{p.name} is not a readable safetensors file ({first_line(exc, 120)})") from None
     if meta.get("format") != FORMAT:
         raise ModelError(f"{p.name} is not an advaudit VQ-VAE (format {meta.get('format')!r})")
     try:
         shape = tuple(int(s) for s in meta["input_shape"].split(","))
         hidden, codes, dim = int(meta["hidden"]), int(meta["codes"]), int(meta["dim"])
     except (KeyError, ValueError) as exc:
-        raise ModelError(f"{p.name}: broken VQ-VAE file ({str(exc).splitlines()[0][:120]})") from None
+        raise ModelError(f"{p.name}: broken VQ-VAE file ({first_line(exc, 120)})") from None
     if len(shape) != 3 or not all(1 <= v <= 65536 for v in shape):
         raise ModelError(f"{p.name}: input_shape must be C,H,W, got {meta['input_shape'][:40]}")
     if not (1 <= hidden <= 4096 and 2 <= codes <= 65536 and 1 <= dim <= 4096):  # checked before allocating
@@ -184,7 +184,7 @@ def load_vqvae(path: str | Path) -> tuple[VQVAENet, tuple[int, int, int], dict[s
         net = VQVAENet(shape[0], hidden, codes, dim)
         net.load_state_dict(tensors)
     except (KeyError, ValueError, RuntimeError, IndexError) as exc:
-        raise ModelError(f"{p.name}: broken VQ-VAE file ({str(exc).splitlines()[0][:120]})") from None
+        raise ModelError(f"{p.name}: broken VQ-VAE file ({first_line(exc, 120)})") from None
     net.eval()
     for prm in net.parameters():
         prm.requires_grad_(False)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
-from ..errors import DataError, PluginError, UsageError
+from ..errors import DataError, PluginError, UsageError, first_line
 from ..params import coerce, parse_spec
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class ThresholdCalibration:
                 seed=int(d["seed"]), params=dict(d.get("params", {})), extra=dict(d.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
-            field_name = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+            field_name = first_line(exc, 80)
             raise DataError(f"{path} is a damaged calibration file (field {field_name})") from None
 
     def check_for(self, model: Model) -> None:
@@ -256,7 +256,7 @@ def read_calibration_document(path: str | Path) -> dict[str, Any]:
     try:
         d = parse_json(text, f"calibration file {p}")
     except json.JSONDecodeError as exc:
-        raise DataError(f"{p} is not a calibration file ({str(exc).splitlines()[0]})") from None
+        raise DataError(f"{p} is not a calibration file ({first_line(exc)})") from None
     if not isinstance(d, dict) or d.get("schema") != CALIBRATION_SCHEMA:
         raise DataError(f"{p} is not an advaudit calibration ({CALIBRATION_SCHEMA})")
     return d

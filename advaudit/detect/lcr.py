@@ -27,7 +27,7 @@ import numpy as np
 from ..checkpoint import ChunkUnits
 from ..data.views import Rows, take_rows
 from ..distributed import Shard
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, first_line
 from ..models import Model
 from ..io import write_json
 from .base import CALIBRATION_SCHEMA, Decisions, Detector, read_calibration_document
@@ -113,7 +113,7 @@ class Calibration:
                 seed=int(d["seed"]), extra=dict(d.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError, OverflowError, AttributeError) as exc:
-            field_name = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+            field_name = first_line(exc, 80)
             raise DataError(f"{p} is a damaged calibration file (field {field_name})") from None
         rates = {"kappa_nor": cal.kappa_nor, "lcr_mean": cal.lcr_mean, "lcr_std": cal.lcr_std, "margin": cal.margin}
         bad = next((k for k, v in rates.items() if not (math.isfinite(v) and 0.0 <= v <= 1.0)), None)

@@ -24,7 +24,7 @@ import torch
 
 from ..data.views import Rows
 from ..distributed import Shard
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, first_line
 from ..models import Model
 from .base import Detector, ThresholdCalibration
 
@@ -79,7 +79,7 @@ class StripCalibration(ThresholdCalibration):
             with np.load(pool_file, allow_pickle=False) as z:
                 pool = np.asarray(z["pool"], dtype=np.float32)
         except (OSError, KeyError, ValueError) as exc:
-            raise DataError(f"{pool_file} is not a STRIP overlay pool ({str(exc).splitlines()[0][:120]})") from None
+            raise DataError(f"{pool_file} is not a STRIP overlay pool ({first_line(exc, 120)})") from None
         fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)}
         return cls(**fields, pool_file=name, pool=pool)
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..models import Model
 from ..io.files import write_atomic
 
@@ -94,7 +94,7 @@ def export_onnx(model: Model, module: torch.nn.Module, path: str | Path, x_check
                 opset_version=opset, dynamo=False,
             )
     except Exception as exc:
-        text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        text = first_line(exc, 200)
         raise ModelError(f"cannot export the hardened model to ONNX: {text}",
                          "save it as TorchScript instead (load the model as .pt)") from None
     out = onnx.load_from_string(buf.getvalue())
@@ -196,7 +196,7 @@ def export_torch_export(model: Model, module: torch.nn.Module, path: str | Path,
             program = torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
             torch.export.save(program, buf, extra_files=extra)
     except Exception as exc:
-        text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:200]
+        text = first_line(exc, 200)
         raise ModelError(f"cannot export the hardened model with torch.export: {text}") from None
     data = buf.getvalue()
     back = program_module(load_program(data, Path(path).name)[0], Path(path).name)
