@@ -16,13 +16,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..progress import Progress, tick
 from ..data.views import Rows
 from ..distributed import Shard
 from ..models import Model
 from .base import Attack
 from .criterion import Criterion
 
-Progress = Callable[[str, int, int], None]
 Sink = Callable[[np.ndarray, np.ndarray, int], None]
 """``sink(rows, candidates, bound)``: a batch's candidates, as soon as they exist; every attacked row
 below ``bound`` has been delivered by then."""
@@ -106,6 +106,5 @@ def attack_batches(
             assert x_adv is not None
             x_adv[b] = candidates
         done += len(b)
-        if progress is not None:
-            progress(label, done, own_total)
+        tick(progress, label, done, own_total)
     return Batches(x_adv, queries, twin_fooled, chunks, own_total)

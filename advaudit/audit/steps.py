@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..progress import Progress
 from ..data import PreparedData, default_batch_size, load_data, prepare
 from ..errors import DataError
 from ..jobs.attack import AttackOptions, attack
@@ -21,7 +22,6 @@ from ..jobs.detect_evaluate import DetectEvaluateOptions, detect_evaluate
 from ..jobs.harden import HardenOptions, harden
 from ..models import Model
 
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass

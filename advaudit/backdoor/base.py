@@ -21,15 +21,15 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ClassVar, Protocol, final
+from typing import Any, ClassVar, Protocol, final
 
 import numpy as np
 import torch
 
+from ..progress import Progress
 from ..errors import DataError, ModelError
 from ..models import Model
 
-Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``; the CLI draws it on stderr."""
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from ..errors import PluginError
 from ..models import Model
 from ..registry import get_registry
-from .base import BackdoorScanner, Progress, ScanResult, adopt_shape, check_model, check_per_class
+from ..progress import Progress
+from .base import BackdoorScanner, ScanResult, adopt_shape, check_model, check_per_class
 
 if TYPE_CHECKING:
     from ..checkpoint import ScanUnits

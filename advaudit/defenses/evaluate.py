@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..attacks.base import Attack
-from ..attacks.engine import Progress, attack_batches
+from ..attacks.engine import attack_batches
+from ..progress import Progress
 from ..attacks.geometry import finalise
 from ..attacks.runner import build_attacks, check_eps, choose_targets
 from ..attacks.suites import AttackChoice

@@ -34,11 +34,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..progress import Progress, tick
 from ..models.precision import resolve as resolve_precision
 from .inner import pgd_examples, trades_examples
 
 METHODS = ("pgd", "fgsm-rs", "trades")
-Progress = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -253,8 +253,7 @@ def adversarial_train(
             loss_sum += float(loss.detach()) * len(xb)
             clean_ok += float((lc.detach().argmax(1) == yb).sum())
             adv_ok += float((la.detach().argmax(1) == yb).sum())
-            if progress is not None:
-                progress(f"epoch {epoch + 1}/{epochs} ({method})", b + 1, per_epoch)
+            tick(progress, f"epoch {epoch + 1}/{epochs} ({method})", b + 1, per_epoch)
         _set_mode(net, False)
         stats = EpochStats(epoch + 1, e_now, cur_lr, loss_sum / max(n, 1), clean_ok / max(n, 1),
                            adv_ok / max(n, 1), time.perf_counter() - start)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence
 
+from ..progress import Progress
 from ..data.loaders import DEFAULT_MAX_INPUT_PIXELS
 
 if TYPE_CHECKING:  # torch loads only when a job opens a model
@@ -19,7 +20,6 @@ if TYPE_CHECKING:  # torch loads only when a job opens a model
     from ..distributed import Shard
     from ..models import Model
 
-Progress = Callable[[str, int, int], None]
 """``progress(label, done, total)``: one progress bar per label."""
 
 SpecValue = str | tuple[float, ...] | tuple[int, ...] | None
