@@ -4,7 +4,8 @@ metrics dict (a job result's ``metrics()``, or an audit's ``<step>.<name>`` metr
 Three ways to write one, one way to decide it (:func:`evaluate_gates`):
 
 * ``--fail-under METRIC=VALUE`` (:func:`fail_under`) means ``METRIC >= VALUE``;
-* ``--fail-on-backdoor`` (:func:`fail_on_backdoor`) means ``verdict == clean``;
+* ``--fail-on-backdoor`` (:func:`fail_on_backdoor`) means ``verdict == clean`` (written ``backdoor == clean``,
+  as in an audit);
 * an audit gate ``METRIC OP VALUE`` (:func:`parse_gate`), whose metric is resolved against the
   configured steps: ``<step>.<name>``, a step name alone (its headline metric) or a bare name (the
   first step that measures it).  ``robust_accuracy@0.10`` and ``robust_accuracy@0.1`` are the same.
@@ -106,7 +107,7 @@ def fail_under(text: str) -> GateSpec:
 
 def fail_on_backdoor() -> GateSpec:
     """``--fail-on-backdoor``: the scan's combined verdict must be ``clean`` (it is clean or backdoored)."""
-    return GateSpec(metric="verdict", op="==", threshold="clean", text="verdict == clean")
+    return GateSpec(metric="verdict", op="==", threshold="clean", text="backdoor == clean")
 
 
 def canonical(name: str) -> str:

@@ -93,7 +93,7 @@ def test_string_thresholds_and_fail_on_backdoor():
     dirty = evaluate_gates([gate], {"verdict": "backdoored"})[0]
     assert clean.passed and not dirty.passed
     assert dirty.to_dict() == {
-        "gate": "verdict == clean", "metric": "verdict", "op": "==", "threshold": "clean", "value": "backdoored",
+        "gate": "backdoor == clean", "metric": "verdict", "op": "==", "threshold": "clean", "value": "backdoored",
         "passed": False, "baseline": None, "regressed": None, "reason": "backdoored is not == clean",
     }
     other = _audit("backdoor.suspected_targets != '3,7'")

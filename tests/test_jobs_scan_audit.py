@@ -30,8 +30,9 @@ def test_scan_job_result_report_and_gate(tmp_path: Path) -> None:
     assert result.metrics() == scan_metrics(report)
     assert result.metrics()["verdict"] == "backdoored" and not result.passed and report["passed"] is False
     assert report["gates"] == [{
-        "gate": "verdict == clean", "metric": "verdict", "op": "==", "threshold": "clean", "value": "backdoored",
-        "passed": False, "baseline": None, "regressed": None, "reason": "backdoored is not == clean",
+        "gate": "backdoor == clean", "metric": "verdict", "op": "==", "threshold": "clean", "value": "backdoored",
+        "passed": False, "baseline": None, "regressed": None,
+        "reason": f"verdict backdoored (suspected target(s) {', '.join(map(str, report['suspected_targets']))})",
     }]
     rendered = as_audit(report)
     assert [g["metric"] for g in rendered["gates"]] == ["backdoor.verdict"] and not rendered["passed"]

@@ -10,6 +10,7 @@ in ``REPORT.partial/``, and ``resume=True`` continues from them.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..gates import GateResult, GateSpec, evaluate_gates
@@ -126,9 +127,19 @@ def scan_report(
     result = ScanResult(
         scan=scan, model_section=model_section(model), data_section=None if data is None else data.dataset.describe(),
         command=base["command"], seed=seed, meta=base["meta"],
-        gates=tuple(evaluate_gates([backdoor_gate()] if fail_on_backdoor else [], scan_metrics(scan))),
+        gates=_scan_gates([backdoor_gate()] if fail_on_backdoor else [], scan),
     )
     return result.to_report()
+
+
+def _scan_gates(specs: Sequence[GateSpec], scan: CombinedScan) -> tuple[GateResult, ...]:
+    """The gates decided on the scan's metrics; a verdict gate says which classes are suspected."""
+    targets = ", ".join(map(str, scan.suspected_targets)) or "none"
+    return tuple(
+        replace(g, reason=f"verdict {g.value}" + ("" if g.value == "clean" else f" (suspected target(s) {targets})"))
+        if g.spec.metric == "verdict" else g
+        for g in evaluate_gates(specs, scan_metrics(scan))
+    )
 
 
 def scanner_params(options: ScanOptions, methods: list[str], model: Model) -> dict[str, dict[str, Any]]:
@@ -228,7 +239,7 @@ def scan_backdoor(options: ScanOptions, ctx: JobContext | None = None) -> ScanRe
     result = ScanResult(
         scan=scan, model_section=model_section(model), data_section=None if data is None else data.dataset.describe(),
         command=base["command"], seed=options.seed, meta=base["meta"],
-        gates=tuple(evaluate_gates(options.gates, scan_metrics(scan))),
+        gates=_scan_gates(options.gates, scan),
         triggers_dir=options.triggers_dir if files else None, trigger_files=files,
     )
     if options.report:
