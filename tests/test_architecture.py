@@ -197,7 +197,8 @@ def test_report_and_io_never_import_torch() -> None:
 
 def test_io_and_renderers_load_without_torch() -> None:
     code = ("import sys, advaudit.io, advaudit.report.render, advaudit.report.fmt, advaudit.report.svg; "
-            "import advaudit.report.html, advaudit.report.markdown, advaudit.report.junit, advaudit.report.roc; "
+            "import advaudit.report.html, advaudit.report.markdown, advaudit.report.junit, advaudit.report.roc, "
+            "advaudit.report.table; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

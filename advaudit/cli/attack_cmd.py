@@ -6,7 +6,7 @@ it builds the options, checks flag combinations, calls the job and prints its re
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -14,11 +14,9 @@ from .. import api
 from ..attacks.suites import SUITES, resolve_choices
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..report import parse_gate
-from ..report.attack_report import attack_markdown, attack_table
-from ..report.defense_report import defense_markdown, defense_table
 from .common import (
     Output, ProgressBar, batch_size_option, check_outputs, data_options, data_options_from, model_options,
-    model_options_from, output_options,
+    model_options_from, output_options, print_report,
 )
 from .resume import check_resume, interruptible, resume_option
 from .sharding import is_main_process, prepare_ranks, recorded_command, workers_option
@@ -113,7 +111,7 @@ def _attack(out: Output, kw: dict[str, Any]) -> int:
         result = api.attack(options, api.JobContext(progress=progress, log=out.info))
     if not is_main_process():
         return EXIT_OK
-    return _render(out, result.to_report(), kw["fmt"], attack_markdown, attack_table)
+    return _render(out, result.to_report(), kw["fmt"])
 
 
 def _defend(out: Output, kw: dict[str, Any]) -> int:
@@ -130,7 +128,7 @@ def _defend(out: Output, kw: dict[str, Any]) -> int:
     )
     with ProgressBar(out) as progress:
         result = api.defend(options, api.JobContext(progress=progress, log=out.info))
-    return _render(out, result.to_report(), kw["fmt"], defense_markdown, defense_table)
+    return _render(out, result.to_report(), kw["fmt"])
 
 
 def _seed(kw: dict[str, Any]) -> int:
@@ -138,19 +136,7 @@ def _seed(kw: dict[str, Any]) -> int:
     return 0 if kw["seed"] is None else int(kw["seed"])
 
 
-def _render(
-    out: Output, report: dict[str, Any], fmt: str, markdown: Callable[[dict], str], table: Callable[[dict], Any]
-) -> int:
-    """Print the report in ``fmt`` (warnings and gates after a table); the exit code from its gates."""
-    if fmt == "json":
-        out.json(report)
-    elif fmt == "md":
-        click.echo(markdown(report), nl=False)
-    else:
-        out.out.print(table(report))
-        for w in report["warnings"]:
-            out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
-        for g in report["gates"]:
-            status = "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]"
-            out.out.print(f"gate {g['metric']} >= {g['threshold']:g}: {g['value']:.4f} {status}")
+def _render(out: Output, report: dict[str, Any], fmt: str) -> int:
+    """Print the report in ``fmt``; the exit code from its gates."""
+    print_report(out, report, fmt)
     return EXIT_OK if report["passed"] else EXIT_GATE

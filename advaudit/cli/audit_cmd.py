@@ -9,8 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from .. import api
 from ..audit import load_config, starter
@@ -19,7 +17,7 @@ from ..audit.job import AuditOptions, text_writer
 from ..errors import EXIT_GATE, EXIT_INTERRUPTED, EXIT_OK, UsageError
 from ..jobs import JobContext
 from ..report.writer import write_atomic
-from .common import MAX_SEED, Output, ProgressBar, check_outputs, output_options
+from .common import MAX_SEED, Output, ProgressBar, check_outputs, output_options, print_report
 from .sharding import recorded_command
 
 
@@ -86,12 +84,7 @@ def audit(out: Output, **kw: Any) -> int:
         return EXIT_INTERRUPTED
     finally:
         signal.signal(signal.SIGTERM, previous)
-    report = result.to_report()
-    out.out.print(summary_table(report))
-    for w in report["warnings"]:
-        out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
-    verdict = "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]"
-    out.out.print(f"audit {verdict}: {sum(g.passed for g in result.gates)}/{len(result.gates)} gates passed")
+    print_report(out, result.to_report(), "table")
     return EXIT_OK if result.passed else EXIT_GATE
 
 
@@ -129,22 +122,3 @@ def _init(out: Output, path: Path) -> int:
     write_atomic(path, text_writer(starter(data)))
     out.info(f"wrote {path}: edit the steps and gates, then run 'advaudit audit MODEL --config {path}'")
     return EXIT_OK
-
-
-def _value(v: Any) -> str:
-    """A gate table cell: '-' for none, floats to 4 places."""
-    if v is None:
-        return "-"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
-
-
-def summary_table(report: dict[str, Any]) -> Table:
-    """The audit's gates as a table: value, baseline value and pass / FAIL with the reason."""
-    table = Table(title=f"advaudit audit: {report['verdict'].upper()} ({report['model']['path']})")
-    for c in ("gate", "value", "baseline", "result"):
-        table.add_column(c, justify="left" if c == "gate" else "right")
-    for g in report["gates"]:
-        style = "green" if g["passed"] else "bold red"
-        table.add_row(Text(g["gate"]), Text(_value(g["value"])), Text(_value(g["baseline"])),
-                      Text("pass" if g["passed"] else f"FAIL: {g['reason']}", style=style))
-    return table

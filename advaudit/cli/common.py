@@ -334,3 +334,23 @@ def batch_size_option(kw: dict[str, Any]) -> int | None:
     """``--batch-size`` for a job's options: None when the user gave none (the job fits the default)."""
     value = kw.get("batch_size")
     return None if value is None or isinstance(value, AutoBatchSize) else int(value)
+
+
+def print_report(out: Output, report: dict[str, Any], fmt: str) -> None:
+    """A command's report on stdout in ``fmt`` (``json``, ``md``, or ``table``: the terminal tables of
+    :mod:`advaudit.report.table`, with colour where the terminal has it); its warnings on stderr."""
+    if fmt == "json":
+        out.json(report)
+        return
+    if fmt == "md":
+        from ..report.render import render
+
+        text = render(report, "md")
+        click.echo(text, nl=not text.endswith("\n"))
+        return
+    from ..report.table import table_parts
+
+    for part in table_parts(report):
+        out.out.print(part, highlight=False)
+    for w in report.get("warnings") or []:
+        out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)

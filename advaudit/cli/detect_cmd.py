@@ -9,12 +9,9 @@ import sys
 from typing import Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from .. import api
 from ..detect.model_mutation import OPERATORS as MODEL_OPERATORS
-from ..detect.mutation import Mutation
 from ..detect.mutations import MUTATORS
 from ..errors import EXIT_GATE, EXIT_OK
 from ..jobs.detect import DetectCalibrateOptions, DetectOptions
@@ -29,6 +26,7 @@ from .common import (
     model_options,
     model_options_from,
     output_options,
+    print_report,
 )
 from .resume import check_resume, interruptible, resume_option
 from .sharding import prepare_ranks, recorded_command, workers_option
@@ -143,40 +141,8 @@ def run(out: Output, **kw: Any) -> int:
     )
     with ProgressBar(out) as progress:
         result = api.detect(options, api.JobContext(progress=progress, log=out.info))
-    report = result.to_report()
-    if kw["fmt"] == "json":
-        out.json(report)
-    else:
-        _print_inputs(out, report, kw["fmt"])
+    print_report(out, result.to_report(), kw["fmt"])
     return EXIT_OK if result.passed else EXIT_GATE
-
-
-def _print_inputs(out: Output, report: dict[str, Any], fmt: str) -> None:
-    """The verdict of each input as a Markdown or rich table (LCR: with LCR, mutations and error bound)."""
-    t = report["totals"]
-    lcr = "method" not in report
-    columns = ("index", "verdict", "label", "LCR", "mutations", "error bound") if lcr else (
-        "index", "verdict", "label", "score")
-
-    def cells(r: dict[str, Any]) -> tuple[Any, ...]:
-        if lcr:
-            return r["index"], r["verdict"], r["label"], f"{r['lcr']:.3f}", r["mutations"], r["error_bound"]
-        return r["index"], r["verdict"], r["label"], f"{r['score']:.4f}"
-
-    if fmt == "md":
-        click.echo(f"| {' | '.join(columns)} |\n|{'---|' * len(columns)}")
-        for r in report["inputs"]:
-            click.echo(f"| {' | '.join(str(c) for c in cells(r))} |")
-    else:
-        table = Table(title=f"advaudit detect: {t['adversarial']} adversarial, {t['normal']} normal, "
-                            f"{t['undecided']} undecided")
-        for c in columns:
-            table.add_column(c)
-        for r in report["inputs"][:200]:
-            table.add_row(*(Text(str(v)) for v in cells(r)))
-        out.out.print(table)
-    cost = f"{t['ms_per_input']:.2f} ms per input"
-    out.out.print(f"mean mutations {t['mean_mutations']:.1f}, {cost}" if lcr else cost, highlight=False)
 
 
 @detect.command("evaluate")
@@ -227,54 +193,5 @@ def _evaluate(out: Output, options: DetectEvaluateOptions, fmt: str) -> int:
     result = api.detect_evaluate(options, api.JobContext(log=out.info))
     if result is None:  # a helper rank: rank 0 reports
         return EXIT_OK
-    report = result.to_report()
-    if fmt == "json":
-        out.json(report)
-    elif result.method == "lcr":
-        _print_lcr_evaluation(out, report)
-    else:
-        _print_evaluation(out, report)
+    print_report(out, result.to_report(), fmt)
     return EXIT_OK
-
-
-def _print_lcr_evaluation(out: Output, f: dict[str, Any]) -> None:
-    """kappa per set with its 99% CI and AUROC per attack, then the SPRT's figures."""
-    t3 = f["table3"]
-    mutation = Mutation.parse(f["mutation"]["operator"], f["mutation"]["radius"])
-    table = Table(title=f"kappa (LCR) and AUROC, {mutation.operator} radius {mutation.radius_text}")
-    for c in ("set", "n", "kappa mean +- 99% CI", "AUROC"):
-        table.add_column(c)
-    kn = t3["kappa_nor"]
-    table.add_row("normal", str(kn["n"]), f"{kn['mean']:.4f} +- {kn['ci99']:.4f}", "-")
-    for g, v in t3["kappa_adv"].items():
-        table.add_row(Text(g), str(v["n"]), f"{v['mean']:.4f} +- {v['ci99']:.4f}", f"{f['auroc'][g]:.4f}")
-    table.add_row("mean", "", "", f"{f['auroc_mean']:.4f}")
-    out.out.print(table)
-    s = f["sprt"]
-    out.out.print(
-        f"SPRT: precision {s['precision']:.4f}, recall {s['recall']:.4f}, accuracy {s['accuracy']:.4f}, "
-        f"false positives {s['false_positive_rate']:.4f}, undecided {s['undecided']}, "
-        f"mean mutations {s['mean_mutations']:.1f} (adversarial {s['mean_mutations_adversarial'] or 0:.1f}), "
-        f"{s['ms_per_input']:.2f} ms per input",
-        highlight=False,
-    )
-
-
-def _print_evaluation(out: Output, f: dict[str, Any]) -> None:
-    """Score per set with its 99% CI and AUROC per attack, then the decisions' figures."""
-    sc = f["score"]
-    table = Table(title=f"{f['method']} score and AUROC")
-    for c in ("set", "n", "score mean +- 99% CI", "AUROC"):
-        table.add_column(c)
-    table.add_row("normal", str(sc["normal"]["n"]), f"{sc['normal']['mean']:.4f} +- {sc['normal']['ci99']:.4f}", "-")
-    for g, v in sc["adversarial"].items():
-        table.add_row(Text(g), str(v["n"]), f"{v['mean']:.4f} +- {v['ci99']:.4f}", f"{f['auroc'][g]:.4f}")
-    table.add_row("mean", "", "", f"{f['auroc_mean']:.4f}")
-    out.out.print(table)
-    d = f["decisions"]
-    out.out.print(
-        f"{f['method']}: precision {d['precision']:.4f}, recall {d['recall']:.4f}, accuracy {d['accuracy']:.4f}, "
-        f"false positives {d['false_positive_rate']:.4f}, undecided {d['undecided']}, "
-        f"{d['ms_per_input']:.2f} ms per input",
-        highlight=False,
-    )

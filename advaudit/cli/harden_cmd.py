@@ -10,7 +10,6 @@ from dataclasses import replace
 from typing import Any
 
 import click
-from rich.table import Table
 
 from .. import api
 from ..errors import EXIT_OK
@@ -18,7 +17,7 @@ from ..harden.train import METHODS
 from ..jobs.harden import EVAL_SUITES, check_harden
 from .common import (
     Output, ProgressBar, batch_size_option, check_outputs, data_options, data_options_from, model_options,
-    model_options_from, output_options,
+    model_options_from, output_options, print_report,
 )
 
 _H = api.HardenOptions
@@ -87,18 +86,5 @@ def harden_cmd(out: Output, **kw: Any) -> int:
                   inputs=[kw["model"], kw["data_path"], kw["eval_path"], kw["spec_file"]])
     with ProgressBar(out) as progress:
         result = api.harden(options, api.JobContext(progress=progress, log=out.info))
-    if kw["fmt"] == "json":
-        out.json(result.to_report())
-    else:
-        out.out.print(harden_table(result.to_report()))
+    print_report(out, result.to_report(), kw["fmt"])
     return EXIT_OK
-
-
-def harden_table(report: dict[str, Any]) -> Table:
-    t = Table(title=f"harden ({report['method']}, linf eps {report['eps']:g}, {report['after']['n']} eval samples)")
-    for c in ("metric", "before", "after", "change"):
-        t.add_column(c, justify="left" if c == "metric" else "right")
-    for r in report["summary"]:
-        label = r["metric"].replace("_", " ") + (f" ({r['suite']})" if r["suite"] else "")
-        t.add_row(label, f"{100 * r['before']:.1f}%", f"{100 * r['after']:.1f}%", f"{100 * r['change']:+.1f} pts")
-    return t

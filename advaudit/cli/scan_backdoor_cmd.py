@@ -6,8 +6,6 @@ import sys
 from typing import Any
 
 import click
-from rich.table import Table
-from rich.text import Text
 
 from .. import api
 from ..backdoor.scan import method_names
@@ -26,6 +24,7 @@ from .common import (
     model_options,
     model_options_from,
     output_options,
+    print_report,
 )
 from .resume import check_resume, interruptible, resume_option
 from .sharding import recorded_command
@@ -97,82 +96,5 @@ def _scan(out: Output, options: ScanOptions, fmt: str) -> int:
     """Run the job with a progress bar, print the result in ``fmt``; exit 1 when a gate failed."""
     with ProgressBar(out) as progress:
         result = api.scan_backdoor(options, JobContext(progress=progress, log=out.info))
-    render(out, result.to_report(), fmt)
+    print_report(out, result.to_report(), fmt)
     return EXIT_OK if result.passed else EXIT_GATE
-
-
-def _fmt(v: Any, spec: str = ".3f") -> str:
-    """A table cell: '-' for missing, 'yes' or blank for flags, floats in ``spec``."""
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else ""
-    if isinstance(v, float):
-        return format(v, spec)
-    return str(v)
-
-
-def _columns(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """(header, class key) of the per-class table; max margin only where MM-BD ran."""
-    cols = [("label", "label"), ("mask L1", "mask_l1"), ("anomaly index", "anomaly_index"), ("ASR", "asr")]
-    if any("max_margin" in c for c in report["classes"]) or "mm-bd" in report["evidence"]:
-        cols.append(("max margin", "max_margin"))
-    cols.append(("flagged", "flagged"))
-    return cols
-
-
-def _rows(report: dict[str, Any]) -> list[list[str]]:
-    """The per-class table's cells, with MM-BD's max margin merged in."""
-    mm = report["evidence"].get("mm-bd")
-    rows = []
-    for i, c in enumerate(report["classes"]):
-        row = dict(c)
-        if mm is not None and "max_margin" not in row:
-            row["max_margin"] = mm["classes"][i]["max_margin"]
-        rows.append([_fmt(row.get(key), ".2f" if key in ("mask_l1", "max_margin") else ".3f")
-                     for _, key in _columns(report)])
-    return rows
-
-
-def _summary_lines(report: dict[str, Any]) -> list[str]:
-    """One line per method's evidence, then the combined verdict."""
-    lines = []
-    for name, ev in report["evidence"].items():
-        if name == "neural-cleanse":
-            lines.append(f"neural-cleanse: {ev['verdict']}; median mask L1 {ev['median_l1']:.2f}, "
-                         f"max anomaly index {_fmt(ev['max_anomaly_index'], '.2f')} "
-                         f"(threshold {ev['anomaly_threshold']:g}); {ev['time_s']:.1f} s")
-        elif name == "mm-bd":
-            lines.append(f"mm-bd: {ev['verdict']}; largest max-margin {ev['top_margin']:.2f} "
-                         f"(class {ev['top_class']}), p-value {ev['p_value']:.3g} (alpha {ev['alpha']:g}); "
-                         f"{ev['time_s']:.1f} s")
-        else:
-            lines.append(f"{name}: {ev['verdict']}; {ev['time_s']:.1f} s")
-    targets = ", ".join(map(str, report["suspected_targets"])) or "none"
-    lines.append(f"verdict: {report['verdict'].upper()}; suspected target(s): {targets}; {report['time_s']:.1f} s")
-    return lines
-
-
-def render(out: Output, report: dict[str, Any], fmt: str) -> None:
-    """Print the scan report on stdout as a table, Markdown or JSON."""
-    if fmt == "json":
-        out.json(report)
-        return
-    cols = _columns(report)
-    if fmt == "md":
-        click.echo("| " + " | ".join(h for h, _ in cols) + " |")
-        click.echo("|" + "---|" * len(cols))
-        for r in _rows(report):
-            click.echo("| " + " | ".join(r) + " |")
-        click.echo("")
-        for line in _summary_lines(report):
-            click.echo(f"- {line}")
-        return
-    table = Table(title=f"advaudit scan-backdoor: {report['verdict']}")
-    for h, _ in cols:
-        table.add_column(h, justify="right")
-    for r, c in zip(_rows(report), report["classes"], strict=True):
-        table.add_row(*(Text(v, style="bold red" if c["flagged"] else "") for v in r))
-    out.out.print(table)
-    for line in _summary_lines(report):
-        out.out.print(line, highlight=False)

@@ -73,8 +73,7 @@ def one_line(text: Any, limit: int = 400) -> str:
 def defense_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Columns and rows of the blind / BPDA / BPDA+EOT table of a ``defense`` section.
 
-    The same table as :func:`advaudit.report.defense_report.defense_table`, without importing the
-    defences (and torch): rendering a report needs only the report.
+    One table for every renderer (terminal, Markdown, HTML): rendering a report needs only the report.
     """
     modes = list(d["modes"])
     cols = ["attack", "eps", "undefended", "clean (defended)", *modes]
