@@ -18,7 +18,7 @@ from ..registry import get_registry
 from .base import BackdoorScanner, Progress, ScanResult, adopt_shape, check_model, check_per_class
 
 if TYPE_CHECKING:
-    from ..checkpoint import ScanUnits
+    from .units import ScanUnits
 
 KIND = "backdoor-scanner"
 DEFAULT_ORDER = ("neural-cleanse", "mm-bd")

@@ -29,8 +29,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..data.views import is_lazy
 from ..errors import ModelError
+from ..lazy_rows import is_lazy
 from ..spec import InputSpec
 from . import precision as _precision
 
