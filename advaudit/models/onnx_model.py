@@ -30,7 +30,7 @@ from .base import GradientInfo, LoadOptions, Model, flat_outputs
 from .convert import Converted, find_logits, to_torch, with_extra_output, with_outputs
 
 QUANT_SURROGATE_TOL = 0.5
-"""Largest :func:`~advaudit.models.base.surrogate_error` of a quantised graph's straight-through twin."""
+"""Largest :func:`~advaudit.models.twin.surrogate_error` of a quantised graph's straight-through twin."""
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
 
@@ -281,7 +281,7 @@ class OnnxModel(Model):
         kernels whose float steps run in another order: a value on a rounding boundary lands one
         quantum off, and a deep network carries that on (ONNX Runtime itself differs by 5.5% of the
         largest logit between its optimisation levels on an int8 ResNet-18).  Such a twin is a
-        gradient surrogate, checked by :func:`~advaudit.models.base.surrogate_error`; the runtime
+        gradient surrogate, checked by :func:`~advaudit.models.twin.surrogate_error`; the runtime
         supplies the values during the search (:attr:`runtime_decides`)."""
         return QUANT_SURROGATE_TOL if twin.straight_through else 1e-3
 
