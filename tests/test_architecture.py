@@ -36,7 +36,6 @@ TORCH_ALLOWLIST: dict[str, str] = {
 SIZE_ALLOWLIST: dict[str, str] = {
     "backdoor/neural_cleanse.py": "Neural Cleanse scanner; split with the backdoor work",
     "data/loaders.py": "data loaders; split per format",
-    "models/export_model.py": "torch.export models; shares the twin checks with models/base.py",
     "report/html.py": "HTML renderer; moves to report/render/html.py + a Jinja2 template and report.css",
 }
 
