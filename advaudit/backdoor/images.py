@@ -59,7 +59,7 @@ def write_trigger_pngs(
         colour = "red" if flagged is not None and flagged[i] else "black"
         draw.text((cx + 4, cy + 3), caption, fill=colour)
         for r, arr in enumerate((m, p, t)):
-            tile = Image.fromarray(arr).resize((TILE - 6, TILE - 6), Image.NEAREST)
+            tile = Image.fromarray(arr).resize((TILE - 6, TILE - 6), Image.Resampling.NEAREST)
             canvas.paste(tile, (cx + 3, cy + CAPTION + r * TILE + 3))
     written.append(write_atomic(out / "overview.png", lambda q: canvas.save(q, format="PNG")))
     return written
