@@ -311,6 +311,12 @@ def test_input_without_declared_shape_uses_the_spec(tmp_path: Path) -> None:
     x = rng_images(3, (1, 28, 28), seed=9)
     np.testing.assert_allclose(model.predict(x).outputs, x.reshape(3, -1) @ w, atol=1e-4)
 
+    # a caller that learns the shape from the data gets the model complete (probed) from load_model
+    loaded = load_model(tmp_path / "noshape.onnx", input_shape=(1, 28, 28))
+    assert loaded.input_shape == (1, 28, 28) and loaded.num_classes == 10
+    assert loaded.describe() == {**model.describe(), "spec": loaded.spec.to_dict()}
+    assert load_model(tmp_path / "noshape.onnx").input_shape is None
+
 
 # --------------------------------------------------------------------- defensive loading
 @pytest.fixture(scope="module")
