@@ -150,7 +150,9 @@ def batch1_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
     rewritable = small_cnn(seed=5)
     baked = _BakedBatch1().eval()
     return {
-        "rewritable": (rewritable, export_onnx(rewritable, d / "a.onnx", torch.zeros(1, 1, 28, 28), dynamic_batch=False)),
+        "rewritable": (
+            rewritable, export_onnx(rewritable, d / "a.onnx", torch.zeros(1, 1, 28, 28), dynamic_batch=False)
+        ),
         "baked": (baked, export_onnx(baked, d / "b.onnx", torch.zeros(1, 1, 28, 28), dynamic_batch=False)),
     }
 
