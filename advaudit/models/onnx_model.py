@@ -253,7 +253,7 @@ class OnnxModel(Model):
                 if info.note.startswith("onnx2torch could not"):
                     info.note = f"onnx2torch could not convert the graph: {_first_line(twin)}"
                 continue
-            self._twin = twin.module.to(self.device)
+            self._twin: torch.nn.Module | None = twin.module.to(self.device)
             # A free batch first; a graph with a baked-in batch size needs chunks of it.
             for batch in [None] + ([declared] if isinstance(declared, int) and declared > 0 else []):
                 self.torch_batch = batch
@@ -316,8 +316,11 @@ class OnnxModel(Model):
         return self._twin if self.gradients.available else None
 
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
+        twin = self._twin
+        if twin is None:
+            raise ModelError(f"{self.path.name} has no differentiable twin", "attacks that need gradients cannot run")
         with warnings.catch_warnings():  # onnx2torch warns on every call of some converted ops
             warnings.simplefilter("ignore", UserWarning)
-            out = self._twin(self.to_model_input(x))
+            out = twin(self.to_model_input(x))
         return flat_outputs(out, x.shape[0]).float()
 
