@@ -150,8 +150,9 @@ def batch1_models(tmp_path_factory: pytest.TempPathFactory) -> dict:
     rewritable = small_cnn(seed=5)
     baked = _BakedBatch1().eval()
     return {
-        "rewritable": (rewritable,
-                       export_onnx(rewritable, d / "a.onnx", torch.zeros(1, 1, 28, 28), dynamic_batch=False)),
+        "rewritable": (
+            rewritable, export_onnx(rewritable, d / "a.onnx", torch.zeros(1, 1, 28, 28), dynamic_batch=False)
+        ),
         "baked": (baked, export_onnx(baked, d / "b.onnx", torch.zeros(1, 1, 28, 28), dynamic_batch=False)),
     }
 
@@ -311,6 +312,12 @@ def test_input_without_declared_shape_uses_the_spec(tmp_path: Path) -> None:
     assert model.input_shape == (1, 28, 28) and model.num_classes == 10
     x = rng_images(3, (1, 28, 28), seed=9)
     np.testing.assert_allclose(model.predict(x).outputs, x.reshape(3, -1) @ w, atol=1e-4)
+
+    # a caller that learns the shape from the data gets the model complete (probed) from load_model
+    loaded = load_model(tmp_path / "noshape.onnx", input_shape=(1, 28, 28))
+    assert loaded.input_shape == (1, 28, 28) and loaded.num_classes == 10
+    assert loaded.describe() == {**model.describe(), "spec": loaded.spec.to_dict()}
+    assert load_model(tmp_path / "noshape.onnx").input_shape is None
 
 
 # --------------------------------------------------------------------- defensive loading

@@ -35,7 +35,7 @@ from ..models import Model
 
 class SearchStore(Protocol):
     """Where a scanner keeps its search state so that an interrupted scan continues exactly
-    (:class:`advaudit.checkpoint.SearchState`): arrays only, saved as units of work finish."""
+    (:class:`advaudit.backdoor.units.SearchState`): arrays only, saved as units of work finish."""
 
     def load(self) -> dict[str, np.ndarray] | None:
         """The state an interrupted run saved last, or None."""

@@ -19,7 +19,7 @@ from ..progress import Progress
 from .base import BackdoorScanner, ScanResult, adopt_shape, check_model, check_per_class
 
 if TYPE_CHECKING:
-    from ..checkpoint import ScanUnits
+    from .units import ScanUnits
 
 KIND = "backdoor-scanner"
 DEFAULT_ORDER = ("neural-cleanse", "mm-bd")

@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator, Sequence, Union
 
 import numpy as np
 
+from ..lazy_rows import LazyMarker, is_lazy
+
 __all__ = [
     "ConcatRows", "FloatView", "LazyRows", "Rows", "ViewStats", "concat_rows", "is_lazy", "iter_batches", "row_index",
     "take_rows",
@@ -59,7 +61,7 @@ def row_index(key: Any, n: int) -> np.ndarray:
     return np.where(idx < 0, idx + n, idx).astype(np.int64, copy=False)
 
 
-class LazyRows:
+class LazyRows(LazyMarker):
     """Shared first-axis indexing of the lazy row containers (``int``, slice, index array, mask, tuple)."""
 
     shape: tuple[int, ...]
@@ -222,12 +224,8 @@ class ConcatRows(LazyRows):
 
 
 Rows = Union[np.ndarray, FloatView, ConcatRows]
-"""Anything the batch-wise consumers take: a plain array or a lazy view of one."""
-
-
-def is_lazy(x: Any) -> bool:
-    """True for the lazy row containers of this module (not for arrays or tensors)."""
-    return isinstance(x, LazyRows)
+"""Anything the batch-wise consumers take: a plain array or one of these lazy views (a narrower
+:data:`advaudit.lazy_rows.Rows`, which the models take)."""
 
 
 def take_rows(x: Any, key: Any) -> Any:

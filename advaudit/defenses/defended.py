@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..data.views import Rows
+from ..lazy_rows import Rows
 from ..models import Model, Prediction
 from .base import Defense
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..checkpoint import register_chunk_decoder
 from ..data.views import Rows
 from ..distributed import Shard
 from ..errors import UsageError
@@ -72,6 +73,14 @@ class Detections:
         """beta for an 'adversarial' verdict, alpha for 'normal', NaN when undecided."""
         return np.where(self.decision == ADVERSARIAL, self.beta, np.where(self.decision == NORMAL, self.alpha, np.nan))
 
+    def to_unit(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """As a checkpoint chunk unit (scalar meta, arrays); :func:`_from_unit` rebuilds it."""
+        meta = {"type": "detections", "time_s": self.time_s, "alpha": self.alpha, "beta": self.beta}
+        arrays = {
+            "decision": self.decision, "labels": self.labels, "mutations": self.mutations, "changes": self.changes,
+        }
+        return meta, arrays
+
     def totals(self) -> dict[str, Any]:
         """Counts per verdict, mean mutations, time and cost per input."""
         return self.decisions().totals()
@@ -85,6 +94,15 @@ class Detections:
                    "error_bound": self.error_bound, "decision": self.decision},
             summary={"mean_mutations": float(self.mutations.mean()) if n else 0.0},
         )
+
+
+def _from_unit(meta: dict[str, Any], a: dict[str, np.ndarray]) -> Detections:
+    """The :class:`Detections` a checkpoint chunk unit holds (:meth:`Detections.to_unit`)."""
+    return Detections(a["decision"], a["labels"], a["mutations"], a["changes"], float(meta["time_s"]),
+                      float(meta["alpha"]), float(meta["beta"]))
+
+
+register_chunk_decoder("detections", _from_unit)
 
 
 class SPRTDetector:

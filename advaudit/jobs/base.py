@@ -79,14 +79,18 @@ class DataOptions:
 
     def load(self, model: Model, *, need_labels: bool = True,
              progress: Callable[[int, int], None] | None = None) -> PreparedData:
-        """Read the samples, converted to the model's channel count, and prepare them for ``model``."""
+        """Read the samples, converted to the model's channel count, and prepare them for ``model``; a
+        model whose file leaves the input shape open is completed with the samples' shape first."""
         from ..data import load_data, prepare
+        from ..models import complete_input_shape
 
         shape = model.input_shape
         channels = shape[0] if shape is not None and len(shape) == 3 and shape[0] in (1, 3) else None
         ds = load_data(self.path, fmt=self.format, n=self.n, offset=self.offset, seed=self.seed,
                        labels_path=self.labels, resize=self.resize, crop=self.crop, channels=channels,
                        progress=progress, max_values=self.max_input_pixels)
+        if len(ds) and not (need_labels and ds.y is None):  # else prepare refuses the data, as before
+            complete_input_shape(model, ds.x.shape[1:])
         return prepare(ds, model, need_labels=need_labels)
 
 

@@ -214,7 +214,7 @@ def scan_backdoor(options: ScanOptions, ctx: JobContext | None = None) -> ScanRe
     data (``options.data.n`` or :data:`DEFAULT_N` images) is read after it, because a TorchScript
     model learns its input shape from the data."""
     from ..backdoor.scan import method_names, scan_model
-    from ..checkpoint import ScanUnits
+    from ..backdoor.units import ScanUnits
     from ..report.writer import base_report, model_section, write_json
 
     ctx = ctx or JobContext()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..errors import ModelError
 from .base import GradientInfo, LoadOptions, Model, Prediction, sha256_file
@@ -12,7 +12,9 @@ from .base import GradientInfo, LoadOptions, Model, Prediction, sha256_file
 TORCHSCRIPT_SUFFIXES = {".pt", ".pth", ".ts", ".torchscript", ".jit", ".zip"}
 EXPORT_SUFFIXES = {".pt2"}  # torch.export.save archives (also zips: checked before TorchScript)
 
-__all__ = ["GradientInfo", "LoadOptions", "Model", "Prediction", "load_model", "sha256_file"]
+__all__ = [
+    "GradientInfo", "LoadOptions", "Model", "Prediction", "complete_input_shape", "load_model", "sha256_file",
+]
 
 
 def load_model(
@@ -23,6 +25,7 @@ def load_model(
     device: str = "cpu",
     max_size_mb: float = 2048.0,
     check_gradients: bool = True,
+    input_shape: Sequence[int] | None = None,
 ) -> Model:
     """Load an ONNX, TorchScript or torch.export (``.pt2``) classifier.
 
@@ -33,6 +36,11 @@ def load_model(
     ``spec`` holds input-spec overrides (``range``, ``mean``, ``std``, ``layout``, ``class_names``,
     ``input_shape``) with the highest priority; ``spec_file`` names a YAML spec.  See
     :mod:`advaudit.spec` for the order of the sources.
+
+    ``input_shape`` (C, H, W) completes a model whose graph leaves the input shape open (a dynamic
+    spatial size, a TorchScript module): callers that only learn it from the data pass it here, and the
+    model is returned probed and with its differentiable twin checked (:func:`complete_input_shape`).
+    A model that declares its shape keeps it (the data are then fitted to it by ``prepare``).
     """
     p = Path(path)
     if not max_size_mb > 0:  # NaN too
@@ -60,14 +68,23 @@ def load_model(
     if suffix in EXPORT_SUFFIXES or (suffix != ".onnx" and _is_pt2(p)):
         from .export_model import ExportedProgramModel
 
-        return ExportedProgramModel(p, opts)
+        return complete_input_shape(ExportedProgramModel(p, opts), input_shape)
     if suffix in TORCHSCRIPT_SUFFIXES or (suffix != ".onnx" and zipfile.is_zipfile(p)):
         from .torchscript_model import TorchScriptModel
 
-        return TorchScriptModel(p, opts)
+        return complete_input_shape(TorchScriptModel(p, opts), input_shape)
     from .onnx_model import OnnxModel
 
-    return OnnxModel(p, opts)
+    return complete_input_shape(OnnxModel(p, opts), input_shape)
+
+
+def complete_input_shape(model: Model, input_shape: Sequence[int] | None) -> Model:
+    """``model``, with ``input_shape`` (C, H, W) declared where the model file leaves it open: the
+    probe runs and the differentiable twin is checked now, so the model is complete before any data
+    are prepared for it.  A model that already knows its shape (or ``input_shape=None``) is unchanged."""
+    if input_shape is not None and model.input_shape is None:
+        model.set_input_shape(tuple(int(s) for s in input_shape))
+    return model
 
 
 def _check_device(device: str) -> None:

@@ -17,10 +17,7 @@ probabilities):
 
 from __future__ import annotations
 
-import copy
-import hashlib
 import math
-import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,66 +26,21 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..data.views import Rows, is_lazy
 from ..errors import ModelError
+from ..lazy_rows import Rows, is_lazy
 from ..spec import InputSpec
 from . import precision as _precision
+from .outputs import Prediction, detect_output_kind
+from .outputs import sha256_file as sha256_file
+from .search import build_search_copy, exact_where_moved, reduced_forward
+from .search import flat_outputs as flat_outputs
+from .twin import GradientInfo, compare_twin
+from .twin import surrogate_error as surrogate_error
 
 PROBE_BATCH = 4
-PROB_SUM_TOL = 1e-3
 MAX_PROBE_VALUES = 2**28
 """Most input values in one probe batch (1 GiB of float32): a model declaring larger inputs, or a fixed
 batch of them, is refused before anything is allocated (a hostile file can declare 100000x100000)."""
-
-
-@dataclass
-class Prediction:
-    """Output of :meth:`Model.predict`: labels ``(N,)`` and the model's raw outputs ``(N, K)``."""
-
-    labels: np.ndarray
-    outputs: np.ndarray
-    output_kind: str
-
-    @property
-    def log_probs(self) -> np.ndarray:
-        t = torch.from_numpy(self.outputs)
-        return _log_probs(t, self.output_kind).numpy()
-
-    @property
-    def probs(self) -> np.ndarray:
-        return np.exp(self.log_probs)
-
-
-def _log_probs(outputs: torch.Tensor, output_kind: str) -> torch.Tensor:
-    if output_kind == "probabilities":
-        return torch.log(outputs.clamp_min(1e-12))
-    return torch.log_softmax(outputs, dim=-1)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def detect_output_kind(outputs: np.ndarray) -> str:
-    """``probabilities`` if every row is non-negative and sums to 1, else ``logits``."""
-    if outputs.ndim == 2 and outputs.shape[1] > 1 and np.all(outputs >= 0):
-        if np.allclose(outputs.sum(axis=1), 1.0, atol=PROB_SUM_TOL):
-            return "probabilities"
-    return "logits"
-
-
-@dataclass
-class GradientInfo:
-    """Whether :meth:`Model.logits` is available, how, and if not why."""
-
-    available: bool
-    source: str
-    note: str = ""
-    max_abs_diff: float | None = None
 
 
 class Model(ABC):
@@ -283,45 +235,10 @@ class Model(ABC):
 
     def _search_module(self) -> torch.nn.Module | None:
         """The bf16, channels-last copy of :meth:`torch_module`, built and checked on first use."""
-        if self._search is not False:
-            return self._search
-        self._search, self._search_note = None, ""
-        if _precision.resolve(self._precision_asked, self.device) != "bf16":
-            return None
-        if not (self.reduced_search and self.gradients.available) or self.torch_batch is not None:
-            self._search_note = "no plain float network to copy (quantised, wrapped or fixed-batch); searching in fp32"
-            return None
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                module = copy.deepcopy(self.torch_module())
-                assert module is not None
-                module = module.to(dtype=torch.bfloat16)
-                if self.input_shape is not None and len(self.input_shape) == 3:
-                    module = module.to(memory_format=torch.channels_last)
-                probe = torch.from_numpy(self.probe_inputs(16, seed=5)).to(self.device)
-                ref = self.logits(probe)
-                got = self._reduced_forward(module, probe)
-        except Exception as exc:  # a conversion the network does not support: stay in fp32
-            why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            self._search_note = f"bf16 copy fails ({why}); searching in fp32"
-            return None
-        diff = float((got - ref).abs().max())
-        scale = max(1.0, float(ref.abs().max()))
-        if not diff <= _precision.AGREEMENT_TOL * scale:  # also catches NaN
-            self._search_note = f"bf16 copy differs from fp32 by {diff:.3g}; searching in fp32"
-            return None
-        self._search = module
-        return module
-
-    def _reduced_forward(self, module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        xm = self.to_model_input(x).to(torch.bfloat16)
-        if xm.dim() == 4:
-            xm = xm.contiguous(memory_format=torch.channels_last)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            out = module(xm)
-        return self._as_logits(flat_outputs(out, x.shape[0]).float())
+        if self._search is False:
+            self._search, self._search_note = None, ""
+            self._search, self._search_note = build_search_copy(self)
+        return self._search
 
     def search_logits(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Differentiable logits to search with, for inputs whose true labels are ``y``.
@@ -335,10 +252,10 @@ class Model(ABC):
         schedules and success decisions are those of the runtime.
         """
         module = self._search_module()
-        out = self.logits(x) if module is None else self._reduced_forward(module, x)
+        out = self.logits(x) if module is None else reduced_forward(self, module, x)
         if self.runtime_decides:  # BPDA: the runtime's values, the twin's gradient, on every row
             return out - out.detach() + self._runtime_logits(x)
-        return out if module is None else _exact_where_moved(out, x, y, self.logits)
+        return out if module is None else exact_where_moved(out, x, y, self.logits)
 
     def _runtime_logits(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`logits` computed by the deployment runtime (no gradient)."""
@@ -351,8 +268,8 @@ class Model(ABC):
         if module is None:
             return torch.from_numpy(self.query(x.detach()).log_probs).to(x.device)
         with torch.no_grad():
-            out = torch.log_softmax(self._reduced_forward(module, x.detach()), dim=-1)
-        return _exact_where_moved(out, x, y, lambda t: torch.from_numpy(self.query(t).log_probs).to(t.device))
+            out = torch.log_softmax(reduced_forward(self, module, x.detach()), dim=-1)
+        return exact_where_moved(out, x, y, lambda t: torch.from_numpy(self.query(t).log_probs).to(t.device))
 
     # -------------------------------------------------------------------- probing
     def probe_inputs(self, n: int = PROBE_BATCH, seed: int = 0) -> np.ndarray:
@@ -404,35 +321,13 @@ class Model(ABC):
     def check_twin(
         self, forward: Callable[[torch.Tensor], torch.Tensor], tol: float = 1e-3, surrogate: bool = False
     ) -> GradientInfo:
-        """Compare a differentiable forward with the deployment runtime on the probe batch.
-
-        An exact twin must agree within ``tol`` of the largest logit.  A ``surrogate`` (a quantised
-        graph's straight-through twin, whose values the runtime replaces during the search) must
-        only track the runtime: its relative error (:func:`surrogate_error`) at most ``tol``.
-        """
+        """Compare a differentiable forward with the deployment runtime on the probe batch
+        (:func:`advaudit.models.twin.compare_twin`)."""
         probe = self.probe_inputs(max(PROBE_BATCH, self.fixed_batch or 0), seed=1)
         _, ref = self._run_deploy(probe)
         with torch.no_grad():
             got = forward(torch.from_numpy(probe).to(self.device)).float().cpu().numpy()
-        if got.shape != ref.shape:
-            return GradientInfo(False, "none", f"differentiable twin returns shape {got.shape}, runtime {ref.shape}")
-        diff = float(np.max(np.abs(got - ref)))
-        if surrogate:
-            error = surrogate_error(got, ref)
-            if not error <= tol:  # also catches NaN
-                return GradientInfo(
-                    False,
-                    "none",
-                    f"straight-through twin does not track the runtime (relative error {error:.3g} > {tol})",
-                    diff,
-                )
-            return GradientInfo(True, "", f"surrogate relative error {error:.3g} on the probe batch", diff)
-        scale = max(1.0, float(np.max(np.abs(ref))))
-        if not np.isfinite(diff) or diff > tol * scale:
-            return GradientInfo(
-                False, "none", f"differentiable twin disagrees with the runtime (max abs diff {diff:.3g})", diff
-            )
-        return GradientInfo(True, "", "", diff)
+        return compare_twin(got, ref, tol, surrogate)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able description, the model part of every report."""
@@ -458,38 +353,6 @@ class Model(ABC):
             },
             **self.details,
         }
-
-
-def surrogate_error(got: np.ndarray, ref: np.ndarray) -> float:
-    """||got - ref|| / ||ref - its per-row mean||: 0 for an exact twin, about 1.4 for an unrelated one.
-
-    Logits are defined up to a per-row constant only through softmax, and quantised graphs round at
-    every layer, so a twin whose values are a few quanta off still points its gradient the right way;
-    this measures how far off it is relative to the spread of the runtime's logits."""
-    spread = float(np.linalg.norm(ref - ref.mean(axis=1, keepdims=True)))
-    return float(np.linalg.norm(got - ref)) / max(spread, 1e-12)
-
-
-def flat_outputs(out: Any, n: int) -> torch.Tensor:
-    """A network's output as (n, classes): the first output of a tuple, flattened per sample."""
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.reshape(n, -1)
-
-
-def _exact_where_moved(
-    out: torch.Tensor, x: torch.Tensor, y: torch.Tensor, exact: Callable[[torch.Tensor], torch.Tensor]
-) -> torch.Tensor:
-    """``out`` with the rows predicted other than ``y`` replaced by ``exact`` of their inputs.
-
-    Values are exact (``out - out`` is 0 exactly); the gradient is ``out``'s on every row."""
-    moved = out.detach().argmax(dim=1) != y
-    if not bool(moved.any()):
-        return out
-    with torch.no_grad():
-        values = out.detach().clone()
-        values[moved] = exact(x.detach()[moved])
-    return out - out.detach() + values
 
 
 @dataclass

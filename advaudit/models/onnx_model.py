@@ -24,20 +24,15 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..spec import read_spec_file, resolve_spec
 from .base import GradientInfo, LoadOptions, Model, flat_outputs
 from .convert import Converted, find_logits, to_torch, with_extra_output, with_outputs
 
 QUANT_SURROGATE_TOL = 0.5
-"""Largest :func:`~advaudit.models.base.surrogate_error` of a quantised graph's straight-through twin."""
+"""Largest :func:`~advaudit.models.twin.surrogate_error` of a quantised graph's straight-through twin."""
 
 ORT_DTYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
 
 
 def _all_tensors(graph: Any) -> Iterator[Any]:
@@ -130,7 +125,7 @@ class OnnxModel(Model):
         try:
             proto = onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # protobuf raises several unrelated types
-            raise ModelError(f"{path.name} is not a valid ONNX file ({_first_line(exc)})") from None
+            raise ModelError(f"{path.name} is not a valid ONNX file ({first_line(exc, 300)})") from None
         if not proto.graph.node:
             raise ModelError(f"{path.name} is not a valid ONNX file (empty graph)")
         if not proto.graph.output:
@@ -140,7 +135,7 @@ class OnnxModel(Model):
             try:
                 onnx.load_external_data_for_model(proto, str(path.parent))
             except Exception as exc:  # offsets or lengths that do not fit the file, unreadable data
-                raise ModelError(f"cannot read the external data of {path.name}: {_first_line(exc)}") from None
+                raise ModelError(f"cannot read the external data of {path.name}: {first_line(exc, 300)}") from None
 
         init_names = {t.name for t in proto.graph.initializer}
         inputs = [i for i in proto.graph.input if i.name not in init_names]
@@ -182,7 +177,7 @@ class OnnxModel(Model):
         except ModelError:
             raise
         except Exception as exc:
-            raise ModelError(f"ONNX Runtime cannot load {path.name}: {_first_line(exc)}") from None
+            raise ModelError(f"ONNX Runtime cannot load {path.name}: {first_line(exc, 300)}") from None
         ort_input = self._sess.get_inputs()[0]
         self.details["input_dtype"] = ort_input.type
         if ort_input.type not in ORT_DTYPES:
@@ -252,9 +247,9 @@ class OnnxModel(Model):
         for twin in to_torch(graph):
             if isinstance(twin, Exception):
                 if info.note.startswith("onnx2torch could not"):
-                    info.note = f"onnx2torch could not convert the graph: {_first_line(twin)}"
+                    info.note = f"onnx2torch could not convert the graph: {first_line(twin, 300)}"
                 continue
-            self._twin = twin.module.to(self.device)
+            self._twin: torch.nn.Module | None = twin.module.to(self.device)
             # A free batch first; a graph with a baked-in batch size needs chunks of it.
             for batch in [None] + ([declared] if isinstance(declared, int) and declared > 0 else []):
                 self.torch_batch = batch
@@ -263,7 +258,7 @@ class OnnxModel(Model):
                         self._torch_forward_batched, tol=self._twin_tol(twin), surrogate=bool(twin.straight_through)
                     )
                 except Exception as exc:
-                    checked = GradientInfo(False, "none", f"onnx2torch twin fails to run: {_first_line(exc)}")
+                    checked = GradientInfo(False, "none", f"onnx2torch twin fails to run: {first_line(exc, 300)}")
                 if checked.available:
                     checked.source = self._twin_source(twin)
                     self.gradients = checked
@@ -282,7 +277,7 @@ class OnnxModel(Model):
         kernels whose float steps run in another order: a value on a rounding boundary lands one
         quantum off, and a deep network carries that on (ONNX Runtime itself differs by 5.5% of the
         largest logit between its optimisation levels on an int8 ResNet-18).  Such a twin is a
-        gradient surrogate, checked by :func:`~advaudit.models.base.surrogate_error`; the runtime
+        gradient surrogate, checked by :func:`~advaudit.models.twin.surrogate_error`; the runtime
         supplies the values during the search (:attr:`runtime_decides`)."""
         return QUANT_SURROGATE_TOL if twin.straight_through else 1e-3
 
@@ -302,7 +297,7 @@ class OnnxModel(Model):
         try:
             outs = self._sess.run(self._out_names, {self._in_name: self._np_input(x)})
         except Exception as exc:
-            raise ModelError(f"ONNX Runtime failed on {self.path.name}: {_first_line(exc)}") from None
+            raise ModelError(f"ONNX Runtime failed on {self.path.name}: {first_line(exc, 300)}") from None
         return [np.asarray(o, dtype=np.float32).reshape(len(x), -1) for o in outs]
 
     def _deploy_forward(self, x: np.ndarray) -> np.ndarray:
@@ -317,10 +312,11 @@ class OnnxModel(Model):
         return self._twin if self.gradients.available else None
 
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._twin is None:
-            raise RuntimeError(f"{self.path.name} has no differentiable twin")
+        twin = self._twin
+        if twin is None:
+            raise ModelError(f"{self.path.name} has no differentiable twin", "attacks that need gradients cannot run")
         with warnings.catch_warnings():  # onnx2torch warns on every call of some converted ops
             warnings.simplefilter("ignore", UserWarning)
-            out = self._twin(self.to_model_input(x))
+            out = twin(self.to_model_input(x))
         return flat_outputs(out, x.shape[0]).float()
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..spec import read_spec_file, resolve_spec
 from .base import GradientInfo, LoadOptions, Model, flat_outputs
 
@@ -164,7 +164,7 @@ def check_storages(path: Path, members: dict[str, int]) -> None:
                 reader.load()
             except Exception as exc:  # noqa: BLE001 - a pickle this simple reader cannot follow is not TorchScript's
                 raise ModelError(f"cannot load TorchScript model {path.name}: {pkl} is damaged "
-                                 f"({(str(exc) or type(exc).__name__).splitlines()[0][:120]})") from None
+                                 f"({first_line(exc, 120)})") from None
             for pid in reader.storages:
                 if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
                     raise ModelError(f"cannot load TorchScript model {path.name}: {pkl} has a malformed storage")
@@ -213,7 +213,7 @@ class TorchScriptModel(Model):
             with zipfile.ZipFile(path) as zf:
                 members = {info.filename: info.file_size for info in zf.infolist()}
         except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-            text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+            text = first_line(exc, 300)
             raise ModelError(f"cannot load TorchScript model {path.name}: {text}") from None
         if sum(members.values()) > opts.max_size_mb * 2**20:
             raise ModelError(f"{path.name} unpacks to more than {opts.max_size_mb:.3g} MB",
@@ -221,7 +221,7 @@ class TorchScriptModel(Model):
         try:
             check_storages(path, members)
         except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-            text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+            text = first_line(exc, 300)
             raise ModelError(f"cannot load TorchScript model {path.name}: {text}") from None
         extra = {EXTRA_FILE: ""}
         try:
@@ -229,7 +229,7 @@ class TorchScriptModel(Model):
                 warnings.simplefilter("ignore", FutureWarning)
                 module = torch.jit.load(str(path), map_location=opts.device, _extra_files=extra)
         except Exception as exc:
-            text = (str(exc).strip() or type(exc).__name__).splitlines()[0][:300]
+            text = first_line(exc, 300)
             raise ModelError(f"cannot load TorchScript model {path.name}: {text}") from None
         metadata: dict[str, Any] = {}
         if extra[EXTRA_FILE]:
@@ -260,7 +260,7 @@ class TorchScriptModel(Model):
             out = self._torch_forward(probe)
             (grad,) = torch.autograd.grad(out.sum(), probe, allow_unused=True)
         except RuntimeError as exc:
-            self.gradients = GradientInfo(False, "none", f"backward pass fails: {str(exc).splitlines()[0][:200]}")
+            self.gradients = GradientInfo(False, "none", f"backward pass fails: {first_line(exc, 200)}")
             return
         if grad is None:
             self.gradients = GradientInfo(False, "none", "the output does not depend on the input through autograd")

@@ -19,11 +19,12 @@ whose manifest entry never got written) is ignored and removed on the next start
 
 Units: ``attack`` one attack at one eps (a minimum-norm attack: all eps at once), with every
 per-sample result the runner needs to continue a cascade exactly as an uninterrupted run would
-(:class:`AttackUnits`); ``scan-backdoor`` one finished scanner, and inside Neural Cleanse its whole
-search state each time a label finishes (:class:`ScanUnits`); ``detect evaluate`` one chunk of
+(:class:`~advaudit.checkpoint.units.AttackUnits`); ``scan-backdoor`` one finished scanner, and inside
+Neural Cleanse its whole search state each time a label finishes
+(:class:`~advaudit.backdoor.units.ScanUnits`); ``detect evaluate`` one chunk of
 :data:`~advaudit.detect.lcr.CHUNK` inputs of one stage (calibration LCR, LCR per set, SPRT per set;
-:class:`ChunkUnits`).  Work is seeded per unit, never from a running generator shared between units
-(Neural Cleanse's generator state is part of its saved state), so a resumed run equals an
+:class:`~advaudit.checkpoint.units.ChunkUnits`).  Work is seeded per unit, never from a running
+generator shared between units (Neural Cleanse's generator state is part of its saved state), so a resumed run equals an
 uninterrupted one apart from timing fields (:func:`comparable`).
 
 Sharded runs: the checkpoint does not depend on the worker count (neither do the results), so a run
@@ -44,21 +45,13 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+from typing import Any, Callable
 
 import numpy as np
 
-from . import __version__
-from .data.views import LazyRows, Rows
-from .errors import DataError, UsageError
-
-if TYPE_CHECKING:
-    from .attacks.runner import AttackUnit
-    from .backdoor.base import ScanResult
-    from .distributed import Shard
-
-T = TypeVar("T")
-R = TypeVar("R")
+from .. import __version__
+from ..errors import DataError, UsageError
+from ..lazy_rows import Rows
 
 SCHEMA = "advaudit.checkpoint/1"
 MANIFEST = "checkpoint.json"
@@ -295,14 +288,14 @@ class Checkpoint:
         """Save a finished unit (replacing an earlier one of the same key): its file, then the manifest."""
         if not self.writer:
             return
-        from .io import write_atomic
+        from ..io import write_atomic
 
         name = f"u-{self._next:06d}.npz"
         self._next += 1
 
         def save(p: Path) -> None:
             with open(p, "wb") as f:
-                np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy stubs: **kwds typed as the flags
+                np.savez(f, **arrays)  # type: ignore[arg-type]
 
         write_atomic(self.folder / name, save)
         old = self.entries.get(key)
@@ -344,7 +337,7 @@ class Checkpoint:
             pass
 
     def _write_manifest(self) -> None:
-        from .io import write_json
+        from ..io import write_json
 
         write_json(self.folder / MANIFEST, {
             "schema": SCHEMA, "command": self.command, "fingerprint": self.fingerprint, "inputs": self.inputs,
@@ -374,209 +367,7 @@ def _ours(p: Path) -> bool:
     )
 
 
-# --- attack: one unit per attack and eps ---------------------------------------------------------
-
-
-def _changed_rows(a: Any, b: Any, block: int = 256) -> np.ndarray:
-    """Rows of ``a`` whose bytes differ from ``b``'s (bit-exact: -0.0 and NaN payloads count)."""
-    out = np.zeros(len(a), dtype=bool)
-    for s in range(0, len(a), block):
-        x = np.ascontiguousarray(a[s : s + block]).view(np.uint8).reshape(min(block, len(a) - s), -1)
-        y = np.ascontiguousarray(b[s : s + block]).view(np.uint8).reshape(min(block, len(a) - s), -1)
-        out[s : s + block] = (x != y).any(axis=1)
-    return out
-
-
-class SavedCandidates(LazyRows):
-    """A unit's candidates read back: the clean inputs ``x`` with the saved rows in place, indexed
-    like an array (``[rows]``, ``[mask]``, ``[s:e]``) without converting or copying all of ``x``."""
-
-    def __init__(self, x: Any, rows: np.ndarray, values: np.ndarray) -> None:
-        self.x, self.values = x, values
-        self.shape = tuple(x.shape)
-        self.dtype = np.dtype(np.float32)
-        self.slot = np.full(len(x), -1, dtype=np.int64)
-        self.slot[rows] = np.arange(len(rows))
-
-    def has_image(self) -> np.ndarray:
-        """Per sample: whether a candidate other than the clean input is held."""
-        return self.slot >= 0
-
-    def _get(self, rows: slice | np.ndarray) -> np.ndarray:
-        out = np.array(self.x[rows], dtype=self.dtype, copy=True)
-        slots = self.slot[rows]
-        have = slots >= 0
-        out[have] = self.values[slots[have]]
-        return out
-
-
-class AttackUnits:
-    """The attack runner's unit store (``run_attacks(..., units=)``): one (attack, eps) unit per
-    entry, holding the candidates the runner kept (the runner's
-    :class:`~advaudit.attacks.store.AdversarialImages`; for a plain array, the rows that differ from
-    the clean inputs), the runtime's labels and log-probabilities, success, norms, queries and
-    twin-only rejections: everything the runner reads of a unit, so a replay is exact."""
-
-    def __init__(self, checkpoint: Checkpoint) -> None:
-        self.checkpoint = checkpoint
-
-    def load(self, key: str, x: Any) -> AttackUnit | None:
-        from .attacks.runner import AttackUnit
-        from .attacks.verify import Verified
-
-        hit = self.checkpoint.get(key)
-        if hit is None:
-            return None
-        meta, a = hit
-        x_adv = SavedCandidates(x, a["rows"], a["x_rows"])
-        ver = Verified(x_adv, a["adv_labels"], a["adv_log_probs"], a["success"], a["linf"], a["l2"])
-        return AttackUnit(ver, a["queries"], a["rejected"], float(meta["time_s"]))
-
-    def save(self, key: str, unit: AttackUnit, x: Any) -> None:
-        v = unit.verified
-        held = getattr(v.x_adv, "has_image", None)  # the runner's AdversarialImages, or SavedCandidates
-        rows = np.flatnonzero(held() if held is not None else _changed_rows(v.x_adv, x))
-        arrays: dict[str, np.ndarray] = {
-            "rows": rows, "x_rows": np.asarray(v.x_adv[rows], dtype=np.float32), "adv_labels": v.adv_labels,
-            "adv_log_probs": v.adv_log_probs, "success": v.success, "linf": v.linf, "l2": v.l2,
-            "queries": unit.queries, "rejected": unit.rejected,
-        }
-        self.checkpoint.put(key, {"time_s": unit.time_s}, arrays, label=key)
-
-
-# --- scan-backdoor: one unit per scanner, Neural Cleanse's search state per finished label --------
-
-
-class SearchState:
-    """One scanner's resumable search state (:class:`~advaudit.backdoor.base.SearchStore`)."""
-
-    def __init__(self, checkpoint: Checkpoint, method: str) -> None:
-        self.checkpoint, self.key = checkpoint, f"{method}/search"
-
-    def load(self) -> dict[str, np.ndarray] | None:
-        hit = self.checkpoint.get(self.key)
-        return None if hit is None else hit[1]
-
-    def save(self, arrays: dict[str, np.ndarray], finished: int, total: int) -> None:
-        method = self.key.split("/", 1)[0]
-        self.checkpoint.put(self.key, {"finished": finished, "total": total}, arrays,
-                            label=f"{method}: {finished}/{total} labels finished", count=finished)
-
-
-class ScanUnits:
-    """The backdoor scan's unit store (``scan_model(..., units=)``): finished scanners' results, and
-    each scanner's search state while it runs."""
-
-    def __init__(self, checkpoint: Checkpoint) -> None:
-        self.checkpoint = checkpoint
-
-    def load(self, method: str) -> ScanResult | None:
-        from .backdoor.base import ClassEvidence, ScanResult
-
-        hit = self.checkpoint.get(f"{method}/result")
-        if hit is None:
-            return None
-        meta, a = hit
-        return ScanResult(
-            method=meta["method"], verdict=meta["verdict"], suspected_targets=list(meta["suspected_targets"]),
-            classes=[ClassEvidence(**c) for c in meta["classes"]], params=meta["params"], evidence=meta["evidence"],
-            time_s=float(meta["time_s"]), masks=a.get("masks"), patterns=a.get("patterns"),
-        )
-
-    def save(self, result: ScanResult) -> None:
-        from dataclasses import asdict
-
-        meta = {
-            "method": result.method, "verdict": result.verdict, "suspected_targets": result.suspected_targets,
-            "classes": [asdict(c) for c in result.classes], "params": result.params, "evidence": result.evidence,
-            "time_s": result.time_s,
-        }
-        meta = json.loads(json.dumps(meta, default=_json_default))  # what the report will hold, exactly
-        arrays = {k: v for k, v in (("masks", result.masks), ("patterns", result.patterns)) if v is not None}
-        self.checkpoint.put(f"{result.method}/result", meta, arrays, label=f"{result.method}: done")
-        self.checkpoint.drop(f"{result.method}/search")
-
-    def search(self, method: str) -> SearchState:
-        return SearchState(self.checkpoint, method)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-# --- detect evaluate: one unit per chunk of inputs and stage --------------------------------------
-
-
-class ChunkUnits:
-    """Per-chunk results of ``detect evaluate`` (LCR arrays and SPRT :class:`Detections`)."""
-
-    def __init__(self, checkpoint: Checkpoint) -> None:
-        self.checkpoint = checkpoint
-
-    def has(self, key: str) -> bool:
-        return key in self.checkpoint.entries
-
-    def get(self, key: str) -> Any | None:
-        from .detect.lcr import Detections
-
-        hit = self.checkpoint.get(key)
-        if hit is None:
-            return None
-        meta, a = hit
-        if meta["type"] == "array":
-            return a["value"]
-        return Detections(a["decision"], a["labels"], a["mutations"], a["changes"], float(meta["time_s"]),
-                          float(meta["alpha"]), float(meta["beta"]))
-
-    def put(self, key: str, value: Any) -> None:
-        label = " ".join(str(part) for part in json.loads(key))
-        if isinstance(value, np.ndarray):
-            self.checkpoint.put(key, {"type": "array"}, {"value": value}, label=label)
-            return
-        meta = {"type": "detections", "time_s": value.time_s, "alpha": value.alpha, "beta": value.beta}
-        arrays = {"decision": value.decision, "labels": value.labels, "mutations": value.mutations,
-                  "changes": value.changes}
-        self.checkpoint.put(key, meta, arrays, label=label)
-
-
-def chunk_key(*parts: Any) -> str:
-    """The key of one chunk unit (JSON, so that any set name stays unambiguous)."""
-    return json.dumps(list(parts))
-
-
-def cached_map(shard: Shard, fn: Callable[[T], R], items: Sequence[T], keys: Sequence[str],
-               units: ChunkUnits | None) -> list[R]:
-    """``shard.map(fn, items)``, reusing the units an earlier run saved and saving new ones: rank 0
-    saves its own chunks as they finish, the other ranks' once they are gathered."""
-    if units is None:
-        return shard.map(fn, items)
-    store = units
-
-    def one(i: int) -> R:
-        hit = store.get(keys[i])
-        if hit is not None:
-            return hit
-        value = fn(items[i])
-        if shard.is_main:
-            store.put(keys[i], value)
-        return value
-
-    out = shard.map(one, list(range(len(items))))
-    if shard.world > 1 and shard.is_main:
-        for key, value in zip(keys, out):
-            if not store.has(key):
-                store.put(key, value)
-    return out
-
-
 __all__ = [
-    "AttackUnits", "Checkpoint", "ChunkUnits", "ScanUnits", "SearchState", "array_digest", "cached_map",
-    "checkpoint_dir", "chunk_key", "comparable", "data_inputs", "fingerprint", "kept_units",
-    "make_inputs",
+    "HOLD_ENV", "MANIFEST", "SCHEMA", "SUFFIX", "Checkpoint", "array_digest", "checkpoint_dir", "comparable",
+    "data_inputs", "fingerprint", "kept_units", "make_inputs", "options_for_fingerprint",
 ]
