@@ -33,9 +33,7 @@ TORCH_ALLOWLIST: dict[str, str] = {
 }
 
 # Modules over MAX_LINES lines, until they are split.
-SIZE_ALLOWLIST: dict[str, str] = {
-    "report/html.py": "HTML renderer; moves to report/render/html.py + a Jinja2 template and report.css",
-}
+SIZE_ALLOWLIST: dict[str, str] = {}
 
 # Packages that compute results (and import torch) and the packages that must not be imported by report/.
 COMPUTE = ("attacks", "backdoor", "data", "defenses", "models")
