@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..checkpoint import Checkpoint
+from ..io.files import json_default
 from .base import ClassEvidence, ScanResult
 
 __all__ = ["ScanUnits", "SearchState"]
@@ -60,7 +59,7 @@ class ScanUnits:
             "classes": [asdict(c) for c in result.classes], "params": result.params, "evidence": result.evidence,
             "time_s": result.time_s,
         }
-        meta = json.loads(json.dumps(meta, default=_json_default))  # what the report will hold, exactly
+        meta = json.loads(json.dumps(meta, default=json_default))  # what the report will hold, exactly
         arrays = {k: v for k, v in (("masks", result.masks), ("patterns", result.patterns)) if v is not None}
         self.checkpoint.put(f"{result.method}/result", meta, arrays, label=f"{result.method}: done")
         self.checkpoint.drop(f"{result.method}/search")
@@ -69,11 +68,3 @@ class ScanUnits:
         return SearchState(self.checkpoint, method)
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

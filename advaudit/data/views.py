@@ -64,16 +64,6 @@ def row_index(key: Any, n: int) -> np.ndarray:
 class LazyRows(LazyMarker):
     """Shared first-axis indexing of the lazy row containers (``int``, slice, index array, mask, tuple)."""
 
-    shape: tuple[int, ...]
-    dtype: np.dtype
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))

@@ -70,7 +70,7 @@ def _umask() -> int:
 
 def write_json(path: str | Path, payload: Any) -> Path:
     """``payload`` as indented JSON plus a newline, atomically; numpy scalars/arrays and paths are converted."""
-    text = json.dumps(payload, indent=2, default=_default) + "\n"
+    text = json.dumps(payload, indent=2, default=json_default) + "\n"
 
     def write(p: Path) -> None:
         p.write_text(text)
@@ -78,7 +78,7 @@ def write_json(path: str | Path, payload: Any) -> Path:
     return write_atomic(path, write)
 
 
-def _default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
     """JSON for the non-JSON values reports hold: numpy scalars and arrays, and paths."""
     if isinstance(obj, np.generic):
         return obj.item()

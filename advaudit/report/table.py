@@ -161,6 +161,19 @@ def detect_parts(report: dict[str, Any]) -> list[RenderableType]:
     return [table, Text(f"mean mutations {t['mean_mutations']:.1f}, {cost}" if lcr else cost)]
 
 
+def _score_table(title: str, column: str, normal: dict[str, Any], adversarial: dict[str, Any],
+                 f: dict[str, Any]) -> Table:
+    """One row per set (normal, then each attack) with its mean +- 99% CI and AUROC, then the mean AUROC."""
+    table = Table(title=title)
+    for c in ("set", "n", column, "AUROC"):
+        table.add_column(c)
+    table.add_row("normal", str(normal["n"]), f"{normal['mean']:.4f} +- {normal['ci99']:.4f}", "-")
+    for g, v in adversarial.items():
+        table.add_row(Text(g), str(v["n"]), f"{v['mean']:.4f} +- {v['ci99']:.4f}", f"{f['auroc'][g]:.4f}")
+    table.add_row("mean", "", "", f"{f['auroc_mean']:.4f}")
+    return table
+
+
 def detect_evaluate_parts(f: dict[str, Any]) -> list[RenderableType]:
     """kappa (LCR) or the detector's score per set with its 99% CI and AUROC per attack, then the
     decisions' figures (LCR: the SPRT's)."""
@@ -168,34 +181,18 @@ def detect_evaluate_parts(f: dict[str, Any]) -> list[RenderableType]:
         radius = f["mutation"]["radius"]
         radii = radius if isinstance(radius, list) else [radius]
         t3 = f["table3"]
-        table = Table(title=f"kappa (LCR) and AUROC, {f['mutation']['operator']} radius "
-                            f"{','.join(f'{r:g}' for r in radii)}")
-        for c in ("set", "n", "kappa mean +- 99% CI", "AUROC"):
-            table.add_column(c)
-        kn = t3["kappa_nor"]
-        table.add_row("normal", str(kn["n"]), f"{kn['mean']:.4f} +- {kn['ci99']:.4f}", "-")
-        for g, v in t3["kappa_adv"].items():
-            table.add_row(Text(g), str(v["n"]), f"{v['mean']:.4f} +- {v['ci99']:.4f}", f"{f['auroc'][g]:.4f}")
-        table.add_row("mean", "", "", f"{f['auroc_mean']:.4f}")
+        title = f"kappa (LCR) and AUROC, {f['mutation']['operator']} radius {','.join(f'{r:g}' for r in radii)}"
         s = f["sprt"]
-        return [table, Text(
+        return [_score_table(title, "kappa mean +- 99% CI", t3["kappa_nor"], t3["kappa_adv"], f), Text(
             f"SPRT: precision {s['precision']:.4f}, recall {s['recall']:.4f}, accuracy {s['accuracy']:.4f}, "
             f"false positives {s['false_positive_rate']:.4f}, undecided {s['undecided']}, "
             f"mean mutations {s['mean_mutations']:.1f} (adversarial {s['mean_mutations_adversarial'] or 0:.1f}), "
             f"{s['ms_per_input']:.2f} ms per input")]
-    sc = f["score"]
-    table = Table(title=f"{f['method']} score and AUROC")
-    for c in ("set", "n", "score mean +- 99% CI", "AUROC"):
-        table.add_column(c)
-    table.add_row("normal", str(sc["normal"]["n"]), f"{sc['normal']['mean']:.4f} +- {sc['normal']['ci99']:.4f}", "-")
-    for g, v in sc["adversarial"].items():
-        table.add_row(Text(g), str(v["n"]), f"{v['mean']:.4f} +- {v['ci99']:.4f}", f"{f['auroc'][g]:.4f}")
-    table.add_row("mean", "", "", f"{f['auroc_mean']:.4f}")
-    d = f["decisions"]
-    return [table, Text(
-        f"{f['method']}: precision {d['precision']:.4f}, recall {d['recall']:.4f}, accuracy {d['accuracy']:.4f}, "
-        f"false positives {d['false_positive_rate']:.4f}, undecided {d['undecided']}, "
-        f"{d['ms_per_input']:.2f} ms per input")]
+    sc, d = f["score"], f["decisions"]
+    return [_score_table(f"{f['method']} score and AUROC", "score mean +- 99% CI", sc["normal"], sc["adversarial"], f),
+            Text(f"{f['method']}: precision {d['precision']:.4f}, recall {d['recall']:.4f}, "
+                 f"accuracy {d['accuracy']:.4f}, false positives {d['false_positive_rate']:.4f}, "
+                 f"undecided {d['undecided']}, {d['ms_per_input']:.2f} ms per input")]
 
 
 # --- harden, audit ------------------------------------------------------------------------------------------
