@@ -18,12 +18,11 @@ import yaml
 
 from ..data.loaders import LABELS_FROM_NAME
 from ..errors import UsageError
+from ..report.fmt import HEADLINE
 from ..report.schema import json_path, load_schema
 from ..safeio import parse_yaml, read_text
 from .gates import GateSpec, parse_gate
 
-HEADLINE = {"attack": "robust_accuracy", "defense": "robust_accuracy", "scan-backdoor": "verdict", "detect": "auroc",
-            "harden": "robust_accuracy"}
 DEFAULT_NAME = {"attack": "attack", "defense": "defense", "scan-backdoor": "backdoor", "detect": "detect",
                 "harden": "harden"}
 DEFAULT_TOLERANCE = 0.01

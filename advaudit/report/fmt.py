@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-HEADLINE = {"attack": "robust_accuracy", "defense": "robust_accuracy", "scan-backdoor": "verdict", "detect": "auroc"}
+HEADLINE = {"attack": "robust_accuracy", "defense": "robust_accuracy", "scan-backdoor": "verdict", "detect": "auroc",
+            "harden": "robust_accuracy"}
+"""Each audit step kind's headline metric: what a gate naming only the step reads, and what reports show first."""
 PERCENT_METRICS = ("accuracy", "success_rate", "precision", "recall", "false_positive_rate")
 
 
