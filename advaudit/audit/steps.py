@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..progress import Progress
-from ..data import PreparedData, default_batch_size, load_data, prepare
+from ..data import load_data
 from ..errors import DataError
 from ..jobs.attack import AttackOptions, attack
 from ..jobs.base import DataOptions, JobContext, ModelOptions
@@ -44,22 +44,6 @@ class StepResult:
     report: dict[str, Any]
     metrics: dict[str, Any]
     artifacts: dict[str, str]  # name -> path relative to the report folder
-
-
-def _data(ctx: StepContext, step: dict[str, Any]) -> PreparedData:
-    shape = ctx.model.input_shape
-    channels = shape[0] if shape is not None and len(shape) == 3 and shape[0] in (1, 3) else None
-    ds = load_data(step["data"], n=step.get("n"), offset=step.get("offset", 0), seed=ctx.seed,
-                   labels_path=step.get("labels"), resize=step.get("resize"), crop=step.get("crop"), channels=channels)
-    return prepare(ds, ctx.model)
-
-
-def _batch_size(ctx: StepContext, step: dict[str, Any], base: int | None = None) -> int:
-    """The step's (or the config's) batch_size, else ``base`` (default: the audit's) fitted to the
-    model's input size (:func:`advaudit.data.default_batch_size`; unchanged up to 32768 values)."""
-    if "batch_size" in step:
-        return int(step["batch_size"])
-    return default_batch_size(ctx.model.input_shape, ctx.batch_size if base is None else base)
 
 
 def _rel(ctx: StepContext, path: Path) -> str:
@@ -115,7 +99,6 @@ def defense_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
 
 def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     """The scan job on the audit's model; trigger PNGs (unless ``triggers: false``) in the step's folder."""
-    from ..jobs import DataOptions, JobContext, ModelOptions
     from ..jobs.scan import ScanOptions, scan_backdoor
 
     data = None
