@@ -103,7 +103,8 @@ def test_strip_on_the_clean_sample_model(tmp_path):
     r = cli("detect", MNIST, "--inputs", MNIST_DATA, "--offset", "300", "--n", "50", "--calibration", str(cal),
             "--format", "md")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("| index | verdict | label | score |")
+    assert r.stdout.startswith("## ")  # the shared Markdown report, as `advaudit report --format md`
+    assert "\n| index | verdict | label | score |\n" in r.stdout  # with each input's verdict and score
 
 
 @pytest.mark.parametrize("args", [["--mutation", "gaussian"], ["--radius", "0.1"], ["--mutations", "20"]])

@@ -115,9 +115,21 @@ def _detect_eval(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
 def _detect_run(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
     t = r.get("totals") or {}
     method = f" ({cell(r['method'])})" if "method" in r else ""
-    return [f"- {cell(t.get('n'))} inputs{method}: **{cell(t.get('adversarial'))} adversarial**, "
-            f"{cell(t.get('normal'))} normal, "
-            f"{cell(t.get('undecided'))} undecided; {fmt.value(t.get('ms_per_input'), 3)} ms per input"]
+    lines = [f"- {cell(t.get('n'))} inputs{method}: **{cell(t.get('adversarial'))} adversarial**, "
+             f"{cell(t.get('normal'))} normal, "
+             f"{cell(t.get('undecided'))} undecided; {fmt.value(t.get('ms_per_input'), 3)} ms per input"]
+    inputs = r.get("inputs") or []
+    if inputs:  # each input's verdict (LCR: with its LCR, mutations and error bound)
+        if "method" in r:
+            cols: tuple[str, ...] = ("index", "verdict", "label", "score")
+            rows = [[cell(x.get("index")), cell(x.get("verdict")), cell(x.get("label")), fmt.value(x.get("score"), 4)]
+                    for x in inputs]
+        else:
+            cols = ("index", "verdict", "label", "LCR", "mutations", "error bound")
+            rows = [[cell(x.get("index")), cell(x.get("verdict")), cell(x.get("label")), fmt.value(x.get("lcr"), 3),
+                     cell(x.get("mutations")), fmt.value(x.get("error_bound"), 3)] for x in inputs]
+        lines += ["", *table(cols, rows, what="inputs")]
+    return lines
 
 
 def _harden(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
