@@ -19,4 +19,12 @@ def tick(progress: Progress | None, label: str, done: int, total: int) -> None:
         progress(label, done, total)
 
 
-__all__ = ["Progress", "tick"]
+def bound(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
+    """``progress`` as the two-argument ``(done, total)`` callback of the one bar called ``label`` (data
+    loading, purifying), or None without a ``progress``."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(label, done, total)
+
+
+__all__ = ["Progress", "bound", "tick"]

@@ -18,6 +18,7 @@ from ..data import AutoBatchSize, PreparedData, load_data, prepare, resolve_batc
 from ..data.batching import VALUES_PER_BATCH
 from ..data.loaders import DEFAULT_MAX_INPUT_PIXELS, FORMATS, LABELS_FROM_NAME
 from ..errors import UsageError
+from ..progress import bound
 from ..report.writer import write_json
 
 if TYPE_CHECKING:  # torch loads only when a command opens a model (advaudit report never does)
@@ -242,13 +243,6 @@ class ProgressBar:
             self.bar.__exit__(*exc)
 
 
-def progress_for(progress: Callable[[str, int, int], None] | None, label: str) -> Callable[[int, int], None] | None:
-    """``progress`` as the two-argument ``(done, total)`` callback of one bar (data loading, purifying)."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(label, done, total)
-
-
 def open_model(kw: dict[str, Any]) -> Model:
     from ..models import load_model
 
@@ -297,7 +291,7 @@ def open_data(
             resize=kw.get("resize"),
             crop=kw.get("crop"),
             channels=channels,
-            progress=progress_for(progress, f"loading {Path(path).name}"),
+            progress=bound(progress, f"loading {Path(path).name}"),
             max_values=max_input_pixels(kw),
         )
     data = prepare(ds, model, need_labels=need_labels)

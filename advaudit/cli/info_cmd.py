@@ -9,8 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ..info import model_info
+from ..progress import bound
 from .common import (
-    Output, ProgressBar, data_options, model_options, open_data, open_model, output_options, progress_for,
+    Output, ProgressBar, data_options, model_options, open_data, open_model, output_options,
 )
 
 
@@ -29,7 +30,7 @@ def info(out: Output, data_path: str | None, fmt: str, **kw: Any) -> None:
     model = open_model(kw)
     data = open_data(data_path, model, kw, out=out) if data_path else None
     with ProgressBar(out) as progress:
-        result = model_info(model, data, batch_size=kw["batch_size"], progress=progress_for(progress, "clean accuracy"))
+        result = model_info(model, data, batch_size=kw["batch_size"], progress=bound(progress, "clean accuracy"))
     if fmt == "json":
         out.json(result)
         return

@@ -55,10 +55,7 @@ def report(out: Output, report_path: str, fmt: str, out_path: str | None) -> int
     data = load_report(report_path)
     text = render(data, fmt, Path(report_path).resolve().parent)
     if out_path:
-        def write(p: Path) -> None:
-            p.write_text(text, encoding="utf-8")
-
-        write_atomic(out_path, write)
+        write_atomic(out_path, lambda p: p.write_text(text, encoding="utf-8"))
         out.info(f"wrote {fmt} report {out_path}")
     else:
         sys.stdout.write(text)

@@ -17,11 +17,12 @@ from ..errors import UsageError
 from ..safeio import os_reason
 
 
-def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write through a temporary file in the same folder, then rename: never a half-written file.
 
-    A file that cannot be written (a folder in the way, a read-only or full disk) is a one-line
-    :class:`~advaudit.errors.UsageError` naming it; an existing file at ``path`` is then left as it was.
+    ``write(tmp_path)`` writes the content (what it returns is ignored).  A file that cannot be written
+    (a folder in the way, a read-only or full disk) is a one-line :class:`~advaudit.errors.UsageError`
+    naming it; an existing file at ``path`` is then left as it was.
     An existing FIFO or device (``--out /dev/stdout``) is written to directly: renaming a file over it
     would replace the device node itself.
     """
@@ -71,11 +72,7 @@ def _umask() -> int:
 def write_json(path: str | Path, payload: Any) -> Path:
     """``payload`` as indented JSON plus a newline, atomically; numpy scalars/arrays and paths are converted."""
     text = json.dumps(payload, indent=2, default=json_default) + "\n"
-
-    def write(p: Path) -> None:
-        p.write_text(text)
-
-    return write_atomic(path, write)
+    return write_atomic(path, lambda p: p.write_text(text))
 
 
 def json_default(obj: Any) -> Any:

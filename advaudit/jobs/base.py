@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence
 
-from ..progress import Progress
+from ..progress import Progress, bound
 from ..data.loaders import DEFAULT_MAX_INPUT_PIXELS
 
 if TYPE_CHECKING:  # torch loads only when a job opens a model
@@ -118,10 +118,7 @@ class JobContext:
 
     def bar(self, label: str) -> Callable[[int, int], None] | None:
         """``progress`` as the two-argument ``(done, total)`` callback of one bar."""
-        progress = self.progress
-        if progress is None:
-            return None
-        return lambda done, total: progress(label, done, total)
+        return bound(self.progress, label)
 
 
 def open_inputs(model: ModelOptions, data: DataOptions | None, ctx: JobContext, *, need_labels: bool = True,

@@ -241,7 +241,7 @@ def table_parts(report: dict[str, Any]) -> list[RenderableType]:
     return by_kind[kind](report)
 
 
-def render_table(report: dict[str, Any], base_dir: Any = None, width: int = 100) -> str:
+def render_table(report: dict[str, Any], width: int = 100) -> str:
     """``report`` as plain text tables (the ``table`` format): what the CLI prints, without colour."""
     buf = io.StringIO()
     console = Console(file=buf, width=width, color_system=None, highlight=False)
