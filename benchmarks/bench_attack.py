@@ -116,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {n.strip() for n in args.nets.split(",") if n.strip()}
     nets = {k: v for k, v in nets.items() if k in wanted}
     for name, path in nets.items():
-        model = load_model(path)
+        model = load_model(path, input_shape=(1, 28, 28))  # TorchScript files do not declare it
         model.set_search_precision(args.precision)
         if args.compare_fp32:
-            fp32_model = load_model(path)
+            fp32_model = load_model(path, input_shape=(1, 28, 28))
             fp32_model.set_search_precision("fp32")
         data = prepare(load_data(SAMPLES / "data" / "mnist_test_1k.npz", n=args.n), model)
         net = torch.jit.load(str(path)).eval()

@@ -439,11 +439,21 @@ def test_uint8_into_an_offset_range(tmp_path: Path, model_path: Path) -> None:
     np.testing.assert_allclose(data.x, x / 127.5 - 1.0, atol=1e-6)
 
 
-def test_data_sets_the_input_shape_of_a_torchscript_model(tmp_path: Path, mnist_net) -> None:
+def test_prepare_never_completes_a_model_the_caller_does(tmp_path: Path, mnist_net) -> None:
+    """Data preparation only reads the model: a TorchScript model without a declared shape is
+    refused (one-line error naming the fix) and left as it was; complete_input_shape completes it."""
+    from advaudit.errors import ModelError
+    from advaudit.models import complete_input_shape
+
     path = tmp_path / "m.pt"
     torch.jit.save(torch.jit.script(mnist_net), str(path))
     model = load_model(path)
     assert model.input_shape is None and model.num_classes is None
-    data = prepare(load_data(_npz(tmp_path / "d.npz", x=_images(4), y=np.arange(4))), model)
+    ds = load_data(_npz(tmp_path / "d.npz", x=_images(4), y=np.arange(4)))
+    with pytest.raises(ModelError, match="complete_input_shape"):
+        prepare(ds, model)
+    assert model.input_shape is None and model.num_classes is None
+    complete_input_shape(model, ds.x.shape[1:])
+    data = prepare(ds, model)
     assert model.input_shape == (1, 28, 28) and model.num_classes == 10 and model.has_gradients
     assert model.predict(data.x).outputs.shape == (4, 10)

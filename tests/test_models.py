@@ -40,8 +40,8 @@ def test_sample_model_onnx_and_torchscript_agree(sample_models: Path, name: str,
     for p in paths:
         if not p.exists():
             pytest.skip(f"{p.name} is not built yet")
-    m_onnx, m_ts = load_model(paths[0]), load_model(paths[1])
     ds = load_data(paths[2], n=150)
+    m_onnx, m_ts = (load_model(p, input_shape=ds.x.shape[1:]) for p in paths[:2])
     d_onnx, d_ts = prepare(ds, m_onnx), prepare(ds, m_ts)
     np.testing.assert_array_equal(d_onnx.x, d_ts.x)
 

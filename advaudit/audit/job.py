@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..gates import GateResult, evaluate_gates
-from ..jobs.base import JobContext
+from ..jobs.base import Gated, JobContext, report_head
 
 if TYPE_CHECKING:
     from ..models import Model
@@ -58,7 +58,7 @@ class AuditOptions:
 
 
 @dataclass
-class AuditResult:
+class AuditResult(Gated):
     """A finished audit: each step's saved entry (in order), the flat ``<step>.<name>`` metrics,
     the gates decided over them and everything the report records around them."""
 
@@ -81,18 +81,11 @@ class AuditResult:
         """Every step's metrics, named ``<step>.<name>`` (what the audit's gates read)."""
         return dict(self.step_metrics)
 
-    @property
-    def passed(self) -> bool:
-        """True when every gate passed (and when there are none)."""
-        return all(g.passed for g in self.gates)
-
     def to_report(self) -> dict[str, Any]:
         """The ``advaudit.report/1`` document of kind ``audit`` (``REPORT_DIR/report.json``)."""
-        from ..report.writer import SCHEMA
-
         passed = self.passed
         return {
-            "schema": SCHEMA, "command": self.command, "seed": self.seed, "meta": self.meta,
+            **report_head(self.command, self.seed, self.meta),
             "kind": self.kind,
             "model": self.model_section,
             "environment": self.environment,

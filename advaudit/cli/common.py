@@ -14,11 +14,10 @@ from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..data import AutoBatchSize, PreparedData, load_data, prepare, resolve_batch_size
+from ..data import AutoBatchSize
 from ..data.batching import VALUES_PER_BATCH
 from ..data.loaders import DEFAULT_MAX_INPUT_PIXELS, FORMATS, LABELS_FROM_NAME
 from ..errors import UsageError
-from ..progress import bound
 from ..report.writer import write_json
 
 if TYPE_CHECKING:  # torch loads only when a command opens a model (advaudit report never does)
@@ -267,37 +266,6 @@ def open_model(kw: dict[str, Any]) -> Model:
 def max_input_pixels(kw: dict[str, Any]) -> int:
     """``--max-input-pixels`` from a command's options (the default where a command has none)."""
     return int(kw.get("max_input_pixels") or DEFAULT_MAX_INPUT_PIXELS)
-
-
-def open_data(
-    path: str, model: Model, kw: dict[str, Any], need_labels: bool = True, out: Output | None = None
-) -> PreparedData:
-    """Load ``path`` with the data options in ``kw`` and prepare it for ``model``.
-
-    Images are converted to the model's channel count (greyscale or RGB) and fitted with
-    ``--resize``/``--crop``; with ``out``, decoding shows a progress bar.  The default
-    ``--batch-size`` in ``kw`` is replaced by the one for the model's input size
-    (:func:`advaudit.data.resolve_batch_size`), so the command's later steps use it."""
-    shape = model.input_shape
-    channels = shape[0] if shape is not None and len(shape) == 3 and shape[0] in (1, 3) else None
-    with ProgressBar(out or Output(quiet=True)) as progress:
-        ds = load_data(
-            path,
-            fmt=kw.get("data_format"),
-            n=kw.get("n"),
-            offset=kw.get("offset") or 0,
-            seed=kw.get("seed"),
-            labels_path=kw.get("labels_path"),
-            resize=kw.get("resize"),
-            crop=kw.get("crop"),
-            channels=channels,
-            progress=bound(progress, f"loading {Path(path).name}"),
-            max_values=max_input_pixels(kw),
-        )
-    data = prepare(ds, model, need_labels=need_labels)
-    if "batch_size" in kw:
-        kw["batch_size"] = resolve_batch_size(kw["batch_size"], model.input_shape)
-    return data
 
 
 def model_options_from(kw: dict[str, Any]) -> ModelOptions:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 from rich.text import Text
 
+from ..data import resolve_batch_size
 from ..info import model_info
 from ..progress import bound
 from .common import (
-    Output, ProgressBar, data_options, model_options, open_data, open_model, output_options,
+    Output, ProgressBar, data_options, model_options, data_options_from, open_model, output_options,
 )
 
 
@@ -28,8 +30,12 @@ def info(out: Output, data_path: str | None, fmt: str, **kw: Any) -> None:
     clean accuracy and throughput with --data."""
     out.info(f"loading {kw['model']} ...")
     model = open_model(kw)
-    data = open_data(data_path, model, kw, out=out) if data_path else None
+    data = None
     with ProgressBar(out) as progress:
+        if data_path:
+            loading = bound(progress, f"loading {Path(data_path).name}")
+            data = data_options_from(kw, data_path).load(model, progress=loading)
+            kw["batch_size"] = resolve_batch_size(kw["batch_size"], model.input_shape)
         result = model_info(model, data, batch_size=kw["batch_size"], progress=bound(progress, "clean accuracy"))
     if fmt == "json":
         out.json(result)

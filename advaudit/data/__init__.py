@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, ModelError
 from . import loaders
 from .batching import AutoBatchSize, default_batch_size, resolve_batch_size
 from .loaders import DEFAULT_MAX_INPUT_PIXELS, check_values
@@ -255,7 +255,10 @@ def _check_labels(p: Path, y: Any, n: int) -> np.ndarray | None:
 
 def prepare(ds: Dataset, model: Model, *, need_labels: bool = True) -> PreparedData:
     """Check ``ds`` against ``model``; its inputs become float32 in the model's value range, converted
-    batch by batch (:attr:`PreparedData.view`), each batch exactly as converting all at once would."""
+    batch by batch (:attr:`PreparedData.view`), each batch exactly as converting all at once would.
+
+    The model is only read: one whose file leaves the input shape open must be completed first
+    (``load_model(path, input_shape=...)`` or :func:`advaudit.models.complete_input_shape`)."""
     if len(ds) == 0:
         raise DataError("the data set is empty")
     if need_labels and ds.y is None:
@@ -265,8 +268,12 @@ def prepare(ds: Dataset, model: Model, *, need_labels: bool = True) -> PreparedD
         )
     x = ds.x
     if model.input_shape is None:
-        model.set_input_shape(tuple(x.shape[1:]))
-    want = tuple(model.input_shape or ())
+        raise ModelError(
+            f"{Path(model.path).name} leaves its input shape open, so data cannot be prepared for it yet",
+            "open it with load_model(path, input_shape=...) or call "
+            "advaudit.models.complete_input_shape(model, data.x.shape[1:]) first",
+        )
+    want = tuple(model.input_shape)
     layout: str | None = None
     if tuple(x.shape[1:]) != want:
         if x.ndim == 4 and len(want) == 3 and tuple(x.shape[1:]) == (want[1], want[2], want[0]):

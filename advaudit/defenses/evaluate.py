@@ -27,7 +27,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..attacks.base import Attack
 from ..attacks.engine import attack_batches
 from ..progress import Progress
 from ..attacks.geometry import finalise
@@ -200,7 +199,12 @@ def evaluate_defense(
                 aim = None if attack.supports_untargeted else random_targets
                 # blind also attacks what only the undefended model gets right: its own column needs them
                 which = todo | clean_und if mode == "blind" else todo
-                cand = _candidates(attacker, attack, x, y, aim, which, norm, budget, batch_size, seed, mode, progress)
+                label = f"{mode} {attack.name}" + (f" eps={budget:g}" if budget is not None else "")
+                cand = attack_batches(
+                    attacker, attack, x, y, aim=aim, todo=which, norm=norm, eps=budget, batch_size=batch_size,
+                    seed=seed, seed_tag=f"{mode}/{attack.name}", label=label, progress=progress,
+                ).x_adv
+                assert cand is not None
                 for e in ([budget] if budget is not None else eps):
                     x_fin = finalise(x, cand, lo, hi, norm, e)
                     correct = defended_labels(verifier, x_fin, draws, batch_size) == y[None]
@@ -261,27 +265,3 @@ def defense_warnings(ev: DefenseEval, spec: str) -> list[str]:
     if ev.randomized and "bpda+eot" not in ev.modes:
         out.append(f"{spec} is randomised: run --adaptive bpda+eot (or all) for the honest figure")
     return out
-
-
-def _candidates(
-    attacker: Model,
-    attack: Attack,
-    x: np.ndarray,
-    y: np.ndarray,
-    aim: np.ndarray | None,
-    todo: np.ndarray,
-    norm: str,
-    eps: float | None,
-    batch_size: int,
-    seed: int,
-    mode: str,
-    progress: Progress | None,
-) -> np.ndarray:
-    """Adversarial candidates for the ``todo`` samples (others: ``x``), each batch seeded per mode."""
-    out = attack_batches(
-        attacker, attack, x, y, aim=aim, todo=todo, norm=norm, eps=eps, batch_size=batch_size, seed=seed,
-        seed_tag=f"{mode}/{attack.name}", label=f"{mode} {attack.name}" + (f" eps={eps:g}" if eps is not None else ""),
-        progress=progress,
-    )
-    assert out.x_adv is not None
-    return out.x_adv

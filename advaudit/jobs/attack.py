@@ -9,7 +9,6 @@ deployment runtime, gate on the result and write the report and artefacts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..attacks.artifacts import example_grid_for_run, save_adversarial
@@ -18,27 +17,33 @@ from ..attacks.suites import AttackChoice, resolve_choices
 from ..checkpoint import AttackUnits, Checkpoint, data_inputs, make_inputs
 from ..distributed import Shard, is_main_process, run_sharded
 from ..report.gates import evaluate_gates, parse_gate
-from ..report.writer import SCHEMA, model_section, versions, write_json
-from .base import DataOptions, JobContext, ModelOptions, Progress, batch_size_for, open_inputs
+from ..report.writer import model_section, write_json
+from .base import DataOptions, JobContext, JobOptions, Progress, RunRecord, batch_size_for, new_meta, open_inputs
 
 if TYPE_CHECKING:
     from ..data import PreparedData
     from ..models import Model
 
 
-def new_meta() -> dict[str, Any]:
-    """A report's ``meta`` section (versions, creation time), made once when a job finishes so that
-    every :meth:`to_report` of its result returns the same document."""
-    return {**versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+@dataclass(frozen=True, kw_only=True)
+class SuiteOptions(JobOptions):
+    """The attack fields ``advaudit attack`` and ``advaudit attack --defense`` share: the data, the
+    attacks (``NAME[:k=v,...]`` texts as the user wrote them, or a ``suite``; neither: the standard
+    suite), budgets (``eps`` empty: 8/255 of the value range for linf, half of it for l2), the
+    ``METRIC=VALUE`` gates of ``fail_under`` and the batch (None fits ``batch_base`` to the input)."""
 
-
-def report_head(command: str, seed: int | None, meta: dict[str, Any]) -> dict[str, Any]:
-    """The keys every report starts with, in order: ``schema``, ``command``, ``seed``, ``meta``."""
-    return {"schema": SCHEMA, "command": command, "seed": seed, "meta": dict(meta)}
+    data: DataOptions
+    suite: str | None = None
+    attacks: tuple[str, ...] = ()
+    eps: tuple[float, ...] = ()
+    norm: str = "linf"
+    fail_under: tuple[str, ...] = ()
+    batch_size: int | None = None
+    batch_base: int = 256
 
 
 @dataclass(frozen=True, kw_only=True)
-class AttackOptions:
+class AttackOptions(SuiteOptions):
     """Everything an attack run depends on; every default of ``advaudit attack`` lives here.
 
     ``attacks`` are ``NAME[:k=v,...]`` texts as the user wrote them (or give a ``suite``; neither:
@@ -47,22 +52,11 @@ class AttackOptions:
     holds ``METRIC=VALUE`` gates; ``batch_size`` None fits ``batch_base`` to the input size.
     ``command`` is the command line the report records."""
 
-    model: ModelOptions
-    data: DataOptions
-    suite: str | None = None
-    attacks: tuple[str, ...] = ()
-    eps: tuple[float, ...] = ()
-    norm: str = "linf"
     target: str | None = None
     save_adversarial: str | None = None
     examples: str | None = None
-    report: str | None = None
-    fail_under: tuple[str, ...] = ()
-    batch_size: int | None = None
-    batch_base: int = 256
     workers: int = 1
     resume: bool = False
-    seed: int = 0
     command: str = "advaudit attack"
 
 
@@ -77,23 +71,13 @@ class AttackPlan:
 
 
 @dataclass
-class AttackResult:
+class AttackResult(RunRecord):
     """An attack run and what its report says about the model and data it ran on."""
 
     kind: ClassVar[str] = "attack"
 
     run: AttackRun
-    model: dict[str, Any]
-    data: dict[str, Any]
-    command: str
-    seed: int
-    gates: list[dict[str, Any]] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=new_meta)
     artifacts: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def passed(self) -> bool:
-        return all(g["passed"] for g in self.gates)
 
     def metrics(self) -> dict[str, Any]:
         """``clean_accuracy``, ``robust_accuracy`` (largest eps), ``robust_accuracy@EPS``, ``success_rate``."""
@@ -109,10 +93,7 @@ class AttackResult:
         """The JSON report (schema ``advaudit.report/1``, kind ``attack``) ``--report`` writes."""
         run = self.run
         return {
-            **report_head(self.command, self.seed, self.meta),
-            "kind": "attack",
-            "model": self.model,
-            "data": self.data,
+            **self.report_start("attack"),
             "norm": run.norm,
             "eps": run.eps,
             "targeted": run.targeted,

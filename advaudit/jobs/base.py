@@ -10,12 +10,14 @@ shard, a model already opened by the caller.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence
 
 from ..progress import Progress, bound
 from ..data.loaders import DEFAULT_MAX_INPUT_PIXELS
 
 if TYPE_CHECKING:  # torch loads only when a job opens a model
+    from ..gates import GateResult
     from ..data import PreparedData
     from ..distributed import Shard
     from ..models import Model
@@ -130,6 +132,65 @@ def open_inputs(model: ModelOptions, data: DataOptions | None, ctx: JobContext, 
         return opened, None
     label = f"loading {data.path.rsplit('/', 1)[-1]}"
     return opened, data.load(opened, need_labels=need_labels, progress=ctx.bar(label))
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobOptions:
+    """The fields every command's options share: the model, where the JSON report goes (None: not
+    written), the seed, and the command line the report records (each command sets its own default)."""
+
+    model: ModelOptions
+    report: str | None = None
+    seed: int = 0
+    command: str = "advaudit"
+
+
+def new_meta() -> dict[str, Any]:
+    """A report's ``meta`` section (versions, creation time), made once when a job finishes so that
+    every :meth:`to_report` of its result returns the same document."""
+    from ..report.writer import versions
+
+    return {**versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def report_head(command: str, seed: int | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """The keys every report starts with, in order: ``schema``, ``command``, ``seed``, ``meta``."""
+    from ..report.writer import SCHEMA
+
+    return {"schema": SCHEMA, "command": command, "seed": seed, "meta": dict(meta)}
+
+
+class Gated:
+    """``passed`` for results whose ``gates`` are :class:`~advaudit.gates.GateResult` (scan, audit)."""
+
+    gates: tuple[GateResult, ...]
+
+    @property
+    def passed(self) -> bool:
+        """True when every gate passed (and when there are none)."""
+        return all(g.passed for g in self.gates)
+
+
+@dataclass(kw_only=True)
+class RunRecord:
+    """What a single-command report records around its figures (attack, defence): the model and data
+    sections, the command line, the seed, the gates decided (``{"name", "passed", ...}``) and ``meta``."""
+
+    model: dict[str, Any]
+    data: dict[str, Any]
+    command: str
+    seed: int
+    gates: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=new_meta)
+
+    @property
+    def passed(self) -> bool:
+        """True when every gate passed (and when there are none)."""
+        return all(g["passed"] for g in self.gates)
+
+    def report_start(self, kind: str) -> dict[str, Any]:
+        """The report's first keys: :func:`report_head`, then ``kind``, ``model`` and ``data``."""
+        return {**report_head(self.command, self.seed, self.meta), "kind": kind, "model": self.model, "data": self.data}
 
 
 class JobResult(Protocol):

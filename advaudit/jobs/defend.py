@@ -6,7 +6,7 @@ attacks (:mod:`advaudit.defenses.evaluate`) and report the honest robust accurac
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..attacks.runner import build_attacks, resolve_eps
@@ -16,54 +16,33 @@ from ..defenses.defended import stack_spec
 from ..defenses.evaluate import DefenseEval, evaluate_defense, parse_modes
 from ..report.gates import evaluate_gates, parse_gate
 from ..report.writer import model_section, write_json
-from .attack import new_meta, report_head
-from .base import DataOptions, JobContext, ModelOptions, batch_size_for, open_inputs
+from .attack import SuiteOptions
+from .base import JobContext, RunRecord, batch_size_for, open_inputs
 
 
 @dataclass(frozen=True, kw_only=True)
-class DefendOptions:
+class DefendOptions(SuiteOptions):
     """Everything a defence evaluation depends on; every default of ``advaudit attack --defense``.
 
     ``defenses`` are ``NAME[:k=v,...]`` texts stacked in order; ``adaptive`` is ``blind``, ``bpda``,
     ``bpda+eot`` or ``all``; ``eot`` random draws are averaged per gradient in bpda+eot;
     ``eval_draws`` None verifies randomised stacks over 5 seeded draws (deterministic ones over 1).
-    The attack fields mean what they mean in :class:`~advaudit.jobs.attack.AttackOptions`."""
+    The attack fields are :class:`~advaudit.jobs.attack.SuiteOptions`'."""
 
-    model: ModelOptions
-    data: DataOptions
     defenses: tuple[str, ...]
-    suite: str | None = None
-    attacks: tuple[str, ...] = ()
-    eps: tuple[float, ...] = ()
-    norm: str = "linf"
     adaptive: str = "all"
     eot: int = 10
     eval_draws: int | None = None
-    report: str | None = None
-    fail_under: tuple[str, ...] = ()
-    batch_size: int | None = None
-    batch_base: int = 256
-    seed: int = 0
     command: str = "advaudit attack --defense"
 
 
 @dataclass
-class DefendResult:
+class DefendResult(RunRecord):
     """A defence evaluation and what its report says about the model and data it ran on."""
 
     kind: ClassVar[str] = "attack"
 
     ev: DefenseEval
-    model: dict[str, Any]
-    data: dict[str, Any]
-    command: str
-    seed: int
-    gates: list[dict[str, Any]] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=new_meta)
-
-    @property
-    def passed(self) -> bool:
-        return all(g["passed"] for g in self.gates)
 
     def metrics(self) -> dict[str, Any]:
         """``clean_accuracy`` and ``robust_accuracy[@EPS]`` of the defended model (robust: the lowest
@@ -82,10 +61,7 @@ class DefendResult:
         figure is the lowest over the adaptive modes run (the honest one), and gates apply to it."""
         ev = self.ev
         return {
-            **report_head(self.command, self.seed, self.meta),
-            "kind": "attack",
-            "model": self.model,
-            "data": self.data,
+            **self.report_start("attack"),
             "norm": ev.norm,
             "eps": ev.eps,
             "targeted": None,

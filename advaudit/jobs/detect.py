@@ -17,7 +17,7 @@ import numpy as np
 from ..detect.base import Decisions, Detector, get_detector, load_calibration, parse_method
 from ..detect.lcr import LCRDetector
 from ..errors import UsageError
-from .base import DataOptions, JobContext, ModelOptions, open_inputs
+from .base import DataOptions, JobContext, JobOptions, ModelOptions, open_inputs
 
 LCR = LCRDetector()
 """The LCR defaults, read by the options classes below (the one place they are written is LCRDetector)."""
@@ -106,13 +106,12 @@ def detect_calibrate(options: DetectCalibrateOptions, ctx: JobContext | None = N
 
 
 @dataclass(frozen=True, kw_only=True)
-class DetectOptions:
+class DetectOptions(JobOptions):
     """``advaudit detect``: decide each of ``inputs`` with the calibration file ``calibration``.
 
     ``method`` None takes the method from the file; the SPRT fields apply to LCR only; ``report``
     is written by the job."""
 
-    model: ModelOptions
     inputs: DataOptions
     calibration: str
     method: str | None = None
@@ -122,9 +121,6 @@ class DetectOptions:
     sigma: float | None = LCR.sigma
     max_mutations: int = LCR.max_mutations
     fail_on_adversarial: bool = False
-    report: str | None = None
-    seed: int = 0
-    command: str = "advaudit"
 
 
 @dataclass

@@ -20,15 +20,14 @@ from ..harden.evaluate import evaluate_suites
 from ..harden.export import export_hardened
 from ..harden.train import EpochStats, HardenConfig
 from ..report.writer import model_section, write_json
-from .attack import new_meta, report_head
-from .base import DataOptions, JobContext, ModelOptions, batch_size_for, open_inputs
+from .base import DataOptions, JobContext, JobOptions, batch_size_for, new_meta, open_inputs, report_head
 
 EVAL_SUITES = ("quick", "standard")
 """The suites of the before/after table."""
 
 
 @dataclass(frozen=True, kw_only=True)
-class HardenOptions:
+class HardenOptions(JobOptions):
     """Everything a harden run depends on.
 
     ``train`` is the training data, ``eval`` the data of the before/after evaluation (at L-inf
@@ -37,7 +36,6 @@ class HardenOptions:
     ``model.precision`` is the training arithmetic and the attacks' search precision.  ``batch_size``
     (evaluation) None fits ``batch_base`` to the input size; ``train_batch`` is the training batch."""
 
-    model: ModelOptions
     train: DataOptions
     eval: DataOptions
     eps: float
@@ -54,10 +52,8 @@ class HardenOptions:
     train_batch: int = HardenConfig.batch_size
     eval_suites: tuple[str, ...] = EVAL_SUITES
     out: str | None = None
-    report: str | None = None
     batch_size: int | None = None
     batch_base: int = 256
-    seed: int = 0
     command: str = "advaudit harden"
 
 

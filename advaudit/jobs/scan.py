@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..gates import GateResult, GateSpec, evaluate_gates
-from ..report.writer import SCHEMA
-from .base import DataOptions, JobContext, ModelOptions, batch_size_for, open_inputs
+from .base import DataOptions, Gated, JobContext, JobOptions, batch_size_for, open_inputs, report_head
 
 if TYPE_CHECKING:
     from ..backdoor.scan import CombinedScan
@@ -31,7 +30,7 @@ NC = "neural-cleanse"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ScanOptions:
+class ScanOptions(JobOptions):
     """What to scan and how.  ``None`` means "the default": ``data.n`` 300, ``steps`` each scanner's
     own, ``anomaly_threshold`` Neural Cleanse's 2 (it applies to neural-cleanse only), ``batch_size``
     (Neural Cleanse's mini-batch) 32 fitted to the input size.  ``data`` may be None for data-free
@@ -39,22 +38,19 @@ class ScanOptions:
     ``triggers_dir``: write mask / pattern PNGs there; ``gates``: e.g. ``(gates.fail_on_backdoor(),)``;
     ``command``: the command line the report records."""
 
-    model: ModelOptions
     data: DataOptions | None = None
     method: str = NC
     steps: int | None = None
     anomaly_threshold: float | None = None
     batch_size: int | None = None
     triggers_dir: str | None = None
-    report: str | None = None
     gates: tuple[GateSpec, ...] = ()
     resume: bool = False
-    seed: int = 0
     command: str = "advaudit scan-backdoor"
 
 
 @dataclass
-class ScanResult:
+class ScanResult(Gated):
     """A finished scan: the combined verdict and each method's evidence, what was scanned, its gates."""
 
     kind: ClassVar[str] = "scan-backdoor"
@@ -74,15 +70,10 @@ class ScanResult:
         (its largest) and MM-BD's ``mmbd_p_value``, where those methods ran."""
         return scan_metrics(self.scan)
 
-    @property
-    def passed(self) -> bool:
-        """True when every gate passed (and when there are none)."""
-        return all(g.passed for g in self.gates)
-
     def to_report(self) -> dict[str, Any]:
         """The ``advaudit.report/1`` document of kind ``scan-backdoor`` (what ``--report`` writes)."""
         scan = self.scan
-        report: dict[str, Any] = {"schema": SCHEMA, "command": self.command, "seed": self.seed, "meta": dict(self.meta)}
+        report = report_head(self.command, self.seed, self.meta)
         report.update({
             "kind": self.kind,
             "model": self.model_section,

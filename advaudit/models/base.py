@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import ModelError, first_line
 from ..lazy_rows import Rows, is_lazy
 from ..spec import InputSpec
 from . import precision as _precision
@@ -198,15 +198,7 @@ class Model(ABC):
     def _torch_forward_batched(self, x: torch.Tensor) -> torch.Tensor:
         if self.torch_batch is None:
             return self._torch_forward(x)
-        b = self.torch_batch
-        outs = []
-        for i in range(0, x.shape[0], b):
-            chunk = x[i : i + b]
-            n = chunk.shape[0]
-            if n < b:
-                chunk = torch.cat([chunk, chunk[-1:].expand(b - n, *chunk.shape[1:])])
-            outs.append(self._torch_forward(chunk)[:n])
-        return torch.cat(outs)
+        return run_padded(self._torch_forward, x, self.torch_batch, self.torch_batch)
 
     def _torch_forward(self, x: torch.Tensor) -> torch.Tensor:
         """Raw differentiable outputs; only called when gradients are available."""
@@ -307,6 +299,21 @@ class Model(ABC):
         self.output_kind = "logits" if self.details.get("logits_from") else detect_output_kind(out)
         self._probe_outputs = out
 
+    def _probe_native_gradients(self, source: str, errors: tuple[type[Exception], ...], limit: int) -> None:
+        """Set :attr:`gradients` from one backward pass of :meth:`_torch_forward` on a probe batch
+        (for models that are their own twin); ``source`` names the autograd when it works."""
+        probe = torch.from_numpy(self.probe_inputs(2, seed=3)).to(self.device).requires_grad_(True)
+        try:
+            out = self._torch_forward(probe)
+            (grad,) = torch.autograd.grad(out.sum(), probe, allow_unused=True)
+        except errors as exc:
+            self.gradients = GradientInfo(False, "none", f"backward pass fails: {first_line(exc, limit)[:200]}")
+            return
+        if grad is None:
+            self.gradients = GradientInfo(False, "none", "the output does not depend on the input through autograd")
+            return
+        self.gradients = GradientInfo(True, source, "", 0.0)
+
     def set_input_shape(self, shape: tuple[int, ...]) -> None:
         """Declare the canonical (C, H, W) input shape when the model file does not carry it."""
         if self.input_shape is not None and tuple(self.input_shape) != tuple(shape):
@@ -353,6 +360,21 @@ class Model(ABC):
             },
             **self.details,
         }
+
+
+def run_padded(
+    fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, step: int, least: int
+) -> torch.Tensor:
+    """``fn`` over ``x`` in chunks of ``step`` rows, for graphs with a fixed or bounded batch size: a
+    chunk shorter than ``least`` is padded with its last row and its outputs cut back."""
+    outs = []
+    for i in range(0, x.shape[0], step):
+        chunk = x[i : i + step]
+        n = chunk.shape[0]
+        if n < least:
+            chunk = torch.cat([chunk, chunk[-1:].expand(least - n, *chunk.shape[1:])])
+        outs.append(fn(chunk)[:n])
+    return torch.cat(outs)
 
 
 @dataclass

@@ -68,7 +68,7 @@ import torch
 
 from ..errors import ModelError, first_line
 from ..spec import read_spec_file, resolve_spec
-from .base import GradientInfo, LoadOptions, Model, flat_outputs
+from .base import LoadOptions, Model, flat_outputs, run_padded
 from .export_archive import EXTRA_FILE, check_archive
 
 _SOFTMAX = ("aten.softmax.int", "aten._softmax.default")
@@ -297,17 +297,7 @@ class ExportedProgramModel(Model):
         self._finish_probe()
         if self.details.get("final_softmax"):
             self.output_kind = "logits"
-        probe = torch.from_numpy(self.probe_inputs(2, seed=3)).to(self.device).requires_grad_(True)
-        try:
-            out = self._torch_forward(probe)
-            (grad,) = torch.autograd.grad(out.sum(), probe, allow_unused=True)
-        except (RuntimeError, ModelError) as exc:
-            self.gradients = GradientInfo(False, "none", f"backward pass fails: {first_line(exc, 300)[:200]}")
-            return
-        if grad is None:
-            self.gradients = GradientInfo(False, "none", "the output does not depend on the input through autograd")
-            return
-        self.gradients = GradientInfo(True, "native torch.export (FX graph) autograd", "", 0.0)
+        self._probe_native_gradients("native torch.export (FX graph) autograd", (RuntimeError, ModelError), 300)
 
     # -------------------------------------------------------------------------------- forward
     def _call(self, xm: torch.Tensor) -> torch.Tensor:
@@ -328,15 +318,7 @@ class ExportedProgramModel(Model):
         lo, hi = self._batch_range
         if lo <= n and (hi is None or n <= hi):
             return self._call(xm)
-        step = hi or n  # loop in allowed batch sizes, padding a short chunk with its last row
-        outs = []
-        for i in range(0, n, step):
-            chunk = xm[i : i + step]
-            m = chunk.shape[0]
-            if m < lo:
-                chunk = torch.cat([chunk, chunk[-1:].expand(lo - m, *chunk.shape[1:])])
-            outs.append(self._call(chunk)[:m])
-        return torch.cat(outs)
+        return run_padded(self._call, xm, hi or n, lo)  # in allowed batch sizes, short chunks padded
 
     def _deploy_forward(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import ModelError, first_line
 from ..spec import read_spec_file, resolve_spec
-from .base import GradientInfo, LoadOptions, Model, flat_outputs
+from .base import LoadOptions, Model, flat_outputs
 
 EXTRA_FILE = "advaudit.json"
 PROBE = 16
@@ -255,17 +255,7 @@ class TorchScriptModel(Model):
 
     def _after_shape_known(self) -> None:
         self._finish_probe()
-        probe = torch.from_numpy(self.probe_inputs(2, seed=3)).to(self.device).requires_grad_(True)
-        try:
-            out = self._torch_forward(probe)
-            (grad,) = torch.autograd.grad(out.sum(), probe, allow_unused=True)
-        except RuntimeError as exc:
-            self.gradients = GradientInfo(False, "none", f"backward pass fails: {first_line(exc, 200)}")
-            return
-        if grad is None:
-            self.gradients = GradientInfo(False, "none", "the output does not depend on the input through autograd")
-            return
-        self.gradients = GradientInfo(True, "native TorchScript autograd", "", 0.0)
+        self._probe_native_gradients("native TorchScript autograd", (RuntimeError,), 200)
 
     def _deploy_forward(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

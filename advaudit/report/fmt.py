@@ -72,6 +72,17 @@ def one_line(text: Any, limit: int = 400) -> str:
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
+def scan_evidence(name: str, ev: dict[str, Any]) -> str:
+    """One backdoor scanner's evidence in one line: its verdict and the figures it decided on."""
+    if name == "neural-cleanse":
+        return (f"neural-cleanse: {ev.get('verdict')}; median mask L1 {value(ev.get('median_l1'))}, max anomaly "
+                f"index {value(ev.get('max_anomaly_index'))} (threshold {value(ev.get('anomaly_threshold'))})")
+    if name == "mm-bd":
+        return (f"mm-bd: {ev.get('verdict')}; largest max-margin {value(ev.get('top_margin'))} (class "
+                f"{ev.get('top_class')}), p-value {value(ev.get('p_value'), 3)} (alpha {value(ev.get('alpha'))})")
+    return f"{name}: {ev.get('verdict')}"
+
+
 def defense_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Columns and rows of the blind / BPDA / BPDA+EOT table of a ``defense`` section.
 

@@ -206,19 +206,7 @@ def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
     names = ((r.get("model") or {}).get("spec") or {}).get("class_names") or []
     parts = [f'<p>Verdict {pill(verdict.upper(), verdict)} &nbsp; suspected target class(es): <b>{e(targets)}</b> '
              f'&nbsp; methods: {e(", ".join(r.get("methods") or []))} &nbsp; {e(fmt.seconds(r.get("time_s")))}</p>']
-    lines = []
-    for name, ev in (r.get("evidence") or {}).items():
-        if name == "neural-cleanse":
-            lines.append(f"neural-cleanse: {ev.get('verdict')}; median mask L1 {fmt.value(ev.get('median_l1'))}, max "
-                         "anomaly index "
-                         f"{fmt.value(ev.get('max_anomaly_index'))} (threshold "
-                         f"{fmt.value(ev.get('anomaly_threshold'))})")
-        elif name == "mm-bd":
-            lines.append(f"mm-bd: {ev.get('verdict')}; largest max-margin {fmt.value(ev.get('top_margin'))} (class "
-                         f"{ev.get('top_class')}), "
-                         f"p-value {fmt.value(ev.get('p_value'), 3)} (alpha {fmt.value(ev.get('alpha'))})")
-        else:
-            lines.append(f"{name}: {ev.get('verdict')}")
+    lines = [fmt.scan_evidence(name, ev) for name, ev in (r.get("evidence") or {}).items()]
     if lines:
         parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>")
     mm = (r.get("evidence") or {}).get("mm-bd")

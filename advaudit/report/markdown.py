@@ -79,16 +79,7 @@ def _scan(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
     verdict = str(r.get("verdict", "-"))
     lines = [f"- verdict **{cell(verdict.upper())}**; suspected target class(es): {cell(targets)}; "
              f"methods {cell(', '.join(r.get('methods') or []))}"]
-    for name, ev in (r.get("evidence") or {}).items():
-        if name == "neural-cleanse":
-            lines.append(f"- neural-cleanse: {cell(ev.get('verdict'))}; max anomaly index "
-                         f"{fmt.value(ev.get('max_anomaly_index'))} "
-                         f"(threshold {fmt.value(ev.get('anomaly_threshold'))})")
-        elif name == "mm-bd":
-            lines.append(f"- mm-bd: {cell(ev.get('verdict'))}; p-value {fmt.value(ev.get('p_value'), 3)} (alpha "
-                         f"{fmt.value(ev.get('alpha'))})")
-        else:
-            lines.append(f"- {cell(name)}: {cell(ev.get('verdict'))}")
+    lines += [f"- {cell(fmt.scan_evidence(name, ev))}" for name, ev in (r.get("evidence") or {}).items()]
     flagged = [c for c in r.get("classes") or [] if c.get("flagged")]
     if flagged:
         rows = [[cell(c.get("label")), fmt.value(c.get("mask_l1")), fmt.value(c.get("anomaly_index"), 3),

@@ -15,7 +15,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .fmt import defense_rows, pct
+from .fmt import defense_rows, pct, scan_evidence
 
 
 def _num(v: float | None, digits: int = 3) -> str:
@@ -116,16 +116,7 @@ def scan_summary(report: dict[str, Any]) -> list[str]:
     """One line per method's evidence, then the combined verdict."""
     lines = []
     for name, ev in report["evidence"].items():
-        if name == "neural-cleanse":
-            lines.append(f"neural-cleanse: {ev['verdict']}; median mask L1 {ev['median_l1']:.2f}, "
-                         f"max anomaly index {_cell(ev['max_anomaly_index'], '.2f')} "
-                         f"(threshold {ev['anomaly_threshold']:g}); {ev['time_s']:.1f} s")
-        elif name == "mm-bd":
-            lines.append(f"mm-bd: {ev['verdict']}; largest max-margin {ev['top_margin']:.2f} "
-                         f"(class {ev['top_class']}), p-value {ev['p_value']:.3g} (alpha {ev['alpha']:g}); "
-                         f"{ev['time_s']:.1f} s")
-        else:
-            lines.append(f"{name}: {ev['verdict']}; {ev['time_s']:.1f} s")
+        lines.append(f"{scan_evidence(name, ev)}; {ev['time_s']:.1f} s")
     targets = ", ".join(map(str, report["suspected_targets"])) or "none"
     lines.append(f"verdict: {report['verdict'].upper()}; suspected target(s): {targets}; {report['time_s']:.1f} s")
     return lines

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, cast
+from typing import Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
 from onnx2torch.onnx_node import OnnxNode
 
-from .modules import Operands, QuantModule
+from .modules import Operands, QLinearOp, Quantised, QuantModule
 from .numerics import ACCUMULATE, ConvSpec, centered, conv_pads, f32, fma32, requantize, snap
 
 
@@ -55,85 +55,50 @@ class QGemm(QuantModule):
 
 
 
-class QLinearAdd(QuantModule):
+class QLinearAdd(QLinearOp):
     """com.microsoft ``QLinearAdd`` as MLAS computes it:
     ``round(fma(a, sa/sc, fma(b, sb/sc, zc - (sa/sc*za + sb/sc*zb))))``, saturated."""
 
-    arity = 8
-
-    def __init__(self, operands: Operands, qrange: tuple[int, int]) -> None:
-        super().__init__(operands)
-        self.qrange = qrange
-
-    def compute(
-        self,
-        a: torch.Tensor,
-        a_scale: torch.Tensor,
-        a_zp: Optional[torch.Tensor],
-        b: torch.Tensor,
-        b_scale: torch.Tensor,
-        b_zp: Optional[torch.Tensor],
-        c_scale: torch.Tensor,
-        c_zp: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+    def evaluate(self, inputs: Sequence[Quantised], out: Quantised) -> torch.Tensor:
         """Quantised sum as float32."""
-        ratio_a, ratio_b = f32(a_scale) / f32(c_scale), f32(b_scale) / f32(c_scale)
-        fixed = f32(c_zp) - (ratio_a * f32(a_zp) + ratio_b * f32(b_zp))
-        pre = fma32(a, ratio_a, fma32(b, ratio_b, fixed))
+        a, b = inputs
+        ratio_a, ratio_b = f32(a.scale) / f32(out.scale), f32(b.scale) / f32(out.scale)
+        fixed = f32(out.zp) - (ratio_a * f32(a.zp) + ratio_b * f32(b.zp))
+        pre = fma32(cast(torch.Tensor, a.values), ratio_a, fma32(cast(torch.Tensor, b.values), ratio_b, fixed))
         return requantize(pre, torch.zeros((), dtype=torch.float32), *self.qrange)
 
 
-class QLinearMul(QuantModule):
+class QLinearMul(QLinearOp):
     """com.microsoft ``QLinearMul`` as MLAS computes it:
     ``round(float((a - za) * (b - zb)) * (sa * sb / sc) + zc)``, saturated."""
 
-    arity = 8
-
-    def __init__(self, operands: Operands, qrange: tuple[int, int]) -> None:
-        super().__init__(operands)
-        self.qrange = qrange
-
-    def compute(
-        self,
-        a: torch.Tensor,
-        a_scale: torch.Tensor,
-        a_zp: Optional[torch.Tensor],
-        b: torch.Tensor,
-        b_scale: torch.Tensor,
-        b_zp: Optional[torch.Tensor],
-        c_scale: torch.Tensor,
-        c_zp: Optional[torch.Tensor] = None,
-    ) -> torch.Tensor:
+    def evaluate(self, inputs: Sequence[Quantised], out: Quantised) -> torch.Tensor:
         """Quantised product as float32."""
-        product = (centered(a, a_zp) * centered(b, b_zp)).to(torch.float32)
-        pre = product * (f32(a_scale) * f32(b_scale) / f32(c_scale)) + f32(c_zp)
+        a, b = inputs
+        product = (a.centered() * b.centered()).to(torch.float32)
+        pre = product * (f32(a.scale) * f32(b.scale) / f32(out.scale)) + f32(out.zp)
         return requantize(pre, torch.zeros((), dtype=torch.float32), *self.qrange)
 
 
-class QLinearGlobalAveragePool(QuantModule):
+class QLinearGlobalAveragePool(QLinearOp):
     """com.microsoft ``QLinearGlobalAveragePool``: exact sum of ``x - x_zp`` over the image,
     requantised by ``x_scale / (y_scale * image_size)``."""
 
-    arity = 5
+    operand_count, arity = 1, 5
 
     def __init__(self, operands: Operands, channels_last: bool, qrange: tuple[int, int]) -> None:
-        super().__init__(operands)
-        self.channels_last, self.qrange = channels_last, qrange
+        super().__init__(operands, qrange)
+        self.channels_last = channels_last
 
-    def compute(
-        self,
-        x: torch.Tensor,
-        x_scale: torch.Tensor,
-        x_zp: Optional[torch.Tensor],
-        y_scale: torch.Tensor,
-        y_zp: Optional[torch.Tensor],
-    ) -> torch.Tensor:
+    def evaluate(self, inputs: Sequence[Quantised], out: Quantised) -> torch.Tensor:
         """Quantised means, spatial dims kept as 1."""
-        dims = tuple(range(1, x.dim() - 1)) if self.channels_last else tuple(range(2, x.dim()))
-        size = math.prod(x.shape[d] for d in dims)
-        acc = centered(x, x_zp).sum(dim=dims, keepdim=True)
-        scale = f32(x_scale) / (f32(y_scale) * float(size))
-        return requantize(acc.to(torch.float32) * scale, f32(y_zp), *self.qrange)
+        (x,) = inputs
+        rank = cast(torch.Tensor, x.values).dim()
+        dims = tuple(range(1, rank - 1)) if self.channels_last else tuple(range(2, rank))
+        acc = x.centered().sum(dim=dims, keepdim=True)
+        size = math.prod(cast(torch.Tensor, x.values).shape[d] for d in dims)
+        scale = f32(x.scale) / (f32(out.scale) * float(size))
+        return requantize(acc.to(torch.float32) * scale, f32(out.zp), *self.qrange)
 
 
 @dataclass(frozen=True)
@@ -183,35 +148,28 @@ def window_sums(v: torch.Tensor, spec: PoolSpec) -> tuple[torch.Tensor, torch.Te
     return sums.view(*v.shape[:2], *outs), counts.view(1, 1, *outs)
 
 
-class QLinearAveragePool(QuantModule):
+class QLinearAveragePool(QLinearOp):
     """com.microsoft ``QLinearAveragePool`` (2-D) as ORT computes it: dequantise to float32, sum
     each window in order, divide by the element count, ``round(y / y_scale + y_zp)`` saturated."""
 
-    arity = 5
+    operand_count, arity = 1, 5
 
     def __init__(self, operands: Operands, spec: PoolSpec, channels_last: bool, qrange: tuple[int, int]) -> None:
-        super().__init__(operands)
+        super().__init__(operands, qrange)
         if len(spec.kernel) != 2:
             raise NotImplementedError(f"QLinearAveragePool with a {len(spec.kernel)}-D kernel is not implemented")
-        self.spec, self.channels_last, self.qrange = spec, channels_last, qrange
+        self.spec, self.channels_last = spec, channels_last
 
-    def compute(
-        self,
-        x: torch.Tensor,
-        x_scale: torch.Tensor,
-        x_zp: Optional[torch.Tensor],
-        y_scale: torch.Tensor,
-        y_zp: Optional[torch.Tensor],
-    ) -> torch.Tensor:
+    def evaluate(self, inputs: Sequence[Quantised], out: Quantised) -> torch.Tensor:
         """Quantised averages as float32."""
-        x = x.movedim(-1, 1) if self.channels_last else x
-        value = f32(x_scale) * centered(x, x_zp).to(torch.float32)
+        value = inputs[0].dequantised()
+        value = value.movedim(-1, 1) if self.channels_last else value
         sums, counts = window_sums(value, self.spec)
         if self.spec.count_include_pad:
             counts = torch.full_like(counts, float(math.prod(self.spec.kernel)))
-        pre = sums / counts / f32(y_scale) + f32(y_zp)
-        out = requantize(pre, torch.zeros((), dtype=torch.float32), *self.qrange)
-        return out.movedim(1, -1) if self.channels_last else out
+        pre = sums / counts / f32(out.scale) + f32(out.zp)
+        result = requantize(pre, torch.zeros((), dtype=torch.float32), *self.qrange)
+        return result.movedim(1, -1) if self.channels_last else result
 
 
 class QLinearConcat(QuantModule):
@@ -235,29 +193,21 @@ class QLinearConcat(QuantModule):
         return torch.cat(parts, dim=self.axis)
 
 
-class QLinearLookup(QuantModule):
+class QLinearLookup(QLinearOp):
     """com.microsoft ``QLinearSigmoid``/``QLinearLeakyRelu``: ``quantize(f(x_scale * (x - x_zp)))``
     (ORT builds the same values into a 256-entry table)."""
 
-    arity = 5
+    operand_count, arity = 1, 5
 
     def __init__(self, operands: Operands, function: str, alpha: float, qrange: tuple[int, int]) -> None:
-        super().__init__(operands)
-        self.function, self.alpha, self.qrange = function, alpha, qrange
+        super().__init__(operands, qrange)
+        self.function, self.alpha = function, alpha
 
-    def compute(
-        self,
-        x: torch.Tensor,
-        x_scale: torch.Tensor,
-        x_zp: Optional[torch.Tensor],
-        y_scale: torch.Tensor,
-        y_zp: Optional[torch.Tensor],
-    ) -> torch.Tensor:
+    def evaluate(self, inputs: Sequence[Quantised], out: Quantised) -> torch.Tensor:
         """Quantised activation as float32."""
-        value = f32(x_scale) * centered(x, x_zp).to(torch.float32)
+        value = inputs[0].dequantised()
         if self.function == "QLinearSigmoid":
             value = torch.sigmoid(value)
         else:
             value = torch.where(value >= 0, value, torch.tensor(self.alpha, dtype=torch.float32) * value)
-        return requantize(value / f32(y_scale), f32(y_zp), *self.qrange)
-
+        return requantize(value / f32(out.scale), f32(out.zp), *self.qrange)

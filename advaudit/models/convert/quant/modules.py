@@ -8,7 +8,7 @@ kernels (see :mod:`advaudit.models.convert.quant`).  The com.microsoft operators
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, cast
 
 import torch
 from onnx2torch.utils.common import OnnxToTorchModule
@@ -71,6 +71,49 @@ class QuantModule(nn.Module, OnnxToTorchModule):
         """The op itself (subclasses: their own signature, the graph's operands in order)."""
         raise NotImplementedError
 
+
+
+@dataclass(frozen=True)
+class Quantised:
+    """One quantised operand as the graph gives it: the values (float32 holding integers; None for the
+    output's parameters), their scale and their zero point."""
+
+    values: Optional[torch.Tensor]
+    scale: torch.Tensor
+    zp: Optional[torch.Tensor]
+
+    def centered(self) -> torch.Tensor:
+        """``values - zp`` exactly (see :func:`~.numerics.centered`)."""
+        return centered(cast(torch.Tensor, self.values), self.zp)
+
+    def dequantised(self) -> torch.Tensor:
+        """``scale * (values - zp)`` in float32, as ORT dequantises."""
+        return f32(self.scale) * self.centered().to(torch.float32)
+
+
+class QLinearOp(QuantModule):
+    """Base of the operators whose graph inputs are ``(x, x_scale, x_zp)`` per operand followed by the
+    output's ``(y_scale, y_zp)``: ``compute`` groups them into :class:`Quantised` and calls
+    :meth:`evaluate`; ``qrange`` is the output type's saturation range."""
+
+    operand_count = 2
+    arity = 8  # 3 * operand_count + 2
+
+    def __init__(self, operands: Operands, qrange: tuple[int, int]) -> None:
+        super().__init__(operands)
+        self.qrange = qrange
+
+    def compute(self, *inputs: Optional[torch.Tensor]) -> torch.Tensor:
+        """Group the operands and run :meth:`evaluate`."""
+        count = 3 * self.operand_count
+        groups = [
+            Quantised(inputs[i], cast(torch.Tensor, inputs[i + 1]), inputs[i + 2]) for i in range(0, count, 3)
+        ]
+        return self.evaluate(groups, Quantised(None, cast(torch.Tensor, inputs[count]), inputs[count + 1]))
+
+    def evaluate(self, inputs: Sequence[Quantised], out: Quantised) -> torch.Tensor:
+        """The op on its grouped operands (subclasses)."""
+        raise NotImplementedError
 
 
 class QuantizeLinear(QuantModule):
@@ -188,30 +231,15 @@ class QLinearConv(QuantModule):
         return requantize(acc.to(torch.float32) * multiplier, f32(y_zp), *self.qrange)
 
 
-class QLinearMatMul(QuantModule):
+class QLinearMatMul(QLinearOp):
     """ONNX ``QLinearMatMul``: exact integer product requantised by ``a_scale * b_scale / y_scale``."""
 
-    arity = 8
-
-    def __init__(self, operands: Operands, qrange: tuple[int, int]) -> None:
-        super().__init__(operands)
-        self.qrange = qrange
-
-    def compute(
-        self,
-        a: torch.Tensor,
-        a_scale: torch.Tensor,
-        a_zp: Optional[torch.Tensor],
-        b: torch.Tensor,
-        b_scale: torch.Tensor,
-        b_zp: Optional[torch.Tensor],
-        y_scale: torch.Tensor,
-        y_zp: Optional[torch.Tensor],
-    ) -> torch.Tensor:
+    def evaluate(self, inputs: Sequence[Quantised], out: Quantised) -> torch.Tensor:
         """Quantised output as float32."""
-        acc = snap(centered(a, a_zp) @ centered(b, b_zp))
-        multiplier = f32(a_scale) * f32(b_scale) / f32(y_scale)
-        return requantize(acc.to(torch.float32) * multiplier, f32(y_zp), *self.qrange)
+        a, b = inputs
+        acc = snap(a.centered() @ b.centered())
+        multiplier = f32(a.scale) * f32(b.scale) / f32(out.scale)
+        return requantize(acc.to(torch.float32) * multiplier, f32(out.zp), *self.qrange)
 
 
 class DynamicWeightConv(QuantModule):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, overload
+from typing import Callable, Mapping, Optional, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -56,15 +56,11 @@ def requantize(pre: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int
     return straight_through(pre, value, inside)
 
 
-@overload
-def axis_param(param: torch.Tensor, rank: int, axis: int, block: int, size: int) -> torch.Tensor: ...
-@overload
-def axis_param(
-    param: Optional[torch.Tensor], rank: int, axis: int, block: int, size: int
-) -> Optional[torch.Tensor]: ...
-def axis_param(
-    param: Optional[torch.Tensor], rank: int, axis: int, block: int, size: int
-) -> Optional[torch.Tensor]:
+MaybeTensor = TypeVar("MaybeTensor", torch.Tensor, Optional[torch.Tensor])
+"""A parameter the graph may leave out: the reshaping helpers return None exactly for None."""
+
+
+def axis_param(param: MaybeTensor, rank: int, axis: int, block: int, size: int) -> MaybeTensor:
     """A scale or zero point shaped to broadcast against a rank-``rank`` tensor whose ``axis``
     has ``size`` elements: per tensor, per axis, or (``block`` > 0) per block along ``axis``."""
     if param is None or param.numel() == 1 and block == 0:
@@ -77,26 +73,21 @@ def axis_param(
     return param.reshape(shape)
 
 
-@overload
-def channel_param(param: torch.Tensor, rank: int) -> torch.Tensor: ...
-@overload
-def channel_param(param: Optional[torch.Tensor], rank: int) -> Optional[torch.Tensor]: ...
-def channel_param(param: Optional[torch.Tensor], rank: int) -> Optional[torch.Tensor]:
+def channel_param(param: MaybeTensor, rank: int) -> MaybeTensor:
     """A per-output-channel parameter (shape ``(M,)``) shaped ``(1, M, 1, ...)`` for an NC... tensor."""
-    if param is None or param.numel() == 1:
-        return None if param is None else param.reshape(())
-    return param.reshape(1, -1, *([1] * (rank - 2)))
+    return _per_channel(param, (1, -1, *([1] * (rank - 2))))
 
 
-@overload
-def filter_param(param: torch.Tensor, rank: int) -> torch.Tensor: ...
-@overload
-def filter_param(param: Optional[torch.Tensor], rank: int) -> Optional[torch.Tensor]: ...
-def filter_param(param: Optional[torch.Tensor], rank: int) -> Optional[torch.Tensor]:
+def filter_param(param: MaybeTensor, rank: int) -> MaybeTensor:
     """A per-output-channel parameter shaped ``(M, 1, ...)`` to broadcast against conv filters."""
+    return _per_channel(param, (-1, *([1] * (rank - 1))))
+
+
+def _per_channel(param: MaybeTensor, shape: tuple[int, ...]) -> MaybeTensor:
+    """``param`` reshaped to ``shape``; a scalar (one element) stays a scalar, None stays None."""
     if param is None or param.numel() == 1:
         return None if param is None else param.reshape(())
-    return param.reshape(-1, *([1] * (rank - 1)))
+    return param.reshape(shape)
 
 
 @dataclass(frozen=True)
