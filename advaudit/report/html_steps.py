@@ -1,16 +1,20 @@
-"""The HTML of each step of a report (attack, defence, backdoor scan, detection, hardening) and the
-small pieces every section uses: escaped cells, tables, figures, pills, embedded images and charts.
+"""What each step section of the HTML page shows (attack, defence, backdoor scan, detection, hardening), as
+plain data for the Jinja2 partials under ``templates/steps/``: figures, table rows and cells, CSS classes,
+numbers formatted with :mod:`.fmt`, embedded images.
 
-:mod:`advaudit.report.html` puts them in the page template.  Every string taken from the report is
-HTML-escaped here (model paths and class names are untrusted input).
+No HTML is built here.  The templates escape every value they print (autoescaping on), so the strings taken
+from the report (model paths and class names are untrusted input) are passed on as they are.  The only
+markup passed on is the SVG charts of :mod:`.svg`, which escape their own text.
 """
 
 from __future__ import annotations
 
 import base64
-from html import escape
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from markupsafe import Markup
 
 from . import fmt
 from .svg import PALETTE, Series, line_chart
@@ -21,52 +25,71 @@ _IMAGE_TYPES = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jp
                 (b"GIF89a", "image/gif"))
 
 
-def e(v: Any) -> str:
-    """HTML-escape anything (quotes too: safe in attributes)."""
-    return escape("" if v is None else str(v), quote=True)
-
-
 # ---------------------------------------------------------------------------------------------- parts
 
 
-def _val(v: Any, digits: int = 4) -> str:
-    return e(fmt.value(v, digits))
+@dataclass(frozen=True)
+class Cell:
+    """A table cell that is more than text (any other cell value prints as escaped text, ``None`` as nothing):
+    ``pill`` (text, CSS class), ``code`` (text), ``link`` (text, href) or ``pm`` (mean, its 99% interval)."""
+
+    kind: str
+    text: Any
+    extra: Any = None
 
 
-def _pct(v: Any) -> str:
-    return e(fmt.pct(v))
+def pill(text: str, cls: str) -> Cell:
+    return Cell("pill", text, cls)
 
 
-def html_table(cols: Sequence[str], rows: Iterable[Sequence[Any]], row_classes: Sequence[str] | None = None,
-           left: Sequence[int] = (0,), limit: int = MAX_TABLE_ROWS, what: str = "rows") -> str:
+def text(v: Any) -> str:
+    """A value as the page prints it: ``None`` as nothing (for values joined into one cell)."""
+    return "" if v is None else str(v)
+
+
+@dataclass
+class Row:
+    cells: list[Any]
+    cls: str = ""
+
+
+@dataclass
+class Table:
+    """A table's columns (those in ``left`` left-aligned) and its first ``limit`` of ``total`` rows."""
+
+    cols: list[Any]
+    rows: list[Row]
+    left: tuple[int, ...]
+    total: int
+    limit: int
+    what: str
+
+
+def table(cols: Sequence[Any], rows: Iterable[Sequence[Any]], row_classes: Sequence[str] | None = None,
+          left: Sequence[int] = (0,), limit: int = MAX_TABLE_ROWS, what: str = "rows") -> Table:
     rows = list(rows)
-    head = "".join(f'<th class="l">{e(c)}</th>' if i in left else f"<th>{e(c)}</th>" for i, c in enumerate(cols))
-    body = []
-    for r_i, row in enumerate(rows[:limit]):
-        cls = f' class="{row_classes[r_i]}"' if row_classes and row_classes[r_i] else ""
-        cells = "".join(f'<td class="l">{c}</td>' if i in left else f"<td>{c}</td>" for i, c in enumerate(row))
-        body.append(f"<tr{cls}>{cells}</tr>")
-    note = ""
-    if len(rows) > limit:
-        note = f'<p class="note">First {limit} of {len(rows)} {e(what)} shown; the JSON report holds them all.</p>'
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
+    shown = [Row(list(row), row_classes[i] if row_classes and row_classes[i] else "")
+             for i, row in enumerate(rows[:limit])]
+    return Table(list(cols), shown, tuple(left), len(rows), limit, what)
 
 
-def _figures(items: Iterable[tuple[str, str]]) -> str:
-    cells = "".join(f'<div class="fig"><div class="k">{e(k)}</div><div class="v">{e(v)}</div></div>' for k, v in items)
-    return f'<div class="figures">{cells}</div>'
+def kv_list(items: Iterable[tuple[str, Any]], code: Sequence[str] = ()) -> list[tuple[str, Any, bool]]:
+    """(key, value, in ``<code>``) per item; a missing value shows as ``-``."""
+    return [(k, "-", False) if v is None or v == "" else (k, v, k in code) for k, v in items]
 
 
-def pill(text: str, cls: str) -> str:
-    return f'<span class="pill {e(cls)}">{e(text)}</span>'
+@dataclass
+class Image:
+    """An artifact image: ``state`` is ``ok`` (embedded as ``uri``), or why not: ``none`` (no artifact),
+    ``large``, ``missing`` or ``type`` (not a PNG, JPEG or GIF)."""
 
-
-def kv_list(items: Iterable[tuple[str, Any]], code: Sequence[str] = ()) -> str:
-    out = []
-    for k, v in items:
-        shown = "-" if v is None or v == "" else (f"<code>{e(v)}</code>" if k in code else e(v))
-        out.append(f"<dt>{e(k)}</dt><dd>{shown}</dd>")
-    return f'<dl class="kv">{"".join(out)}</dl>'
+    state: str
+    name: str
+    rel: Any = None
+    size_mb: str = ""
+    uri: str = ""
+    caption: str = ""
+    tall: bool = False
 
 
 def _resolve(base_dir: Path, rel: str) -> Path:
@@ -74,30 +97,26 @@ def _resolve(base_dir: Path, rel: str) -> Path:
     return p if p.is_absolute() else base_dir / p
 
 
-def embed_image(base_dir: Path, rel: str | None, name: str, caption: str = "", tall: bool = False) -> str:
-    """``<figure>`` with the artifact as a data URI, or a visible note when it cannot be embedded."""
+def image(base_dir: Path, rel: str | None, name: str, caption: str = "", tall: bool = False) -> Image:
+    """The artifact as a data URI, or why it cannot be embedded."""
     if not rel:
-        return f'<div class="missing">No {e(name)} image in this report.</div>'
+        return Image("none", name)
     try:
         path = _resolve(base_dir, rel)
         if not path.is_file():  # a device (/dev/zero) or FIFO named in a report would never end or never start
             raise FileNotFoundError(rel)
         size = path.stat().st_size
         if size > MAX_IMAGE_BYTES:
-            return (f'<div class="missing">Artifact {e(name)} (<code>{e(rel)}</code>) is {size / 1e6:.1f} MB: '
-                    "too large to embed.</div>")
+            return Image("large", name, rel, size_mb=f"{size / 1e6:.1f}")
         with open(path, "rb") as f:
             data = f.read(MAX_IMAGE_BYTES + 1)  # bounded, should the file grow meanwhile
     except (OSError, ValueError):  # ValueError: a NUL byte in the path
-        return (f'<div class="missing">Artifact {e(name)} not found: <code>{e(rel)}</code> '
-                "(relative to the report's folder).</div>")
+        return Image("missing", name, rel)
     mime = next((m for magic, m in _IMAGE_TYPES if data.startswith(magic)), None)
     if mime is None:
-        return f'<div class="missing">Artifact {e(name)} (<code>{e(rel)}</code>) is not a PNG, JPEG or GIF image.</div>'
+        return Image("type", name, rel)
     uri = f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
-    cls = ' class="tall"' if tall else ""
-    cap = f"<figcaption>{e(caption)}</figcaption>" if caption else ""
-    return f'<figure><img{cls} src="{uri}" alt="{e(name)}">{cap}</figure>'
+    return Image("ok", name, rel, uri=uri, caption=caption, tall=tall)
 
 
 def _eps_points(clean: float | None, by_eps: dict[str, Any]) -> list[tuple[float, float]]:
@@ -108,42 +127,44 @@ def _eps_points(clean: float | None, by_eps: dict[str, Any]) -> list[tuple[float
     return pts
 
 
+def _chart(series: list[Series], **kw: Any) -> Markup:
+    return Markup(line_chart(series, **kw))
+
+
 # ---------------------------------------------------------------------------------------------- steps
 
 
-def _attack_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+def _attack_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     m = step.get("metrics") or {}
     eps = r.get("eps") or []
     n = (r.get("data") or {}).get("n")
-    parts = [_figures([
+    figures = [
         ("clean accuracy", fmt.pct(r.get("clean_accuracy"))),
         (f"robust accuracy (eps {fmt.value(max(eps)) if eps else '-'})", fmt.pct(r.get("robust_accuracy"))),
         ("success rate", fmt.pct(m.get("success_rate"))),
         ("samples", fmt.value(n)),
         ("norm", str(r.get("norm", "-"))),
-    ])]
-    chart = line_chart(
+    ]
+    chart = _chart(
         [Series("worst case over attacks", _eps_points(r.get("clean_accuracy"), r.get("robust_accuracy_by_eps") or {}),
                 PALETTE[0])]
         + _per_attack_series(r),
         x_label=f"eps ({r.get('norm', '')})", y_label="accuracy", title="Accuracy vs eps (eps 0: clean accuracy)",
     )
     art = step.get("artifacts") or {}
-    grid = embed_image(base_dir, art.get("examples"), "examples",
-                       "Adversarial examples: clean | perturbation (magnified) | adversarial, predicted label and "
-                       "confidence.",
-                       tall=True) if "examples" in art else ""
-    parts.append(f'<div class="row"><div>{chart}</div><div>{grid}</div></div>')
+    grid = image(base_dir, art.get("examples"), "examples",
+                 "Adversarial examples: clean | perturbation (magnified) | adversarial, predicted label and "
+                 "confidence.",
+                 tall=True) if "examples" in art else None
     cols = ("attack", "eps", "robust acc", "success", "verified", "Linf mean/med", "L2 mean/med", "queries", "time")
     rows = [[
-        e(x.get("attack")), (_val(x.get("eps"))), _pct(x.get("robust_accuracy")), _pct(x.get("success_rate")),
-        f"{e(x.get('verified'))}/{e(x.get('attacked'))}",
-        f"{_val(x.get('mean_linf'), 3)}/{_val(x.get('median_linf'), 3)}",
-        f"{_val(x.get('mean_l2'), 3)}/{_val(x.get('median_l2'), 3)}",
-        _val(x.get("mean_queries"), 4), fmt.seconds(x.get("time_s")),
+        x.get("attack"), fmt.value(x.get("eps")), fmt.pct(x.get("robust_accuracy")), fmt.pct(x.get("success_rate")),
+        f"{text(x.get('verified'))}/{text(x.get('attacked'))}",
+        f"{fmt.value(x.get('mean_linf'), 3)}/{fmt.value(x.get('median_linf'), 3)}",
+        f"{fmt.value(x.get('mean_l2'), 3)}/{fmt.value(x.get('median_l2'), 3)}",
+        fmt.value(x.get("mean_queries"), 4), fmt.seconds(x.get("time_s")),
     ] for x in r.get("results") or []]
-    parts.append("<h3>Results per attack and eps</h3>" + html_table(cols, rows))
-    return "".join(parts)
+    return {"view": "attack", "figures": figures, "chart": chart, "grid": grid, "results": table(cols, rows)}
 
 
 def _per_attack_series(r: dict[str, Any]) -> list[Series]:
@@ -164,18 +185,15 @@ def _per_attack_series(r: dict[str, Any]) -> list[Series]:
     return out
 
 
-def _defense_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+def _defense_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     d = r["defense"]
     draws = f"; expected over {d.get('eval_draws')} seeded draws" if d.get("randomized") else ""
-    parts = [
-        f'<p>Defence stack <code>{e(d.get("spec"))}</code> in front of the model{e(draws)}. '
-        "The honest robust accuracy is the lowest over the adaptive modes run.</p>",
-        _figures([
-            ("clean accuracy, undefended", fmt.pct(d.get("clean_accuracy_undefended"))),
-            ("clean accuracy, defended", fmt.pct(d.get("clean_accuracy"))),
-            (f"honest robust accuracy (eps {fmt.value(max(d.get('eps') or [0]))})", fmt.pct(d.get("robust_accuracy"))),
-            ("samples", fmt.value(d.get("n"))),
-        ]),
+    spec = d.get("spec")
+    figures = [
+        ("clean accuracy, undefended", fmt.pct(d.get("clean_accuracy_undefended"))),
+        ("clean accuracy, defended", fmt.pct(d.get("clean_accuracy"))),
+        (f"honest robust accuracy (eps {fmt.value(max(d.get('eps') or [0]))})", fmt.pct(d.get("robust_accuracy"))),
+        ("samples", fmt.value(d.get("n"))),
     ]
     series = []
     und = d.get("robust_accuracy_undefended_by_eps")
@@ -185,30 +203,24 @@ def _defense_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> st
     for i, (mode, md) in enumerate((d.get("modes") or {}).items()):
         series.append(Series(mode, _eps_points(d.get("clean_accuracy"), md.get("robust_accuracy_by_eps") or {}),
                              PALETTE[i % len(PALETTE)]))
-    parts.append(line_chart(series, x_label=f"eps ({d.get('norm', '')})", y_label="accuracy",
-                            title="Accuracy vs eps per adaptive mode (eps 0: clean accuracy)"))
+    chart = _chart(series, x_label=f"eps ({d.get('norm', '')})", y_label="accuracy",
+                   title="Accuracy vs eps per adaptive mode (eps 0: clean accuracy)")
     try:
         cols, rows = fmt.defense_rows(d)
     except (KeyError, TypeError, ValueError):
         cols, rows = [], []
-    if cols:
-        parts.append("<h3>Blind, BPDA and BPDA+EOT side by side</h3>"
-                     + html_table(cols, [[e(c) for c in row] for row in rows]))
     notes = [f"{mode}: {md['note']}" for mode, md in (d.get("modes") or {}).items() if md.get("note")]
-    if notes:
-        parts.append("".join(f'<p class="note">{e(n)}</p>' for n in notes))
-    return "".join(parts)
+    return {"view": "defense", "spec": spec, "draws": draws, "figures": figures, "chart": chart,
+            "modes": table(cols, rows) if cols else None, "notes": notes}
 
 
-def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     verdict = str(r.get("verdict", "-"))
     targets = ", ".join(map(str, r.get("suspected_targets") or [])) or "none"
     names = ((r.get("model") or {}).get("spec") or {}).get("class_names") or []
-    parts = [f'<p>Verdict {pill(verdict.upper(), verdict)} &nbsp; suspected target class(es): <b>{e(targets)}</b> '
-             f'&nbsp; methods: {e(", ".join(r.get("methods") or []))} &nbsp; {e(fmt.seconds(r.get("time_s")))}</p>']
+    methods = ", ".join(r.get("methods") or [])
+    time = fmt.seconds(r.get("time_s"))
     lines = [fmt.scan_evidence(name, ev) for name, ev in (r.get("evidence") or {}).items()]
-    if lines:
-        parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in lines) + "</ul>")
     mm = (r.get("evidence") or {}).get("mm-bd")
     classes = r.get("classes") or []
     show_margin = mm is not None or any("max_margin" in c for c in classes)
@@ -220,122 +232,109 @@ def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
             margin = mm["classes"][i].get("max_margin")
         label = c.get("label")
         cname = names[label] if isinstance(label, int) and 0 <= label < len(names) else ""
-        row = [e(label), e(cname), _val(c.get("mask_l1")), _val(c.get("anomaly_index"), 3), _pct(c.get("asr"))]
+        row = [label, cname, fmt.value(c.get("mask_l1")), fmt.value(c.get("anomaly_index"), 3), fmt.pct(c.get("asr"))]
         if show_margin:
-            row.append(_val(margin))
+            row.append(fmt.value(margin))
         row.append(pill("FLAGGED", "fail") if c.get("flagged") else "")
         rows.append(row)
         classes_css.append("flagged" if c.get("flagged") else "")
     art = step.get("artifacts") or {}
+    overview = None
     if art.get("triggers_overview"):
-        overview = embed_image(base_dir, art.get("triggers_overview"), "reconstructed triggers",
-                               "Reconstructed triggers per class (mask, pattern, mask x pattern); flagged classes are "
-                               "marked.")
-    else:
-        overview = ('<p class="note">No reconstructed-trigger images (run with --triggers-dir, or a method that '
-                    "reconstructs none).</p>")
-    parts.append("<h3>Reconstructed triggers</h3>" + overview)
-    parts.append("<h3>Per class</h3>" + html_table(cols, rows, classes_css, left=(0, 1), what="classes"))
-    return "".join(parts)
+        overview = image(base_dir, art.get("triggers_overview"), "reconstructed triggers",
+                         "Reconstructed triggers per class (mask, pattern, mask x pattern); flagged classes are "
+                         "marked.")
+    return {"view": "scan", "verdict": pill(verdict.upper(), verdict), "targets": targets, "methods": methods,
+            "time": time, "evidence": lines, "overview": overview,
+            "classes": table(cols, rows, classes_css, left=(0, 1), what="classes")}
 
 
-def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+def _detect_eval_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     method = r.get("method")  # absent: LCR
     s = r.get("sprt") or r.get("decisions") or {}
     mut = r.get("mutation") or {}
     auroc_all = r.get("auroc_all")
-    n_adv = e(sum((r.get("n_adversarial") or {}).values()))
-    intro = (f"<p>Detector <code>{e(method)}</code>; {e(r.get('n_normal', '-'))} normal inputs, {n_adv} "
-             "adversarial.</p>"
-             if method else
-             f"<p>Label Change Rate under <code>{e(mut.get('operator'))}</code> mutations (radius "
-             f"{e(fmt.value(mut.get('radius')))}, "
-             f"{e(r.get('lcr_mutations', '-'))} per input); {e(r.get('n_normal', '-'))} normal inputs, {n_adv} "
-             "adversarial.</p>")
+    v: dict[str, Any] = {"view": "detect_eval", "method": method,
+                         "n_adversarial": sum((r.get("n_adversarial") or {}).values())}
+    if not method:
+        v.update(operator=mut.get("operator"), radius=fmt.value(mut.get("radius")),
+                 mutations=r.get("lcr_mutations", "-"))
+    v["n_normal"] = r.get("n_normal", "-")
     what = "decision" if method else "SPRT"
-    parts = [
-        intro,
-        _figures([
-            ("AUROC (all)", fmt.value(auroc_all)),
-            ("AUROC (mean over attacks)", fmt.value(r.get("auroc_mean"))),
-            (f"{what} precision", fmt.pct(s.get("precision"))),
-            (f"{what} recall", fmt.pct(s.get("recall"))),
-            ("false positive rate", fmt.pct(s.get("false_positive_rate"))),
-            ("ms per input", fmt.value(s.get("ms_per_input"), 3)),
-        ]),
+    v["figures"] = [
+        ("AUROC (all)", fmt.value(auroc_all)),
+        ("AUROC (mean over attacks)", fmt.value(r.get("auroc_mean"))),
+        (f"{what} precision", fmt.pct(s.get("precision"))),
+        (f"{what} recall", fmt.pct(s.get("recall"))),
+        ("false positive rate", fmt.pct(s.get("false_positive_rate"))),
+        ("ms per input", fmt.value(s.get("ms_per_input"), 3)),
     ]
     roc = r.get("roc") or {}
     fpr, tpr = roc.get("fpr") or [], roc.get("tpr") or []
+    v["chart"] = v["roc_image"] = None  # neither: reports from before advaudit 0.1 hold no ROC points
     if fpr and len(fpr) == len(tpr):
-        chart = line_chart([Series(f"{method or 'LCR'} (AUROC {fmt.value(auroc_all)})", list(zip(fpr, tpr)), PALETTE[1],
-                                   markers=False)],
-                           x_label="false positive rate", y_label="true positive rate", x_max=1.0, percent_x=False,
-                           percent_y=False, width=430, height=400, diagonal=True,
-                           title=f"ROC curve, AUROC {fmt.value(auroc_all)}")
+        v["chart"] = _chart([Series(f"{method or 'LCR'} (AUROC {fmt.value(auroc_all)})", list(zip(fpr, tpr)),
+                                    PALETTE[1], markers=False)],
+                            x_label="false positive rate", y_label="true positive rate", x_max=1.0, percent_x=False,
+                            percent_y=False, width=430, height=400, diagonal=True,
+                            title=f"ROC curve, AUROC {fmt.value(auroc_all)}")
     elif (step.get("artifacts") or {}).get("roc"):
-        chart = embed_image(base_dir, step["artifacts"]["roc"], "ROC curve")
-    else:
-        chart = ('<div class="missing">This report holds no ROC points '
-                 "(reports from before advaudit 0.1 omit them).</div>")
+        v["roc_image"] = image(base_dir, step["artifacts"]["roc"], "ROC curve")
     t3 = r.get("table3") or {}
     sets = r.get("score") or {}
     kn = (sets.get("normal") if method else t3.get("kappa_nor")) or {}
-    rows = [["normal", e(kn.get("n")), f"{_val(kn.get('mean'))} &plusmn; {_val(kn.get('ci99'), 3)}", "-"]]
-    for g, v in ((sets.get("adversarial") if method else t3.get("kappa_adv")) or {}).items():
-        rows.append([e(g), e(v.get("n")), f"{_val(v.get('mean'))} &plusmn; {_val(v.get('ci99'), 3)}",
-                     _val((r.get("auroc") or {}).get(g))])
+    rows = [["normal", kn.get("n"), Cell("pm", fmt.value(kn.get("mean")), fmt.value(kn.get("ci99"), 3)), "-"]]
+    for g, x in ((sets.get("adversarial") if method else t3.get("kappa_adv")) or {}).items():
+        rows.append([g, x.get("n"), Cell("pm", fmt.value(x.get("mean")), fmt.value(x.get("ci99"), 3)),
+                     fmt.value((r.get("auroc") or {}).get(g))])
     score = "score" if method else "LCR"
-    table = "<h3>AUROC per attack</h3>" + html_table(("set", "n", f"{score} mean \u00b1 99% CI", "AUROC"), rows)
-    sprt_rows = [[e(k.replace("_", " ")), e(fmt.value(s.get(k)))] for k in ("alpha", "beta", "mu", "sigma", "p0", "p1",
-                                                                            "accuracy", "undecided",
-                                                           "mean_mutations", "mean_mutations_adversarial",
-                                                                            "mean_mutations_normal") if k in s]
-    table += f"<h3>{'Decisions' if method else 'SPRT'}</h3>" + html_table(("figure", "value"), sprt_rows)
-    parts.append(f'<div class="row"><div>{chart}</div><div style="flex:1 1 380px">{table}</div></div>')
-    return "".join(parts)
+    v["auroc"] = table(("set", "n", f"{score} mean \u00b1 99% CI", "AUROC"), rows)
+    keys = ("alpha", "beta", "mu", "sigma", "p0", "p1", "accuracy", "undecided", "mean_mutations",
+            "mean_mutations_adversarial", "mean_mutations_normal")
+    v["decisions"] = table(("figure", "value"), [[k.replace("_", " "), fmt.value(s.get(k))] for k in keys if k in s])
+    return v
 
 
-def _detect_run_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+def _detect_run_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     t = r.get("totals") or {}
     cal = r.get("calibration") or {}
-    parts = [_figures([
+    figures = [
         ("inputs", fmt.value(t.get("n"))), ("adversarial", fmt.value(t.get("adversarial"))),
         ("normal", fmt.value(t.get("normal"))), ("undecided", fmt.value(t.get("undecided"))),
         ("threshold", fmt.value(cal.get("threshold"))) if "method" in r else ("kappa_nor",
                                                                               fmt.value(cal.get("kappa_nor"))),
         ("ms per input", fmt.value(t.get("ms_per_input"), 3)),
-    ])]
+    ]
     inputs = r.get("inputs") or []
     css = ["flagged" if x.get("verdict") == "adversarial" else "" for x in inputs]
     if "method" in r:  # a detector other than LCR: one score per input
-        rows = [[e(x.get("index")), e(x.get("verdict")), e(x.get("label")), _val(x.get("score"), 4)] for x in inputs]
-        parts.append(html_table(("index", "verdict", "label", "score"), rows, css, left=(0, 1), what="inputs"))
-        return "".join(parts)
-    rows = [[e(x.get("index")), e(x.get("verdict")), e(x.get("label")), _val(x.get("lcr"), 3), e(x.get("mutations")),
-             _val(x.get("error_bound"))] for x in inputs]
-    parts.append(html_table(("index", "verdict", "label", "LCR", "mutations", "error bound"), rows, css, left=(0, 1),
-                        what="inputs"))
-    return "".join(parts)
+        rows = [[x.get("index"), x.get("verdict"), x.get("label"), fmt.value(x.get("score"), 4)] for x in inputs]
+        cols: tuple[str, ...] = ("index", "verdict", "label", "score")
+    else:
+        rows = [[x.get("index"), x.get("verdict"), x.get("label"), fmt.value(x.get("lcr"), 3), x.get("mutations"),
+                 fmt.value(x.get("error_bound"))] for x in inputs]
+        cols = ("index", "verdict", "label", "LCR", "mutations", "error bound")
+    return {"view": "detect_run", "figures": figures, "inputs": table(cols, rows, css, left=(0, 1), what="inputs")}
 
 
-def _harden_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> str:
+def _harden_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     h = r.get("hardened") or {}
-    parts = [f"<p>Adversarial training (<code>{e(r.get('method'))}</code>, Linf eps {e(fmt.value(r.get('eps')))}); "
-             "hardened model "
-             f"<code>{e(h.get('path'))}</code>, sha256 <code>{e(h.get('sha256'))}</code>.</p>"]
+    v = {"view": "harden", "method": r.get("method"), "eps": fmt.value(r.get("eps")), "path": h.get("path"),
+         "sha256": h.get("sha256")}
     rows = []
     for x in r.get("summary") or []:
         label = str(x.get("metric", "")).replace("_", " ") + (f" ({x['suite']})" if x.get("suite") else "")
         ch = x.get("change")
-        rows.append([e(label), _pct(x.get("before")), _pct(x.get("after")),
+        rows.append([label, fmt.pct(x.get("before")), fmt.pct(x.get("after")),
                      "-" if not isinstance(ch, (int, float)) else f"{100 * ch:+.1f} pts"])
-    parts.append(html_table(("metric", "before", "after", "change"), rows))
-    return "".join(parts)
+    v["summary"] = table(("metric", "before", "after", "change"), rows)
+    return v
 
 
-def _step_body(step: dict[str, Any], base_dir: Path) -> str:
+def _step_body(step: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """The data of the step's partial (``view`` names it), or why the step shows none."""
     if step.get("status") != "done" or not isinstance(step.get("report"), dict):
-        return f'<div class="error">Step failed: {e(step.get("error") or "no report")}</div>'
+        return {"view": "failed", "error": step.get("error") or "no report"}
     r = step["report"]
     kind = r.get("kind")
     try:
@@ -350,25 +349,17 @@ def _step_body(step: dict[str, Any], base_dir: Path) -> str:
         if kind == "harden":
             return _harden_step(step, r, base_dir)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed section must not sink the page
-        return f'<div class="missing">This step\'s report could not be drawn ({e(type(exc).__name__)}: {e(exc)}).</div>'
-    return f'<p class="note">No renderer for step reports of kind {e(kind)}.</p>'
+        return {"view": "broken", "error": f"{type(exc).__name__}: {exc}"}
+    return {"view": "unknown", "kind": kind}
 
 
-def step_section(i: int, step: dict[str, Any], base_dir: Path) -> str:
+def step_section(i: int, step: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    """The data of ``templates/steps/section.html.j2`` for the ``i``-th step."""
     status = str(step.get("status", "done"))
     kind = str(step.get("kind", ""))
-    artifacts = step.get("artifacts") or {}
-    art = ""
-    if artifacts:
-        listed = ", ".join(f"{e(k)} <code>{e(v)}</code>" for k, v in artifacts.items())
-        art = f'<p class="note">Artifacts: {listed}</p>'
+    artifacts = list((step.get("artifacts") or {}).items())
     metrics = step.get("metrics") or {}
-    mrow = ""
-    if metrics:
-        mrow = "<details><summary class=\"note\">All metrics of this step</summary>" + html_table(
-            ("metric", "value"), [[e(k), e(fmt.metric(k, v))] for k, v in metrics.items()]) + "</details>"
-    return (
-        f'<section class="card step" id="step-{i}"><h2>{e(step.get("name"))} <span class="sub">{e(kind)}</span> '
-        f'{pill(status.upper(), status)} <span class="sub">{e(fmt.seconds(step.get("time_s")))}</span></h2>'
-        f"{_step_body(step, base_dir)}{mrow}{art}</section>"
-    )
+    mtable = table(("metric", "value"), [[k, fmt.metric(k, v)] for k, v in metrics.items()]) if metrics else None
+    return {"i": i, "name": step.get("name"), "kind": kind, "status": pill(status.upper(), status),
+            "time": fmt.seconds(step.get("time_s")), "body": _step_body(step, base_dir), "metrics": mtable,
+            "artifacts": artifacts}
