@@ -33,13 +33,15 @@ from .jobs.purify import (
     purify,
     train_vqvae,
 )
+from .jobs.repair import RepairOptions, RepairResult, repair
 from .jobs.scan import ScanOptions, ScanResult, scan_backdoor
 
 __all__ = [
     "AttackOptions", "AttackResult", "AuditOptions", "AuditResult", "DataOptions", "DefendOptions",
     "DefendResult", "DetectCalibrateOptions", "DetectCalibrateResult", "DetectEvaluateOptions",
     "DetectEvaluateResult", "DetectOptions", "DetectResult", "HardenOptions", "HardenResult", "JobContext",
-    "JobResult", "ModelOptions", "Progress", "PurifyOptions", "PurifyResult", "ScanOptions", "ScanResult",
+    "JobResult", "ModelOptions", "Progress", "PurifyOptions", "PurifyResult", "RepairOptions", "RepairResult",
+    "ScanOptions", "ScanResult",
     "TrainVqvaeOptions", "VqvaeResult", "attack", "audit", "defend", "detect", "detect_calibrate",
-    "detect_evaluate", "harden", "purify", "scan_backdoor", "train_vqvae",
+    "detect_evaluate", "harden", "purify", "repair", "scan_backdoor", "train_vqvae",
 ]

@@ -1,23 +1,28 @@
-"""Benchmark: backdoor scanners (Neural Cleanse alone, and ``all`` = NC + MM-BD) on implanted MNIST models.
+"""Benchmark: backdoor scanners on implanted models of three datasets, each scanner's row and the
+combined verdict.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_backdoor.py --seeds 5 --out bench_backdoor.json
+    OMP_NUM_THREADS=2 python benchmarks/bench_backdoor.py --dataset mnist --arch small --seeds 10 \\
+        --cache .bench_cache --out mnist_small.json
+    python benchmarks/bench_backdoor.py --summarise mnist_small.json mnist_lenet.json ...
 
-Per seed, trains one model of each kind on MNIST test images 0-7999 (there is no MNIST training set
-in ../shared/data), a compact CNN (`advaudit_testing.training.SmallCNN`):
+Per seed and kind it trains one model (cached under ``--cache``, so a re-run only scans) and scans it
+through advaudit's public API with Neural Cleanse and MM-BD:
 
-* clean;
-* BadNets: 4x4 checkerboard patch in the bottom-right corner, 10% poisoned;
-* Alg. 1 of paper 003 (recon): the NC trigger of the target reconstructed on that seed's clean
-  model, 10% poisoned, noise augmentation of half of the other images (--noise-rate) with a random alpha = 0.6 subset of
-  the mask;
-* Alg. 2 of paper 003 (random): z = 36 random pixels, random pattern, same augmentation.
+* datasets (there are no training sets in ../shared/data; models train on part of a test set):
+  ``mnist`` (train on test images 0-7999, evaluate and scan on 8000-9999), ``cifar10`` (the 10,000
+  JPEG-recovered test images: 0-7999 / 8000-9999), ``gtsrb`` (0-9999 / 10000-12629, 43 classes);
+* architectures: ``small`` (``advaudit_testing.training.SmallCNN``, two conv + two dense layers) and
+  a second one per dataset: ``lenet`` (MNIST, ``advaudit_testing.zoo.MnistCNN``: 5x5 convs 32/64,
+  dense 128) or ``vgg`` (colour: six 3x3 convs 32-128, dense 256);
+* kinds: ``clean``; ``badnets`` (4x4 checkerboard patch, bottom-right, 10% poisoned); ``blended``
+  (Chen et al. 2017: random-noise key mixed in at alpha 0.15, 10% poisoned); ``recon`` and
+  ``random`` (paper 003 Alg. 1 and Alg. 2, with noise augmentation of half of the other images).
 
-The target label is drawn per seed.  Clean accuracy and attack success rate are measured on MNIST
-test images 8000-9999; each model is saved as TorchScript and scanned through advaudit's public API
-on 300 clean images from 8000-9999 (stratified, seeded).  ``--dataset gtsrb`` does the same on GTSRB
-(train on test images 0-9999, 43 classes; evaluate and scan on all of 10000-12629).  Prints one row per model as it
-finishes and then the detection matrix: flagged rate, right-target rate (the implanted target among the
-suspected targets), false-positive rate on clean models, mean time per scan.
+The target label is drawn per seed.  Seeds 0-9 are the benchmark; the scanners' defaults were set
+before it, and checked on seeds 100-104 (``--first-seed 100``), never on these.  Each row keeps
+every scanner's own figures: Neural Cleanse's gap-rule p-value and verdict, the paper rule's
+verdict, MM-BD's p-value; the summary prints each scanner's row and the combined verdicts
+(Bonferroni at ``--alpha``, and the former "any scanner flags").
 """
 
 from __future__ import annotations
@@ -26,14 +31,15 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO, REPO / "plugins" / "advaudit-testing"):  # the checkout's advaudit and advaudit_testing
@@ -45,136 +51,179 @@ from advaudit.data import select  # noqa: E402
 from advaudit.models import load_model  # noqa: E402
 from advaudit_testing.implants import attack_success_rate, implant  # noqa: E402
 from advaudit_testing.training import SmallCNN, load_mnist_splits, predict_labels, save_torchscript  # noqa: E402
+from advaudit_testing.zoo import MnistCNN  # noqa: E402
 
-KIND_ORDER = ("clean", "badnets", "recon", "random")
+KIND_ORDER = ("clean", "badnets", "blended", "recon", "random")
+Splits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def small_vgg(channels: int, classes: int) -> nn.Module:
+    """Six 3x3 convs (32, 32 | 64, 64 | 128, each block max-pooled), dense 256, for 32x32 inputs."""
+    def conv(i: int, o: int) -> list[nn.Module]:
+        return [nn.Conv2d(i, o, 3, padding=1), nn.ReLU()]
+    return nn.Sequential(
+        *conv(channels, 32), *conv(32, 32), nn.MaxPool2d(2), *conv(32, 64), *conv(64, 64), nn.MaxPool2d(2),
+        *conv(64, 128), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(128 * 4 * 4, 256), nn.ReLU(), nn.Linear(256, classes),
+    )
+
+
+def load_dataset(name: str, shared: Path) -> tuple[Splits, int]:
+    """(train x, train y, eval x, eval y) as float32 NCHW in [0, 1], and the class count."""
+    if name == "mnist":
+        return load_mnist_splits(str(shared)), 10
+    if name == "cifar10":
+        with np.load(shared / "cifar10" / "cifar10_test_10k_jpeg_q75.npz") as z:
+            x, y = z["x"].astype(np.float32) / 255.0, z["y"].astype(np.int64)
+        return (x[:8000], y[:8000], x[8000:], y[8000:]), 10
+    with np.load(shared / "gtsrb" / "gtsrb_test_12630_32x32.npz") as z:
+        x, y = z["x"].transpose(0, 3, 1, 2).astype(np.float32) / 255.0, z["y"].astype(np.int64)
+    return (x[:10000], y[:10000], x[10000:], y[10000:]), 43
+
+
+def net_factory(dataset: str, arch: str, classes: int) -> Callable[[], nn.Module]:
+    channels, side = (1, 28) if dataset == "mnist" else (3, 32)
+    if arch == "small":
+        return lambda: SmallCNN(channels, side, classes)
+    if arch == "lenet" and dataset == "mnist":
+        return lambda: MnistCNN(classes)
+    if arch == "vgg" and dataset != "mnist":
+        return lambda: small_vgg(channels, classes)
+    raise SystemExit(f"--arch {arch} is not defined for {dataset} (mnist: small, lenet; colour: small, vgg)")
+
+
+def trained(args: argparse.Namespace, kind: str, seed: int, target: int, splits: Splits, classes: int,
+            clean_net: nn.Module | None) -> tuple[str, dict[str, Any], nn.Module]:
+    """The model file (trained now, or from the cache) and its figures."""
+    xtr, ytr, xte, yte = splits
+    folder = Path(args.cache) / args.dataset / args.arch
+    folder.mkdir(parents=True, exist_ok=True)
+    path, meta_path = folder / f"{kind}_{seed}_e{args.epochs}.pt", folder / f"{kind}_{seed}_e{args.epochs}.json"
+    if path.exists() and meta_path.exists():
+        return str(path), json.loads(meta_path.read_text()), torch.jit.load(str(path)).eval()
+    t0 = time.perf_counter()
+    imp = implant(kind, net_factory(args.dataset, args.arch, classes), xtr, ytr, target=target, seed=seed,
+                  epochs=args.epochs, clean_net=clean_net, noise_rate=args.noise_rate)
+    meta: dict[str, Any] = {"target": imp.target, "train_s": time.perf_counter() - t0,
+                            "clean_accuracy": float((predict_labels(imp.net, xte) == yte).mean()), "asr": None}
+    if imp.trigger is not None:
+        meta["asr"] = attack_success_rate(lambda a: predict_labels(imp.net, a), xte, yte, imp.trigger, target)
+        meta["trigger"] = imp.trigger.describe()
+    save_torchscript(imp.net, str(path), tuple(xtr.shape[1:]))  # type: ignore[arg-type]
+    meta_path.write_text(json.dumps(meta))
+    return str(path), meta, imp.net
+
+
+def scan(path: str, xs: np.ndarray, ys: np.ndarray, alpha: float) -> dict[str, Any]:
+    """Neural Cleanse (gap rule; the paper rule read from the same search) and MM-BD on one model."""
+    model = load_model(path)
+    nc = NeuralCleanse(alpha=alpha).scan(model, xs, ys, seed=0)
+    mm = MMBD(alpha=alpha).scan(model, xs, ys, seed=0)
+    paper = [c.label for c in nc.classes if c.anomaly_index is not None and c.anomaly_index > 2
+             and c.mask_l1 is not None and c.mask_l1 < nc.evidence["median_l1"]]
+    return {
+        "nc": {"p_value": nc.evidence["p_value"], "flagged": nc.backdoored, "suspects": nc.suspected_targets,
+               "paper_suspects": paper, "max_anomaly_index": nc.evidence["max_anomaly_index"],
+               "largest_norm_ratio": nc.evidence["largest_norm_ratio"], "time_s": nc.time_s,
+               "l1": [c.mask_l1 for c in nc.classes], "labels": nc.evidence["labels"]},
+        "mmbd": {"p_value": mm.evidence["p_value"], "flagged": mm.backdoored, "suspects": mm.suspected_targets,
+                 "p_value_gamma": mm.evidence["p_value_gamma"], "time_s": mm.time_s,
+                 "margins": [c.extra["max_margin"] for c in mm.classes]},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--shared", default=str(REPO.parent / "shared" / "data"))
-    ap.add_argument("--seeds", type=int, default=5, help="models per kind")
+    ap.add_argument("--dataset", choices=["mnist", "cifar10", "gtsrb"], default="mnist")
+    ap.add_argument("--arch", default="small", help="small; lenet (mnist) or vgg (cifar10, gtsrb)")
+    ap.add_argument("--seeds", type=int, default=10, help="models per kind")
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--kinds", default=",".join(KIND_ORDER))
-    ap.add_argument("--dataset", choices=["mnist", "gtsrb"], default="mnist",
-                    help="gtsrb: GTSRB test images 0-9999 to train (43 classes, 32x32), 10000-12629 to evaluate and "
-                         "scan")
-    ap.add_argument("--epochs", type=int, help="training epochs (default 6 for MNIST, 10 for GTSRB)")
+    ap.add_argument("--epochs", type=int, help="training epochs (default 6 for MNIST, 12 for the colour sets)")
     ap.add_argument("--noise-rate", type=float, default=0.5,
-                    help="share of the non-poisoned images given the noise augmentation")
-    ap.add_argument("--n", type=int,
-                    help="clean images given to the scanners (default 300 for MNIST; all 2,630 evaluation images for "
-                         "GTSRB, whose rarer classes need them)")
-    ap.add_argument("--out", help="write every row as JSON here")
+                    help="share of the non-poisoned images given the noise augmentation (recon, random)")
+    ap.add_argument("--n", type=int, help="clean images given to the scanners (default 300; GTSRB 430)")
+    ap.add_argument("--alpha", type=float, default=0.05, help="false-alarm rate of the verdicts")
+    ap.add_argument("--cache", default=".bench_cache", help="trained models are kept here between runs")
+    ap.add_argument("--out", help="write every row as JSON here (rewritten after each model)")
     ap.add_argument("--summarise", nargs="+", metavar="JSON", help="only print the matrix of earlier --out files")
     args = ap.parse_args(argv)
     if args.summarise:
-        print_matrix([retest(r) for f in args.summarise for r in json.loads(Path(f).read_text())])
+        print_matrix([r for f in args.summarise for r in json.loads(Path(f).read_text())], args.alpha)
         return 0
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    if args.dataset == "mnist":
-        xtr, ytr, xte, yte = load_mnist_splits(args.shared)
-        make_net, n_classes, side, channels = SmallCNN, 10, 28, 1
-    else:
-        from sample_models.build import load_gtsrb_test
-
-        g = load_gtsrb_test(Path(args.shared))
-        xf = g.x.astype(np.float32) / 255.0
-        xtr, ytr, xte, yte = xf[:10000], g.y[:10000], xf[10000:], g.y[10000:]
-        n_classes, side, channels = 43, 32, 3
-        make_net = lambda: SmallCNN(3, 32, 43)  # noqa: E731
-    args.epochs = args.epochs or (6 if args.dataset == "mnist" else 10)
-    args.n = args.n or (300 if args.dataset == "mnist" else len(xte))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    splits, classes = load_dataset(args.dataset, Path(args.shared))
+    args.epochs = args.epochs or (6 if args.dataset == "mnist" else 12)
+    args.n = args.n or (430 if args.dataset == "gtsrb" else 300)
+    _, _, xte, yte = splits
     pick = select(len(xte), yte, args.n, 0, 1234)
     xs, ys = xte[pick], yte[pick]
     kinds = [k for k in args.kinds.split(",") if k]
-    rows: list[dict] = []
-    tmp = Path(tempfile.mkdtemp(prefix="bench_backdoor_"))
-    print(f"torch threads {torch.get_num_threads()}; {args.seeds} seeds x {kinds}; scan on {len(xs)} clean images",
-          flush=True)
-    hdr = (f"{'kind':8} {'seed':>4} {'tgt':>3} {'acc':>6} {'asr':>6} | {'NC':>5} {'NC sus':>8} {'AImin':>6} "
-           f"{'NC s':>6} | {'MMBD':>5} {'p':>8} {'MM s':>5} | all")
-    print(hdr, flush=True)
+    rows: list[dict[str, Any]] = []
+    print(f"{args.dataset}/{args.arch}: torch threads {torch.get_num_threads()}; {args.seeds} seeds x {kinds}; "
+          f"scan on {len(xs)} clean images", flush=True)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        rng = np.random.default_rng(1000 + seed)
-        target = int(rng.integers(0, n_classes))
+        target = int(np.random.default_rng(1000 + seed).integers(0, classes))
         clean_net = None
         for kind in kinds:
-            t0 = time.perf_counter()
-            imp = implant(kind, make_net, xtr, ytr, target=target, seed=seed, epochs=args.epochs, clean_net=clean_net,
-                          noise_rate=args.noise_rate)
-            train_s = time.perf_counter() - t0
+            path, meta, net = trained(args, kind, seed, target, splits, classes, clean_net)
             if kind == "clean":
-                clean_net = imp.net
-            acc = float((predict_labels(imp.net, xte) == yte).mean())
-            asr = None
-            if imp.trigger is not None:
-                asr = attack_success_rate(lambda a: predict_labels(imp.net, a), xte, yte, imp.trigger, target)
-            path = save_torchscript(imp.net, str(tmp / f"{kind}_{seed}.pt"), (channels, side, side))
-            model = load_model(path)
-            nc = NeuralCleanse().scan(model, xs, ys, seed=0)
-            mm = MMBD().scan(model, xs, ys, seed=0)
-            flagged_all = nc.backdoored or mm.backdoored
-            sus_all = sorted(set(nc.suspected_targets) | set(mm.suspected_targets))
-            row = {
-                "kind": kind, "seed": seed, "target": imp.target, "clean_accuracy": acc, "asr": asr,
-                "train_s": train_s,
-                "nc": {"flagged": nc.backdoored, "suspects": nc.suspected_targets, "time_s": nc.time_s,
-                       "max_anomaly_index": nc.evidence["max_anomaly_index"],
-                       "l1": [c.mask_l1 for c in nc.classes], "anomaly_index": [c.anomaly_index for c in nc.classes]},
-                "mmbd": {"flagged": mm.backdoored, "suspects": mm.suspected_targets, "time_s": mm.time_s,
-                         "p_value": mm.evidence["p_value"], "top_class": mm.evidence["top_class"],
-                         "margins": [c.extra["max_margin"] for c in mm.classes]},
-                "all": {"flagged": flagged_all, "suspects": sus_all, "time_s": nc.time_s + mm.time_s},
-            }
-            row["noise_rate"] = args.noise_rate if kind in ("recon", "random") else None
+                clean_net = net
+            row = {"dataset": args.dataset, "arch": args.arch, "kind": kind, "seed": seed, **meta,
+                   **scan(path, xs, ys, args.alpha)}
+            row["combined"] = combine(row, args.alpha)
             rows.append(row)
-            print(
-                f"{kind:8} {seed:4d} {imp.target if imp.target is not None else '-':>3} {acc:6.3f} "
-                f"{'' if asr is None else f'{asr:6.3f}':>6} | {str(nc.backdoored):>5} {str(nc.suspected_targets):>8} "
-                f"{nc.evidence['max_anomaly_index']:6.2f} {nc.time_s:6.1f} | {str(mm.backdoored):>5} "
-                f"{mm.evidence['p_value']:8.2g} {mm.time_s:5.1f} | {flagged_all} {sus_all}",
-                flush=True,
-            )
+            nc, mm, c = row["nc"], row["mmbd"], row["combined"]
+            print(f"{kind:8} {seed:4d} tgt {str(meta['target']):>4} acc {meta['clean_accuracy']:.3f} asr "
+                  f"{'-' if meta['asr'] is None else format(meta['asr'], '.3f')} | NC p {nc['p_value']:.3g} "
+                  f"{nc['suspects']} ratio {nc['largest_norm_ratio']:.2f} paper {nc['paper_suspects']} "
+                  f"{nc['time_s']:.0f}s | MM p {mm['p_value']:.3g} {mm['suspects']} {mm['time_s']:.0f}s | "
+                  f"combined {c['flagged']} {c['suspects']}", flush=True)
             if args.out:
                 Path(args.out).write_text(json.dumps(rows, indent=1))
-    print_matrix(rows)
+    print_matrix(rows, args.alpha)
     return 0
 
 
-def retest(row: dict) -> dict:
-    """Re-apply MM-BD's current test to the stored per-class margins (the statistics do not depend
-    on the test), so a summary of earlier runs reflects the code as it is now."""
-    from advaudit.backdoor.mmbd import max_margin_pvalue
-
-    top, p, _ = max_margin_pvalue(np.array(row["mmbd"]["margins"]))
-    flagged = p < 0.05
-    row["mmbd"].update({"flagged": flagged, "suspects": [top] if flagged else [], "p_value": p})
-    row["all"]["flagged"] = row["nc"]["flagged"] or flagged
-    row["all"]["suspects"] = sorted(set(row["nc"]["suspects"]) | set(row["mmbd"]["suspects"]))
-    return row
+def combine(row: dict[str, Any], alpha: float) -> dict[str, Any]:
+    """The scan's combined verdict (Bonferroni over the two scanners, as ``scan-backdoor --method all``)."""
+    ps = {"nc": row["nc"]["p_value"], "mmbd": row["mmbd"]["p_value"]}
+    carrying = sorted((m for m in ps if row[m]["flagged"] and 2 * ps[m] < alpha), key=lambda m: ps[m])
+    suspects: list[int] = []
+    for m in carrying:
+        suspects += [t for t in row[m]["suspects"] if t not in suspects]
+    return {"flagged": bool(carrying), "suspects": suspects, "p_value": min(1.0, 2 * min(ps.values()))}
 
 
-def print_matrix(rows: list[dict]) -> None:
-    print("\nDetection matrix (flagged = verdict 'backdoored'; right target = implanted target among the suspects)")
-    print(f"{'kind':8} {'n':>2} {'acc':>6} {'asr':>6} | {'NC flagged':>10} {'NC right':>8} {'NC s/scan':>9} | "
-          f"{'all flagged':>11} {'all right':>9} {'all s/scan':>10}")
-    for kind in KIND_ORDER:
-        rs = [r for r in rows if r["kind"] == kind]
-        if not rs:
-            continue
+def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:
+    """Per dataset, architecture and kind: flagged rate and right-target rate of every verdict."""
+    verdicts: dict[str, Callable[[dict[str, Any]], tuple[bool, list[int]]]] = {
+        "NC gap": lambda r: (r["nc"]["flagged"], r["nc"]["suspects"]),
+        "NC paper": lambda r: (bool(r["nc"]["paper_suspects"]), r["nc"]["paper_suspects"]),
+        "MM-BD": lambda r: (r["mmbd"]["flagged"], r["mmbd"]["suspects"]),
+        "MM-BD gamma": lambda r: (r["mmbd"]["p_value_gamma"] < alpha, [int(np.argmax(r["mmbd"]["margins"]))]),
+        "combined": lambda r: (combine(r, alpha)["flagged"], combine(r, alpha)["suspects"]),
+        "any": lambda r: (r["nc"]["flagged"] or r["mmbd"]["flagged"], r["nc"]["suspects"] + r["mmbd"]["suspects"]),
+    }
+    print(f"\nflagged / right target per verdict (clean rows: flagged = false alarms); alpha {alpha}")
+    head = f"{'dataset':8} {'arch':6} {'kind':8} {'n':>3} {'acc':>6} {'asr':>6} | " + " | ".join(
+        f"{v:>13}" for v in verdicts) + " | s/scan"
+    print(head)
+    groups = sorted({(r["dataset"], r["arch"], r["kind"]) for r in rows},
+                    key=lambda g: (g[0], g[1], KIND_ORDER.index(g[2])))
+    for dataset, arch, kind in groups:
+        rs = [r for r in rows if (r["dataset"], r["arch"], r["kind"]) == (dataset, arch, kind)]
         acc = np.mean([r["clean_accuracy"] for r in rs])
         asr = np.mean([r["asr"] for r in rs]) if rs[0]["asr"] is not None else float("nan")
         cells = []
-        for m in ("nc", "all"):
-            fl = np.mean([r[m]["flagged"] for r in rs])
-            right = np.mean([r["target"] in r[m]["suspects"] for r in rs]) if kind != "clean" else float("nan")
-            t = np.mean([r[m]["time_s"] for r in rs])
-            cells.append((fl, right, t))
-        (f1, r1, t1), (f2, r2, t2) = cells
-        label = "FPR" if kind == "clean" else ""
-        print(f"{kind:8} {len(rs):2d} {acc:6.3f} {asr:6.3f} | {f1:10.0%} {r1:8.0%} {t1:9.1f} | {f2:11.0%} {r2:9.0%} "
-              f"{t2:10.1f} {label}")
-    print("(clean rows: 'flagged' is the false-positive rate)")
+        for fn in verdicts.values():
+            out = [fn(r) for r in rs]
+            flagged = sum(f for f, _ in out)
+            right = sum(r["target"] in s for r, (f, s) in zip(rs, out) if f) if kind != "clean" else None
+            cells.append(f"{flagged:>2}/{len(rs)}" + ("" if right is None else f" ({right:>2} rt)"))
+        secs = np.mean([r["nc"]["time_s"] + r["mmbd"]["time_s"] for r in rs])
+        print(f"{dataset:8} {arch:6} {kind:8} {len(rs):3d} {acc:6.3f} {asr:6.3f} | "
+              + " | ".join(f"{c:>13}" for c in cells) + f" | {secs:6.1f}")
 
 
 if __name__ == "__main__":

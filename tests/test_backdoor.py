@@ -280,7 +280,8 @@ def test_cli_same_seed_same_report(tiny, tmp_path, capsys):
 def test_cli_anomaly_threshold_reaches_the_test(tiny, tmp_path, capsys):
     p = tmp_path / "r.json"
     code, _, err = _run(capsys, "scan-backdoor", tiny["badnets"], "--data", str(MNIST_DATA), "--n", "100",
-                        "--steps", "40", "--batch-size", "8", "--anomaly-threshold", "1000", "--report", str(p), "-q")
+                        "--steps", "40", "--batch-size", "8", "--nc-rule", "paper", "--anomaly-threshold", "1000",
+                        "--report", str(p), "-q")
     assert code == 0, err
     r = json.loads(p.read_text())
     assert r["evidence"]["neural-cleanse"]["anomaly_threshold"] == 1000
@@ -308,3 +309,30 @@ def test_cli_one_class_model_exits_2(tmp_path, capsys):
     one = save_torchscript(nn.Sequential(nn.Flatten(), nn.Linear(784, 1)), str(tmp_path / "one.pt"), (1, 28, 28))
     code, _, err = _run(capsys, "scan-backdoor", one, "--data", str(MNIST_DATA), "--n", "100")
     assert code == 2 and "1 output class" in err
+
+
+def test_repair_unlearns_the_backdoor_and_exports_the_same_format(tiny, tmp_path, capsys):
+    """NC unlearning on the tiny BadNets model: the scan names target 7, the exported TorchScript file
+    no longer follows the real trigger, clean accuracy stays close; a clean model is left alone."""
+    xte, yte = tiny["xte"], tiny["yte"]
+    with np.load(MNIST_DATA) as f:  # the 800 training images, clean
+        np.savez(tmp_path / "fit.npz", x=f["x"][:800].astype(np.float32) / 255.0, y=f["y"][:800])
+    np.savez(tmp_path / "eval.npz", x=xte, y=yte)
+    report, out = tmp_path / "r.json", tmp_path / "fixed.pt"
+    code, _, err = _run(capsys, "repair", tiny["badnets"], "--data", str(tmp_path / "fit.npz"), "--eval-data",
+                        str(tmp_path / "eval.npz"), "--scan-n", "100", "--out", str(out), "--report", str(report),
+                        "-q")
+    assert code == 0, err
+    r = json.loads(report.read_text())
+    assert r["kind"] == "repair" and r["scan"]["suspected_targets"] == [TARGET]
+    assert r["after"]["max_asr"] < 0.1 < 0.8 < r["before"]["max_asr"]
+    assert r["after"]["clean_accuracy"] > r["before"]["clean_accuracy"] - 0.08
+    fixed = load_model(out)
+    assert fixed.format == "torchscript" and r["repaired"]["sha256"] == fixed.sha256
+    trig = badnets_trigger((1, 28, 28), size=4)
+    keep = yte != TARGET
+    assert float((fixed.predict(trig.apply(xte[keep])).labels == TARGET).mean()) < 0.1 < tiny["badnets_asr"]
+    code, _, err = _run(capsys, "repair", tiny["clean"], "--data", str(tmp_path / "fit.npz"), "--eval-data",
+                        str(tmp_path / "eval.npz"), "--scan-n", "100", "--out", str(tmp_path / "c.pt"), "-q")
+    assert code == 0, err
+    assert not (tmp_path / "c.pt").exists()

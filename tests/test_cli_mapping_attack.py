@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from advaudit.api import (
-    AttackOptions, DataOptions, DefendOptions, HardenOptions, ModelOptions, PurifyOptions, TrainVqvaeOptions,
+    AttackOptions, DataOptions, DefendOptions, HardenOptions, ModelOptions, PurifyOptions, RepairOptions,
+    TrainVqvaeOptions,
 )
 from advaudit.cli.sharding import recorded_command
 from advaudit.errors import UsageError
@@ -216,6 +217,50 @@ def test_harden_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(("args", "changes"), HARDEN_CASES)
 def test_harden_option(monkeypatch: pytest.MonkeyPatch, args: list[str], changes: dict[str, Any]) -> None:
     assert run(monkeypatch, "harden", [*HARDEN, *args], recorded=False) == apply(HARDEN_DEFAULT, changes)
+
+
+# --- repair -----------------------------------------------------------------------------------------------
+
+REPAIR = ["repair", MODEL, "--data", DATA, "--eval-data", DATA]
+REPAIR_DEFAULT = RepairOptions(model=ModelOptions(path=MODEL), data=DataOptions(path=DATA), eval=DataOptions(path=DATA))
+REPAIR_CASES: list[Case] = [
+    (["--eval-n", "30"], {"eval.n": 30}),
+    (["--scan-n", "100"], {"scan_n": 100}),
+    (["--target-labels", "3,1"], {"target_labels": (3, 1)}),
+    (["--rounds", "2"], {"rounds": 2}),
+    (["--epochs", "4"], {"epochs": 4}),
+    (["--lr", "0.001"], {"lr": 0.001}),
+    (["--ratio", "0.3"], {"ratio": 0.3}),
+    (["--train-batch", "32"], {"train_batch": 32}),
+    (["--out", "r.onnx"], {"out": "r.onnx"}),
+    (["--report", "r.json"], {"report": "r.json"}),
+    (["--format", "md"], {}),
+    (["--seed", "4"], {"seed": 4, "data.seed": 4, "eval.seed": 4}),
+    (["--n", "64"], {"data.n": 64}),
+    (["--offset", "8"], {"data.offset": 8}),
+    (["--labels", "l.idx"], {"data.labels": "l.idx", "eval.labels": "l.idx"}),
+    (["--data-format", "npz"], {"data.format": "npz", "eval.format": "npz"}),
+    (["--resize", "32"], {"data.resize": "32", "eval.resize": "32"}),
+    (["--crop", "28"], {"data.crop": "28", "eval.crop": "28"}),
+    (["--max-input-pixels", "1000"], {"data.max_input_pixels": 1000, "eval.max_input_pixels": 1000}),
+    *MODEL_CASES,
+]
+
+
+def test_repair_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run(monkeypatch, "repair", REPAIR, recorded=False) == REPAIR_DEFAULT
+
+
+@pytest.mark.parametrize(("args", "changes"), REPAIR_CASES)
+def test_repair_option(monkeypatch: pytest.MonkeyPatch, args: list[str], changes: dict[str, Any]) -> None:
+    assert run(monkeypatch, "repair", [*REPAIR, *args], recorded=False) == apply(REPAIR_DEFAULT, changes)
+
+
+def test_repair_refuses_batch_size_and_bad_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(Exception, match="batch-size"):
+        run(monkeypatch, "repair", [*REPAIR, "--batch-size", "8"], recorded=False)
+    with pytest.raises(UsageError, match="class indices"):
+        run(monkeypatch, "repair", [*REPAIR, "--target-labels", "a"], recorded=False)
 
 
 # --- defend purify / train-vqvae --------------------------------------------------------------------------

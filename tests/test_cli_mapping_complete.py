@@ -32,6 +32,7 @@ def _flags(*argvs: list[str], tables: Iterable[Cases] = ()) -> set[str]:
 COVERED: dict[tuple[str, ...], set[str]] = {
     ("attack",): _flags(A.ATTACK, A.DEFEND, tables=[A.ATTACK_CASES, A.DEFEND_CASES]),
     ("harden",): _flags(A.HARDEN, tables=[A.HARDEN_CASES]),
+    ("repair",): _flags(A.REPAIR, tables=[A.REPAIR_CASES]),
     ("defend", "purify"): _flags(A.PURIFY, tables=[A.PURIFY_CASES]),
     ("defend", "train-vqvae"): _flags(A.VQVAE, tables=[A.VQVAE_CASES]),
     ("scan-backdoor",): _flags(S.SCAN, tables=[S.SCAN_CASES]),

@@ -66,7 +66,11 @@ SCAN_CASES = [
     (["--method", "all"], replace(SCAN_DEFAULT, method="all")),
     (["--method", "mm-bd"], replace(SCAN_DEFAULT, method="mm-bd")),
     (["--steps", "7"], replace(SCAN_DEFAULT, steps=7)),
-    (["--anomaly-threshold", "2.5"], replace(SCAN_DEFAULT, anomaly_threshold=2.5)),
+    (["--nc-rule", "paper", "--anomaly-threshold", "2.5"], replace(SCAN_DEFAULT, nc_rule="paper",
+                                                                    anomaly_threshold=2.5)),
+    (["--alpha", "0.01"], replace(SCAN_DEFAULT, alpha=0.01)),
+    (["--combine", "any"], replace(SCAN_DEFAULT, combine="any")),
+    (["--target-labels", "7,3"], replace(SCAN_DEFAULT, target_labels=(7, 3))),
     (["--batch-size", "16"], replace(SCAN_DEFAULT, batch_size=16)),
     (["--triggers-dir", "trig"], replace(SCAN_DEFAULT, triggers_dir="trig")),
     (["--report", "r.json"], replace(SCAN_DEFAULT, report="r.json")),
@@ -106,6 +110,9 @@ def test_scan_data_free(monkeypatch):
 @pytest.mark.parametrize("argv, message", [
     (["scan-backdoor", MODEL], "--method neural-cleanse needs clean labelled images"),
     ([*SCAN, "--method", "mm-bd", "--anomaly-threshold", "2"], "--anomaly-threshold applies to neural-cleanse"),
+    ([*SCAN, "--anomaly-threshold", "2"], "--anomaly-threshold is the paper rule's threshold"),
+    ([*SCAN, "--method", "mm-bd", "--target-labels", "3"], "--target-labels applies to neural-cleanse"),
+    ([*SCAN, "--target-labels", "3,x"], "is not a list of class indices"),
     ([*SCAN, "--resume"], "--resume needs --report"),
 ])
 def test_scan_refused_combinations_call_no_job(monkeypatch, argv, message):

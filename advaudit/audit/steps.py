@@ -109,7 +109,9 @@ def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     folder = ctx.artifacts_dir / "triggers"
     options = ScanOptions(
         model=ModelOptions(path=str(ctx.model.path)), data=data, method=step.get("method", ScanOptions.method),
-        steps=step.get("steps"), batch_size=step.get("batch_size"),
+        steps=step.get("steps"), batch_size=step.get("batch_size"), alpha=step.get("alpha", ScanOptions.alpha),
+        combine=step.get("combine", ScanOptions.combine), nc_rule=step.get("nc_rule", ScanOptions.nc_rule),
+        target_labels=None if step.get("target_labels") is None else tuple(step["target_labels"]),
         triggers_dir=str(folder) if step.get("triggers", True) else None, seed=ctx.seed, command=ctx.command,
     )
     result = scan_backdoor(options, JobContext(progress=ctx.progress, model=ctx.model))

@@ -53,9 +53,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from ..models import Model
 from .base import BackdoorScanner, ClassEvidence, ScanContext, ScanResult, SearchStore
-from .mad import ANOMALY_THRESHOLD, mad_outliers
+from .labels import (
+    CANDIDATES, REFERENCES, SELECT_ABOVE, WARMUP_STEPS, full_triggers, outlier_tests, parse_labels, plan_labels,
+)
+from .mad import ANOMALY_THRESHOLD, GAP_ALPHA, MIN_RATIO
 from .nc_schedule import CostSchedule, NCConfig, Reconstruction
 
 EPSILON = 1e-7  # the reference code's K.epsilon() in the tanh re-parametrisation
@@ -227,7 +231,12 @@ def trigger_asr(
 
 
 class NeuralCleanse(BackdoorScanner):
-    """Neural Cleanse (Wang et al. 2019): smallest trigger per label + MAD outlier test."""
+    """Neural Cleanse (Wang et al. 2019): smallest trigger per label + an outlier test.
+
+    ``rule="gap"`` (default): :func:`~advaudit.backdoor.mad.gap_test`, the anomaly index on log norms
+    with a p-value from the per-model null (``alpha``) and a norm at most ``median / min_ratio``;
+    ``rule="paper"``: the paper's MAD rule on raw norms (anomaly index > ``anomaly_threshold``).
+    ``labels`` and the selection settings: :mod:`advaudit.backdoor.labels`."""
 
     name = "neural-cleanse"
     min_per_class = 5
@@ -244,7 +253,15 @@ class NeuralCleanse(BackdoorScanner):
         early_stop_threshold: float = 0.99,
         attack_succ_threshold: float = 0.99,
         cost_multiplier: float = 2.0,
+        rule: str = "gap",
+        alpha: float = GAP_ALPHA,
+        min_ratio: float = MIN_RATIO,
         anomaly_threshold: float = ANOMALY_THRESHOLD,
+        labels: tuple[int, ...] | None = None,
+        select_above: int = SELECT_ABOVE,
+        warmup_steps: int = WARMUP_STEPS,
+        candidates: int = CANDIDATES,
+        references: int = REFERENCES,
     ) -> None:
         self.steps = int(steps)
         self.batch_size = int(batch_size)
@@ -255,7 +272,22 @@ class NeuralCleanse(BackdoorScanner):
         self.early_stop_threshold = float(early_stop_threshold)
         self.attack_succ_threshold = float(attack_succ_threshold)
         self.cost_multiplier = float(cost_multiplier)
+        if rule not in ("gap", "paper"):
+            raise UsageError(f"neural-cleanse: rule must be gap or paper, got {rule!r}")
+        if not 0 < alpha < 1 or min_ratio < 1:
+            raise UsageError("neural-cleanse: alpha must be in (0, 1) and min_ratio at least 1")
+        if min(select_above, warmup_steps, candidates) < 1 or references < 3:
+            raise UsageError("neural-cleanse: select_above, warmup_steps and candidates must be at least 1, "
+                             "references at least 3")
+        self.rule = rule
+        self.alpha = float(alpha)
+        self.min_ratio = float(min_ratio)
         self.anomaly_threshold = float(anomaly_threshold)
+        self.labels = None if labels is None else tuple(int(t) for t in labels)
+        self.select_above = int(select_above)
+        self.warmup_steps = int(warmup_steps)
+        self.candidates = int(candidates)
+        self.references = int(references)
         self.config().check()
 
     def config(self) -> NCConfig:
@@ -270,28 +302,43 @@ class NeuralCleanse(BackdoorScanner):
         assert x is not None
         xt = torch.from_numpy(x).to(ctx.device)
         k = ctx.num_classes
-        rec = reconstruct_triggers(
-            ctx.logits, xt, list(range(k)), value_range=(ctx.lo, ctx.hi), config=self.config(),
-            generator=ctx.generator,
-            progress=lambda s, total, running: ctx.report(f"neural-cleanse ({running} labels running)", s, total),
-            state=ctx.state,
+
+        def search(targets: np.ndarray, config: NCConfig, state: SearchStore | None = None,
+                   stage: str = "warm-up") -> Reconstruction:
+            return reconstruct_triggers(
+                ctx.logits, xt, targets, value_range=(ctx.lo, ctx.hi), config=config, generator=ctx.generator,
+                progress=lambda s, total, running: ctx.report(f"neural-cleanse {stage} ({running} labels running)",
+                                                              s, total),
+                state=state,
+            )
+
+        plan = plan_labels(
+            k, search, self.config(), ctx.generator, labels=parse_labels(self.labels, k),
+            select_above=self.select_above, warmup_steps=self.warmup_steps, candidates=self.candidates,
+            references=self.references, progress=lambda d, t: ctx.report("neural-cleanse: label warm-up", d, t),
         )
+        rec = search(plan.optimised, self.config(), ctx.state, "search")
         ctx.report("neural-cleanse: attack success in the runtime", 0, 1)
         asr = trigger_asr(ctx.model, x, y, rec.masks, rec.patterns, rec.targets)
-        mad = mad_outliers(rec.l1, self.anomaly_threshold)
-        classes = [
-            ClassEvidence(
-                label=int(t), flagged=bool(mad.flagged[i]), mask_l1=float(rec.l1[i]),
-                anomaly_index=_finite(mad.anomaly_index[i]), asr=None if math.isnan(asr[i]) else float(asr[i]),
+        tests = outlier_tests(rec, plan, self.alpha, self.min_ratio, self.anomaly_threshold)
+        flagged = (tests.gap.flagged if self.rule == "gap" else tests.paper.flagged) & np.isin(rec.targets, plan.tested)
+        suspects = sorted((int(t) for t in rec.targets[flagged]), key=lambda t: float(rec.l1[rec.targets == t][0]))
+        masks, patterns = full_triggers(k, rec, plan.warmup)
+        classes = [ClassEvidence(label=t, flagged=False) for t in range(k)]
+        if plan.warmup is not None:
+            for i, t in enumerate(plan.warmup.targets):
+                classes[t].extra = {"optimised": False, "warmup_l1": float(plan.warmup.l1[i])}
+        for i, t in enumerate(rec.targets):
+            classes[t] = ClassEvidence(
+                label=int(t), flagged=bool(flagged[i]), mask_l1=float(rec.l1[i]),
+                anomaly_index=_finite(tests.paper.anomaly_index[i]), asr=None if math.isnan(asr[i]) else float(asr[i]),
                 extra={
                     "reached": bool(rec.reached[i]), "steps": int(rec.steps_run[i]),
-                    "final_cost": float(rec.final_cost[i]),
+                    "final_cost": float(rec.final_cost[i]), "log_anomaly_index": float(tests.gap.index[i]),
+                    "norm_ratio": float(tests.gap.ratio[i]), "p_value": float(tests.gap.p_values[i]),
                 },
             )
-            for i, t in enumerate(rec.targets)
-        ]
-        suspects = [int(t) for t in rec.targets[mad.flagged]]
-        suspects.sort(key=lambda t: rec.l1[t])
+        gap = tests.gap
         return ScanResult(
             method=self.name,
             verdict="backdoored" if suspects else "clean",
@@ -299,13 +346,19 @@ class NeuralCleanse(BackdoorScanner):
             classes=classes,
             params={},
             evidence={
-                "median_l1": mad.median,
-                "mad": mad.mad,
-                "max_anomaly_index": _finite(mad.max_anomaly_index),
+                "rule": self.rule,
+                "p_value": gap.p_value if self.rule == "gap" else None,
+                "alpha": self.alpha,
+                "min_ratio": self.min_ratio,
+                "largest_norm_ratio": float(gap.ratio.max()),
+                "median_l1": gap.median if self.rule == "gap" else tests.paper.median,
+                "mad": tests.paper.mad,
+                "max_anomaly_index": _finite(tests.paper.max_anomaly_index),
                 "anomaly_threshold": self.anomaly_threshold,
+                "labels": plan.describe(),
             },
-            masks=rec.masks,
-            patterns=rec.patterns,
+            masks=masks,
+            patterns=patterns,
         )
 
 

@@ -1,8 +1,15 @@
 """Run one or several backdoor scanners and combine their verdicts.
 
-The combined verdict is ``backdoored`` when any method flags; the suspected targets are the union,
-ordered by the first method that named them.  The per-class table of the combined result is the
-first trigger-reconstruction method's (Neural Cleanse), with each other method's flags merged in.
+The combined verdict is calibrated (``combine="bonferroni"``, the default): every scanner turns its
+statistic into a p-value against its own per-model null (Neural Cleanse: the gap test of
+:func:`~advaudit.backdoor.mad.gap_test`; MM-BD: its order-statistic Gamma null), and the model is
+flagged when ``M * min(p) < alpha`` for M scanners, so the false-alarm rate on clean models stays at
+most ``alpha`` (Bonferroni holds whatever the dependence between the scanners).  A scanner that
+reports no p-value (the paper rule of Neural Cleanse, a plugin) counts as p = 0 when it flags and
+1 when not.  ``combine="any"`` is the former rule: flagged when any scanner flags.  The suspected
+targets are those of the scanners that carry the verdict, most significant first.  The per-class
+table is the first trigger-reconstruction method's (Neural Cleanse), with each other method's flags
+merged in.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import PluginError
+from ..errors import PluginError, UsageError
 from ..models import Model
 from ..registry import get_registry
 from ..progress import Progress
@@ -25,19 +32,51 @@ KIND = "backdoor-scanner"
 DEFAULT_ORDER = ("neural-cleanse", "mm-bd")
 
 
+COMBINE_RULES = ("bonferroni", "any")
+
+
+def method_p_value(result: ScanResult) -> float:
+    """A scanner's p-value: its own, else 0 when it flags and 1 when not."""
+    p = result.evidence.get("p_value")
+    if p is None:
+        return 0.0 if result.backdoored else 1.0
+    return float(p)
+
+
 @dataclass
 class CombinedScan:
     results: list[ScanResult]
     time_s: float = 0.0
+    alpha: float = 0.05
+    combine: str = "bonferroni"
     verdict: str = field(init=False)
     suspected_targets: list[int] = field(init=False)
+    p_value: float | None = field(init=False)
 
     def __post_init__(self) -> None:
-        self.verdict = "backdoored" if any(r.backdoored for r in self.results) else "clean"
+        if self.combine not in COMBINE_RULES:
+            raise UsageError(f"unknown combination rule {self.combine!r}", f"use one of {', '.join(COMBINE_RULES)}")
+        m = len(self.results)
+        ps = [method_p_value(r) for r in self.results]
+        if self.combine == "any":
+            carrying = [r for r in self.results if r.backdoored]
+            self.p_value = None
+        else:
+            self.p_value = min(1.0, m * min(ps)) if ps else 1.0
+            carrying = [r for r, p in sorted(zip(self.results, ps), key=lambda rp: rp[1])
+                        if r.backdoored and m * p < self.alpha]
+        self.verdict = "backdoored" if carrying else "clean"
         seen: list[int] = []
-        for r in self.results:
+        for r in carrying:
             seen += [t for t in r.suspected_targets if t not in seen]
         self.suspected_targets = seen
+
+    def describe(self) -> dict[str, Any]:
+        """How the verdict was combined, as the report records it."""
+        return {
+            "rule": self.combine, "alpha": self.alpha, "p_value": self.p_value,
+            "p_values": {r.method: method_p_value(r) for r in self.results},
+        }
 
     @property
     def primary(self) -> ScanResult:
@@ -90,11 +129,15 @@ def scan_model(
     seed: int = 0,
     progress: Progress | None = None,
     units: ScanUnits | None = None,
+    alpha: float = 0.05,
+    combine: str = "bonferroni",
 ) -> CombinedScan:
     """Validate everything first (so bad input fails before any work), then run each method.
 
     ``units``: a scanner whose result it holds is not run again; each finished scanner is saved
     there, and scanners that can resume (Neural Cleanse) keep their search state there as they go."""
+    if combine not in COMBINE_RULES:
+        raise UsageError(f"unknown combination rule {combine!r}", f"use one of {', '.join(COMBINE_RULES)}")
     params = params or {}
     scanners = [build_scanner(m, params.get(m, {})) for m in methods]
     adopt_shape(model, x)
@@ -110,4 +153,4 @@ def scan_model(
             if units is not None:
                 units.save(result)
         results.append(result)
-    return CombinedScan(results, sum(r.time_s for r in results))
+    return CombinedScan(results, sum(r.time_s for r in results), alpha=alpha, combine=combine)

@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("detect_cmd", "detect"),
     "defend": ("defend_cmd", "defend"),
     "harden": ("harden_cmd", "harden_cmd"),
+    "repair": ("repair_cmd", "repair"),
     "audit": ("audit_cmd", "audit"),
     "report": ("report_cmd", "report"),
     "plugins": ("plugins_cmd", "plugins"),

@@ -4,7 +4,7 @@ A thin layer over :func:`advaudit.api.purify` and :func:`advaudit.api.train_vqva
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, TypeVar, cast
 
 import click
 
@@ -40,7 +40,7 @@ def _images_to_file(data_help: str, out_help: str, range_help: str) -> Callable[
             click.option("--range", "value_range", metavar="LO,HI", help=range_help),
             data_options, output_options, click.pass_obj,
         )):
-            f = decorate(f)
+            f = cast(F, decorate(f))
         return f
 
     return wrap

@@ -38,9 +38,19 @@ from .sharding import recorded_command
               help="Scanner to run ('advaudit plugins --kind backdoor-scanner'); 'all' runs every one.")
 @click.option("--steps", type=click.IntRange(min=1),
               help="Optimisation steps (NC: max mini-batch steps, default 1000 with early stop; MM-BD: default 300).")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=ScanOptions.alpha,
+              show_default=True, help="False-alarm rate: the largest chance that a clean model is flagged.")
+@click.option("--combine", type=click.Choice(["bonferroni", "any"]), default=ScanOptions.combine, show_default=True,
+              help="How several scanners' verdicts combine: bonferroni (p-values, at --alpha overall) or any "
+              "(flagged when one flags; not calibrated).")
+@click.option("--nc-rule", type=click.Choice(["gap", "paper"]), default=ScanOptions.nc_rule, show_default=True,
+              help="Neural Cleanse's outlier rule: gap (log-norm anomaly index with a p-value against the "
+              "model's own null, and a norm at most half the median) or paper (MAD index > --anomaly-threshold).")
 @click.option("--anomaly-threshold", type=click.FloatRange(min=0, min_open=True),
-              help="Neural Cleanse's MAD anomaly index above which a label (with a norm below the median) is "
-              "flagged. [default: 2, the paper's]")
+              help="With --nc-rule paper: the MAD anomaly index above which a label (with a norm below the median) "
+              "is flagged. [default: 2, the paper's]")
+@click.option("--target-labels", metavar="L1,L2,...",
+              help="Neural Cleanse: scan only these labels of interest (others serve as the null's references).")
 @click.option("--triggers-dir", type=click.Path(file_okay=False),
               help="Write mask / pattern / mask*pattern PNGs per class and overview.png.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the JSON report here.")
@@ -56,7 +66,8 @@ def scan_backdoor(out: Output, **kw: Any) -> int:
 
     \b
     advaudit scan-backdoor MODEL --data CLEAN [--method neural-cleanse|mm-bd|all] [--n 300]
-        [--steps N] [--batch-size B] [--anomaly-threshold 2] [--seed S] [--triggers-dir DIR] [--report out.json]
+        [--steps N] [--batch-size B] [--alpha 0.05] [--nc-rule gap|paper] [--target-labels L,...]
+        [--seed S] [--triggers-dir DIR] [--report out.json]
         [--format table|json|md] [--fail-on-backdoor]
 
     --n defaults to 300 clean images; --batch-size is Neural Cleanse's mini-batch of clean images
@@ -78,18 +89,33 @@ def scan_options_from(kw: dict[str, Any]) -> ScanOptions:
     methods = method_names(kw["method"])
     if kw["anomaly_threshold"] is not None and "neural-cleanse" not in methods:
         raise UsageError("--anomaly-threshold applies to neural-cleanse", "add --method neural-cleanse or --method all")
+    if kw["anomaly_threshold"] is not None and kw["nc_rule"] != "paper":
+        raise UsageError("--anomaly-threshold is the paper rule's threshold", "add --nc-rule paper")
+    if kw["target_labels"] is not None and "neural-cleanse" not in methods:
+        raise UsageError("--target-labels applies to neural-cleanse", "add --method neural-cleanse or --method all")
     registry = get_registry()
     if kw["data_path"] is None and any(registry.get("backdoor-scanner", m).min_per_class > 0 for m in methods):
         raise UsageError(f"--method {kw['method']} needs clean labelled images", "give them with --data")
     return ScanOptions(
         model=model_options_from(kw),
         data=None if kw["data_path"] is None else data_options_from(kw, kw["data_path"]),
-        method=kw["method"], steps=kw["steps"], anomaly_threshold=kw["anomaly_threshold"],
+        method=kw["method"], steps=kw["steps"], alpha=kw["alpha"], combine=kw["combine"], nc_rule=kw["nc_rule"],
+        anomaly_threshold=kw["anomaly_threshold"], target_labels=parse_label_list(kw["target_labels"]),
         batch_size=batch_size_option(kw), triggers_dir=kw["triggers_dir"], report=kw["report_path"],
         gates=(fail_on_backdoor(),) if kw["fail_on_backdoor"] else (), resume=kw["resume"],
         seed=kw["seed"] if kw["seed"] is not None else ScanOptions.seed,
         command=" ".join(["advaudit", *recorded_command(sys.argv[1:])]),
     )
+
+
+def parse_label_list(text: str | None) -> tuple[int, ...] | None:
+    """``--target-labels 3,7`` -> (3, 7); a one-line UsageError for anything but class indices."""
+    if text is None:
+        return None
+    parts = [t.strip() for t in text.split(",") if t.strip()]
+    if not parts or not all(t.isdigit() for t in parts):
+        raise UsageError(f"--target-labels {text!r} is not a list of class indices", "e.g. --target-labels 0,3,7")
+    return tuple(int(t) for t in parts)
 
 
 def _scan(out: Output, options: ScanOptions, fmt: str) -> int:

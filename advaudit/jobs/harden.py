@@ -143,14 +143,20 @@ def check_harden(options: HardenOptions) -> str:
                                    ("--beta", options.beta, True), ("--ramp", options.ramp, True)):
         if value is not None and not (math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):  # NaN too
             raise UsageError(f"{option} must be a {'non-negative' if zero_ok else 'positive'} number, got {value:g}")
-    model = Path(options.model.path)
-    out = options.out or f"{model.stem}-hardened{model.suffix}"
+    return output_path(options.model.path, options.out, "hardened")
+
+
+def output_path(model_path: str, out: str | None, tag: str) -> str:
+    """Where a trained copy of the model goes: ``out``, or ``MODEL-<tag><suffix>`` in the working
+    folder; refused when it would change the model's format or overwrite the model."""
+    model = Path(model_path)
+    out = out or f"{model.stem}-{tag}{model.suffix}"
     in_suffix, out_suffix = model.suffix.lower(), Path(out).suffix.lower()
     if _format_of(in_suffix) != _format_of(out_suffix):
         raise UsageError(f"--out {out} changes the model format",
-                         f"the hardened model keeps MODEL's format: use a {in_suffix or '.pt'} file")
+                         f"the {tag} model keeps MODEL's format: use a {in_suffix or '.pt'} file")
     if Path(out).resolve() == model.resolve():
-        raise UsageError("--out is the input model", "write the hardened model to a new file")
+        raise UsageError("--out is the input model", f"write the {tag} model to a new file")
     return out
 
 

@@ -41,7 +41,11 @@ class ScanOptions(JobOptions):
     data: DataOptions | None = None
     method: str = NC
     steps: int | None = None
+    alpha: float = 0.05
+    combine: str = "bonferroni"
+    nc_rule: str = "gap"
     anomaly_threshold: float | None = None
+    target_labels: tuple[int, ...] | None = None
     batch_size: int | None = None
     triggers_dir: str | None = None
     gates: tuple[GateSpec, ...] = ()
@@ -83,6 +87,7 @@ class ScanResult(Gated):
             "suspected_targets": scan.suspected_targets,
             "classes": scan.classes(),
             "evidence": {r.method: r.to_dict() for r in scan.results},
+            "combined": scan.describe(),
             "time_s": round(scan.time_s, 3),
             "gates": [g.to_dict() for g in self.gates],
             "passed": self.passed,
@@ -93,17 +98,13 @@ class ScanResult(Gated):
 
 
 def scan_metrics(scan: CombinedScan) -> dict[str, Any]:
-    """The flat metrics of a scan (the same names :func:`advaudit.report.normalize.scan_metrics`
-    reads back from a report)."""
-    m: dict[str, Any] = {"verdict": scan.verdict, "suspected_targets": ",".join(map(str, scan.suspected_targets))}
-    evidence = {r.method: r.to_dict() for r in scan.results}
-    nc = evidence.get(NC)
-    if nc is not None and nc.get("max_anomaly_index") is not None:
-        m["anomaly_index"] = nc["max_anomaly_index"]
-    mm = evidence.get("mm-bd")
-    if mm is not None:
-        m["mmbd_p_value"] = mm["p_value"]
-    return m
+    """The flat metrics of a scan: :func:`advaudit.report.normalize.scan_metrics` of its report."""
+    from ..report.normalize import scan_metrics as from_report
+
+    return from_report({
+        "verdict": scan.verdict, "suspected_targets": scan.suspected_targets, "combined": scan.describe(),
+        "evidence": {r.method: r.to_dict() for r in scan.results},
+    })
 
 
 def scan_report(
@@ -134,15 +135,21 @@ def _scan_gates(specs: Sequence[GateSpec], scan: CombinedScan) -> tuple[GateResu
 
 
 def scanner_params(options: ScanOptions, methods: list[str], model: Model) -> dict[str, dict[str, Any]]:
-    """Each scanner's keyword arguments: ``steps`` for all, Neural Cleanse's anomaly threshold and its
-    mini-batch (given, else :data:`NC_BATCH_BASE` fitted to the model's input size)."""
+    """Each scanner's keyword arguments: ``steps`` for all, ``alpha`` for the built-in scanners (each
+    one's own verdict at the scan's false-alarm rate), Neural Cleanse's rule, anomaly threshold, labels
+    and mini-batch (given, else :data:`NC_BATCH_BASE` fitted to the model's input size)."""
     params: dict[str, dict[str, Any]] = {m: {} for m in methods}
     if options.steps is not None:
         for m in methods:
             params[m]["steps"] = options.steps
+    if "mm-bd" in params:
+        params["mm-bd"]["alpha"] = options.alpha
     if NC in params:
+        params[NC].update(rule=options.nc_rule, alpha=options.alpha)
         if options.anomaly_threshold is not None:
             params[NC]["anomaly_threshold"] = options.anomaly_threshold
+        if options.target_labels is not None:
+            params[NC]["labels"] = options.target_labels
         params[NC]["batch_size"] = batch_size_for(options.batch_size, model.input_shape, NC_BATCH_BASE)
     return params
 
@@ -154,6 +161,8 @@ def _fingerprint_options(options: ScanOptions) -> dict[str, Any]:
     m, d = options.model, options.data
     return {
         "method": options.method, "steps": options.steps, "anomaly_threshold": options.anomaly_threshold,
+        "alpha": options.alpha, "combine": options.combine, "nc_rule": options.nc_rule,
+        "target_labels": options.target_labels,
         "batch_size": options.batch_size, "seed": options.seed,
         "value_range": m.range, "mean": m.mean, "std": m.std, "layout": m.layout, "input_shape": m.input_shape,
         "device": m.device, "precision": m.precision,
@@ -221,7 +230,7 @@ def scan_backdoor(options: ScanOptions, ctx: JobContext | None = None) -> ScanRe
     scan = scan_model(
         model, None if data is None else data.x, None if data is None else data.y,
         methods=methods, params=params, seed=options.seed, progress=ctx.progress,
-        units=None if ckpt is None else ScanUnits(ckpt),
+        units=None if ckpt is None else ScanUnits(ckpt), alpha=options.alpha, combine=options.combine,
     )
     base = base_report(options.command, options.seed)
     if ckpt is not None and options.resume:

@@ -74,6 +74,11 @@ def one_line(text: Any, limit: int = 400) -> str:
 
 def scan_evidence(name: str, ev: dict[str, Any]) -> str:
     """One backdoor scanner's evidence in one line: its verdict and the figures it decided on."""
+    if name == "neural-cleanse" and ev.get("rule") == "gap":
+        return (f"neural-cleanse: {ev.get('verdict')}; p-value {value(ev.get('p_value'), 3)} (alpha "
+                f"{value(ev.get('alpha'))}), smallest mask {value(ev.get('largest_norm_ratio'), 3)}x below the "
+                f"median L1 {value(ev.get('median_l1'))} (needs {value(ev.get('min_ratio'))}x); paper's max anomaly "
+                f"index {value(ev.get('max_anomaly_index'))}")
     if name == "neural-cleanse":
         return (f"neural-cleanse: {ev.get('verdict')}; median mask L1 {value(ev.get('median_l1'))}, max anomaly "
                 f"index {value(ev.get('max_anomaly_index'))} (threshold {value(ev.get('anomaly_threshold'))})")
@@ -81,6 +86,16 @@ def scan_evidence(name: str, ev: dict[str, Any]) -> str:
         return (f"mm-bd: {ev.get('verdict')}; largest max-margin {value(ev.get('top_margin'))} (class "
                 f"{ev.get('top_class')}), p-value {value(ev.get('p_value'), 3)} (alpha {value(ev.get('alpha'))})")
     return f"{name}: {ev.get('verdict')}"
+
+
+def scan_combination(report: dict[str, Any]) -> str:
+    """How a scan's verdict was combined, in a few words (empty for reports that predate it)."""
+    c = report.get("combined") or {}
+    if not c:
+        return ""
+    if c.get("rule") == "any":
+        return "flagged when any scanner flags"
+    return f"combined p-value {value(c.get('p_value'), 3)} (Bonferroni, alpha {value(c.get('alpha'))})"
 
 
 def defense_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:

@@ -221,6 +221,7 @@ def _scan_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> dict[
     methods = ", ".join(r.get("methods") or [])
     time = fmt.seconds(r.get("time_s"))
     lines = [fmt.scan_evidence(name, ev) for name, ev in (r.get("evidence") or {}).items()]
+    lines += [how for how in [fmt.scan_combination(r)] if how]
     mm = (r.get("evidence") or {}).get("mm-bd")
     classes = r.get("classes") or []
     show_margin = mm is not None or any("max_margin" in c for c in classes)

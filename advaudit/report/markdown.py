@@ -80,6 +80,7 @@ def _scan(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
     lines = [f"- verdict **{cell(verdict.upper())}**; suspected target class(es): {cell(targets)}; "
              f"methods {cell(', '.join(r.get('methods') or []))}"]
     lines += [f"- {cell(fmt.scan_evidence(name, ev))}" for name, ev in (r.get("evidence") or {}).items()]
+    lines += [f"- {cell(how)}" for how in [fmt.scan_combination(r)] if how]
     flagged = [c for c in r.get("classes") or [] if c.get("flagged")]
     if flagged:
         rows = [[cell(c.get("label")), fmt.value(c.get("mask_l1")), fmt.value(c.get("anomaly_index"), 3),

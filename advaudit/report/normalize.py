@@ -45,9 +45,14 @@ def scan_metrics(report: dict[str, Any]) -> dict[str, Any]:
     m: dict[str, Any] = {
         "verdict": report["verdict"], "suspected_targets": ",".join(map(str, report["suspected_targets"])),
     }
+    combined = report.get("combined") or {}
+    if combined.get("p_value") is not None:
+        m["p_value"] = combined["p_value"]
     nc = report["evidence"].get("neural-cleanse")
     if nc is not None and nc.get("max_anomaly_index") is not None:
         m["anomaly_index"] = nc["max_anomaly_index"]
+    if nc is not None and nc.get("p_value") is not None:
+        m["nc_p_value"] = nc["p_value"]
     mm = report["evidence"].get("mm-bd")
     if mm is not None:
         m["mmbd_p_value"] = mm["p_value"]

@@ -15,7 +15,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .fmt import defense_rows, pct, scan_evidence
+from .fmt import defense_rows, pct, scan_combination, scan_evidence
 
 
 def _num(v: float | None, digits: int = 3) -> str:
@@ -118,7 +118,9 @@ def scan_summary(report: dict[str, Any]) -> list[str]:
     for name, ev in report["evidence"].items():
         lines.append(f"{scan_evidence(name, ev)}; {ev['time_s']:.1f} s")
     targets = ", ".join(map(str, report["suspected_targets"])) or "none"
-    lines.append(f"verdict: {report['verdict'].upper()}; suspected target(s): {targets}; {report['time_s']:.1f} s")
+    how = scan_combination(report)
+    lines.append(f"verdict: {report['verdict'].upper()}; suspected target(s): {targets}; "
+                 + (f"{how}; " if how else "") + f"{report['time_s']:.1f} s")
     return lines
 
 
@@ -198,6 +200,25 @@ def harden_parts(report: dict[str, Any]) -> list[RenderableType]:
     return [t]
 
 
+def repair_parts(report: dict[str, Any]) -> list[RenderableType]:
+    """The scan's finding, then clean accuracy and each reversed trigger's attack success, before and after."""
+    scan = report["scan"]
+    targets = ", ".join(map(str, scan["suspected_targets"])) or "none"
+    lines: list[RenderableType] = [f"neural-cleanse: {scan['verdict']}; suspected target(s): {targets}"]
+    before, after = report["before"], report["after"]
+    if after is None:
+        lines.append("nothing to repair: no model written")
+        return lines
+    t = _table(f"repair ({report['config']['method']}, {len(report['rounds'])} round(s))",
+               ("metric", "before", "after", "change"), left=("metric",))
+    rows = [("clean accuracy", before["clean_accuracy"], after["clean_accuracy"])]
+    rows += [(f"attack success, trigger of {label}", before["asr"][label], after["asr"][label])
+             for label in before["asr"]]
+    for name, b, a in rows:
+        t.add_row(name, f"{100 * b:.1f}%", f"{100 * a:.1f}%", f"{100 * (a - b):+.1f} pts")
+    return [*lines, t, f"wrote {report['repaired']['path']} ({report['repaired']['format']})"]
+
+
 def _gate_value(v: Any) -> str:
     """A gate table cell: '-' for none, floats to 4 places."""
     if v is None:
@@ -226,6 +247,7 @@ def table_parts(report: dict[str, Any]) -> list[RenderableType]:
     by_kind: dict[str, Callable[[dict[str, Any]], list[RenderableType]]] = {
         "attack": attack_parts, "scan-backdoor": scan_parts, "detect": detect_parts,
         "detect-evaluate": detect_evaluate_parts, "harden": harden_parts, "audit": audit_parts,
+        "repair": repair_parts,
     }
     if kind not in by_kind:
         raise ValueError(f"no table rendering for a report of kind {kind!r}")

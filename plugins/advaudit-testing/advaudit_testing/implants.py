@@ -4,6 +4,8 @@ All functions work on float32 NCHW arrays in [lo, hi] (default [0, 1]) and are s
 
 * **BadNets** (Gu et al. 2017, https://arxiv.org/abs/1708.06733): a patch trigger (position, size,
   pattern) stamped on a ``poison_rate`` fraction of the training images, relabelled to ``target``.
+* **Blended** (Chen et al. 2017): a random-noise key pattern mixed into the whole image at
+  ``blend_alpha`` (0.15), on a ``poison_rate`` fraction of the training images.
 * **Algorithm 1, reconstructed trigger** (paper 003, Sec. 3.2): train a clean model, reconstruct the
   target label's trigger with Neural Cleanse (:func:`reconstructed_trigger`), poison with it, and
   add noise-augmented images that carry a random subset of the mask (each mask pixel kept with
@@ -80,6 +82,20 @@ def badnets_trigger(
     else:
         raise ValueError(f"unknown pattern {pattern!r}")
     return Trigger(mask, full, "badnets")
+
+
+def blended_trigger(
+    shape: tuple[int, int, int], *, alpha: float = 0.15, seed: int = 0, value_range: tuple[float, float] = (0.0, 1.0)
+) -> Trigger:
+    """Blended injection (Chen et al. 2017, https://arxiv.org/abs/1712.05526): the whole image mixed
+    with a fixed random-noise key pattern, ``x' = (1 - alpha) x + alpha * pattern`` (a constant mask)."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    c, h, w = shape
+    lo, hi = value_range
+    gen = torch.Generator().manual_seed(seed)
+    pattern = lo + (hi - lo) * torch.rand((c, h, w), generator=gen)
+    return Trigger(np.full((1, h, w), alpha, np.float32), pattern.numpy(), "blended")
 
 
 def random_trigger(
@@ -168,7 +184,7 @@ def attack_success_rate(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarr
     return float((predict(trigger.apply(x[keep])) == target).mean())
 
 
-KINDS = ("clean", "badnets", "recon", "random")
+KINDS = ("clean", "badnets", "blended", "recon", "random")
 
 
 @dataclass
@@ -197,11 +213,12 @@ def implant(
     alpha: float = 0.6,
     z: int = 36,
     patch_size: int = 4,
+    blend_alpha: float = 0.15,
     clean_net: torch.nn.Module | None = None,
     nc_images: int = 300,
     log: Callable[[str], None] | None = None,
 ) -> Implanted:
-    """Train a model of ``kind`` (clean, badnets, recon = Alg. 1, random = Alg. 2), all seeded.
+    """Train a model of ``kind`` (clean, badnets, blended, recon = Alg. 1, random = Alg. 2), all seeded.
 
     ``recon`` needs a clean model for step 1 of Algorithm 1: ``clean_net`` if given, else one is
     trained first with the same seed; NC runs on ``nc_images`` of the training images.
@@ -219,8 +236,11 @@ def implant(
     if kind == "clean":
         net = train_classifier(fresh(), x, y, epochs=epochs, seed=seed, log=log)
         return Implanted(net, kind, None, None, 0, 0)
-    if kind == "badnets":
-        trig = badnets_trigger(shape, size=patch_size)  # type: ignore[arg-type]
+    if kind in ("badnets", "blended"):
+        if kind == "badnets":
+            trig = badnets_trigger(shape, size=patch_size)  # type: ignore[arg-type]
+        else:
+            trig = blended_trigger(shape, alpha=blend_alpha, seed=seed)  # type: ignore[arg-type]
         ps = poison(x, y, trig, target, poison_rate=poison_rate, noise_rate=0.0, seed=seed)
     else:
         if kind == "recon":

@@ -1,0 +1,176 @@
+"""The ``repair`` job: find a backdoor with Neural Cleanse, unlearn its reversed trigger, export the
+repaired model in the input's format, and measure clean accuracy and attack success before and after.
+
+``advaudit repair`` and Python callers run :func:`repair`.  The unlearning itself is
+:func:`advaudit.backdoor.repair.unlearn`; the export and its checks are harden's
+(:func:`advaudit.harden.export.export_hardened`).  Attack success is measured with the triggers the
+scan reconstructed (the real trigger is unknown to an auditor), in the deployment runtime, on the
+evaluation images not already of the target class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import ModelError
+from .base import DataOptions, JobContext, JobOptions, new_meta, open_inputs, report_head
+from .harden import output_path
+
+DEFAULT_SCAN_N = 300
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairOptions(JobOptions):
+    """What a repair depends on.  ``data``: clean labelled images to scan and fine-tune on; ``eval``:
+    the before/after evaluation images; ``out`` None writes ``MODEL-repaired<suffix>``; ``scan_n``:
+    the images Neural Cleanse reads (stratified); ``target_labels``: scan only these labels;
+    ``rounds``, ``epochs``, ``lr``, ``ratio``, ``train_batch``: the unlearning
+    (:class:`~advaudit.backdoor.repair.UnlearnConfig`)."""
+
+    data: DataOptions
+    eval: DataOptions
+    out: str | None = None
+    scan_n: int = DEFAULT_SCAN_N
+    target_labels: tuple[int, ...] | None = None
+    rounds: int = 3
+    epochs: int = 3
+    lr: float = 5e-4
+    ratio: float = 0.2
+    train_batch: int = 64
+    command: str = "advaudit repair"
+
+
+@dataclass
+class RepairResult:
+    """The scan, the before/after figures, the unlearning record and the exported model (None when the
+    scan found nothing to repair)."""
+
+    kind: ClassVar[str] = "repair"
+
+    model: dict[str, Any]
+    data: dict[str, Any]
+    eval_data: dict[str, Any]
+    scan: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any] | None
+    repaired: dict[str, Any] | None
+    config: dict[str, Any]
+    rounds: list[dict[str, Any]]
+    command: str
+    seed: int
+    meta: dict[str, Any] = field(default_factory=new_meta)
+
+    @property
+    def passed(self) -> bool:
+        """A repair has no gates."""
+        return True
+
+    def metrics(self) -> dict[str, Any]:
+        """Clean accuracy and the largest reconstructed-trigger attack success, before and after."""
+        m = {"clean_accuracy_before": self.before["clean_accuracy"], "asr_before": self.before["max_asr"]}
+        if self.after is not None:
+            m.update(clean_accuracy_after=self.after["clean_accuracy"], asr_after=self.after["max_asr"])
+        return m
+
+    def to_report(self) -> dict[str, Any]:
+        """The ``advaudit.report/1`` document of kind ``repair``."""
+        return {
+            **report_head(self.command, self.seed, self.meta), "kind": self.kind, "model": self.model,
+            "data": self.data, "eval_data": self.eval_data, "scan": self.scan, "before": self.before,
+            "after": self.after, "repaired": self.repaired, "config": self.config, "rounds": self.rounds,
+            "metrics": self.metrics(), "gates": [], "passed": self.passed,
+        }
+
+
+def _figures(model: Any, x: np.ndarray, y: np.ndarray, masks: np.ndarray, patterns: np.ndarray,
+             targets: np.ndarray) -> dict[str, Any]:
+    """Clean accuracy and each reconstructed trigger's attack success, in the deployment runtime."""
+    from ..backdoor.neural_cleanse import trigger_asr
+
+    asr = trigger_asr(model, x, y, masks, patterns, targets)
+    return {"clean_accuracy": float((model.predict(x).labels == y).mean()),
+            "asr": {str(int(t)): float(a) for t, a in zip(targets, asr)}, "max_asr": float(np.nanmax(asr))}
+
+
+def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResult:
+    """Scan, unlearn in rounds, export, reload the export and measure it; write the report."""
+    from ..backdoor import NeuralCleanse
+    from ..backdoor.neural_cleanse import reconstruct_triggers
+    from ..backdoor.repair import UnlearnConfig, unlearn
+    from ..data import select
+    from ..harden.api import model_forward
+    from ..harden.export import export_hardened
+    from ..report.writer import model_section, write_json
+
+    ctx = ctx or JobContext()
+    out_path = output_path(options.model.path, options.out, "repaired")
+    cfg = UnlearnConfig(epochs=options.epochs, lr=options.lr, batch_size=options.train_batch,
+                        ratio=options.ratio).check()
+    model, train = open_inputs(options.model, options.data, ctx)
+    test = options.eval.load(model)
+    assert train is not None and train.y is not None and test.y is not None
+    if model.torch_module() is None or model.torch_batch is not None:
+        raise ModelError(f"cannot repair {model.path.name}: it has no trainable differentiable twin with a dynamic "
+                         f"batch ({model.gradients.note})", "give a TorchScript model or an ONNX graph onnx2torch "
+                         "converts, exported with a dynamic batch dimension")
+    x, y = np.asarray(train.x), train.y
+    xt, yt = np.asarray(test.x), test.y
+    pick = select(len(x), y, min(options.scan_n, len(x)), 0, options.seed)
+    ctx.log(f"scanning {model.path.name} with neural-cleanse on {len(pick)} clean images ...")
+    scan = NeuralCleanse(labels=options.target_labels).scan(model, x[pick], y[pick], seed=options.seed,
+                                                            progress=ctx.progress)
+    targets = np.asarray(scan.suspected_targets, dtype=np.int64)
+    assert scan.masks is not None and scan.patterns is not None
+    masks, patterns = scan.masks[targets], scan.patterns[targets]
+    record = {"verdict": scan.verdict, "suspected_targets": scan.suspected_targets, **scan.evidence}
+    config = {"method": "nc-unlearning", "rounds": options.rounds, "epochs": cfg.epochs, "lr": cfg.lr,
+              "ratio": cfg.ratio, "batch_size": cfg.batch_size, "distill": cfg.distill, "scan_n": len(pick)}
+    before = _figures(model, xt, yt, masks, patterns, targets) if len(targets) else {
+        "clean_accuracy": float((model.predict(xt).labels == yt).mean()), "asr": {}, "max_asr": None}
+    result = RepairResult(model=model_section(model), data=train.dataset.describe(), eval_data=test.dataset.describe(),
+                          scan=record, before=before, after=None, repaired=None, config=config, rounds=[],
+                          command=options.command, seed=options.seed)
+    if not len(targets):
+        ctx.log("the scan found no backdoor: nothing to repair, no model written")
+        return _written(options, result, ctx, write_json)
+    forward, original = model_forward(model), model.torch_module()
+    assert original is not None
+    net, median = original, float(scan.evidence["median_l1"])
+    xs = torch.from_numpy(x[pick])
+    for k in range(options.rounds):
+        ctx.log(f"round {k + 1}: unlearning {len(masks)} trigger(s) of label(s) {', '.join(map(str, targets))} "
+                f"on {len(x)} images ...")
+        done = unlearn(net, forward, x, y, masks, patterns, config=cfg, teacher=original, seed=options.seed + k,
+                       progress=ctx.progress)
+        net = done.module
+        again = reconstruct_triggers(lambda v: forward(net, v), xs, targets, value_range=model.bounds,
+                                     generator=torch.Generator().manual_seed(options.seed + k + 1))
+        result.rounds.append({"round": k + 1, "history": done.history,
+                              "reversed_l1": {str(int(t)): float(n) for t, n in zip(targets, again.l1)}})
+        ctx.log(f"round {k + 1}: reversed trigger L1 now {', '.join(f'{n:.1f}' for n in again.l1)} "
+                f"(median label {median:.1f})")
+        if bool((again.l1 >= median).all()):
+            break
+        masks, patterns = np.concatenate([masks, again.masks]), np.concatenate([patterns, again.patterns])
+    export = export_hardened(model, net, out_path, test.view[:256], {"repair": config,
+                                                                     "source_sha256": model.sha256})
+    ctx.log(f"wrote {out_path} (export check: max rel diff {export['max_rel_diff']:.2g})")
+    repaired = replace(options.model, path=out_path).open()
+    if repaired.input_shape is None and model.input_shape is not None:
+        repaired.set_input_shape(model.input_shape)
+    first = scan.masks[targets], scan.patterns[targets]
+    result.after = _figures(repaired, xt, yt, first[0], first[1], targets)
+    result.repaired = {"path": str(repaired.path), "sha256": repaired.sha256, "format": repaired.format,
+                       "export": export}
+    return _written(options, result, ctx, write_json)
+
+
+def _written(options: RepairOptions, result: RepairResult, ctx: JobContext, write_json: Any) -> RepairResult:
+    if options.report:
+        write_json(options.report, result.to_report())
+        ctx.log(f"wrote report {options.report}")
+    return result
