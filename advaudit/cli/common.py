@@ -316,3 +316,16 @@ def print_report(out: Output, report: dict[str, Any], fmt: str) -> None:
         out.out.print(part, highlight=False)
     for w in report.get("warnings") or []:
         out.err.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+
+
+def run_model_job(out: Output, kw: dict[str, Any], out_path: str, job: Callable[..., Any], options: Any) -> int:
+    """For the commands that write a trained copy of MODEL (harden, repair): refuse outputs that would
+    overwrite an input, run ``job`` with a progress bar, print its report in ``--format``."""
+    from .. import api
+
+    check_outputs({"--out": out_path, "--report": kw["report_path"]},
+                  inputs=[kw["model"], kw["data_path"], kw["eval_path"], kw["spec_file"]])
+    with ProgressBar(out) as progress:
+        result = job(options, api.JobContext(progress=progress, log=out.info))
+    print_report(out, result.to_report(), kw["fmt"])
+    return 0  # the jobs that write a model decide no gates

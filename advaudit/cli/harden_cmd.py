@@ -12,12 +12,11 @@ from typing import Any
 import click
 
 from .. import api
-from ..errors import EXIT_OK
 from ..harden.train import METHODS
 from ..jobs.harden import EVAL_SUITES, check_harden
 from .common import (
-    Output, ProgressBar, batch_size_option, check_outputs, data_options, data_options_from, model_options,
-    model_options_from, output_options, print_report,
+    Output, batch_size_option, data_options, data_options_from, model_options,
+    model_options_from, output_options, run_model_job,
 )
 
 _H = api.HardenOptions
@@ -82,9 +81,4 @@ def harden_cmd(out: Output, **kw: Any) -> int:
         seed=0 if kw["seed"] is None else kw["seed"], command=" ".join(["advaudit", *sys.argv[1:]]),
     )
     out_path = check_harden(options)
-    check_outputs({"--out": out_path, "--report": kw["report_path"]},
-                  inputs=[kw["model"], kw["data_path"], kw["eval_path"], kw["spec_file"]])
-    with ProgressBar(out) as progress:
-        result = api.harden(options, api.JobContext(progress=progress, log=out.info))
-    print_report(out, result.to_report(), kw["fmt"])
-    return EXIT_OK
+    return run_model_job(out, kw, out_path, api.harden, options)

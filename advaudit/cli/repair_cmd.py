@@ -12,11 +12,10 @@ from typing import Any
 import click
 
 from .. import api
-from ..errors import EXIT_OK
 from ..jobs.harden import output_path
 from .common import (
-    Output, ProgressBar, check_outputs, data_options_from, data_selection_options, model_options, model_options_from,
-    output_options, print_report,
+    Output, data_options_from, data_selection_options, model_options, model_options_from,
+    output_options, run_model_job,
 )
 from .scan_backdoor_cmd import parse_label_list
 
@@ -70,9 +69,4 @@ def repair(out: Output, **kw: Any) -> int:
         command=" ".join(["advaudit", *sys.argv[1:]]),
     )
     out_path = output_path(options.model.path, options.out, "repaired")
-    check_outputs({"--out": out_path, "--report": kw["report_path"]},
-                  inputs=[kw["model"], kw["data_path"], kw["eval_path"], kw["spec_file"]])
-    with ProgressBar(out) as progress:
-        result = api.repair(options, api.JobContext(progress=progress, log=out.info))
-    print_report(out, result.to_report(), kw["fmt"])
-    return EXIT_OK
+    return run_model_job(out, kw, out_path, api.repair, options)

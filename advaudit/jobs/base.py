@@ -160,6 +160,15 @@ def report_head(command: str, seed: int | None, meta: dict[str, Any]) -> dict[st
     return {"schema": SCHEMA, "command": command, "seed": seed, "meta": dict(meta)}
 
 
+class Ungated:
+    """``passed`` for results of jobs that decide no gates (harden, repair)."""
+
+    @property
+    def passed(self) -> bool:
+        """Always True: nothing to fail."""
+        return True
+
+
 class Gated:
     """``passed`` for results whose ``gates`` are :class:`~advaudit.gates.GateResult` (scan, audit)."""
 

@@ -20,7 +20,7 @@ from ..harden.evaluate import evaluate_suites
 from ..harden.export import export_hardened
 from ..harden.train import EpochStats, HardenConfig
 from ..report.writer import model_section, write_json
-from .base import DataOptions, JobContext, JobOptions, batch_size_for, new_meta, open_inputs, report_head
+from .base import DataOptions, JobContext, JobOptions, Ungated, batch_size_for, new_meta, open_inputs, report_head
 
 EVAL_SUITES = ("quick", "standard")
 """The suites of the before/after table."""
@@ -58,7 +58,7 @@ class HardenOptions(JobOptions):
 
 
 @dataclass
-class HardenResult:
+class HardenResult(Ungated):
     """Before/after figures of a harden run, its training record and the exported model."""
 
     kind: ClassVar[str] = "harden"
@@ -77,11 +77,6 @@ class HardenResult:
     command: str
     seed: int
     meta: dict[str, Any] = field(default_factory=new_meta)
-
-    @property
-    def passed(self) -> bool:
-        """A harden run has no gates."""
-        return True
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per figure: clean accuracy, then robust accuracy per suite, before, after, change."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import ModelError
-from .base import DataOptions, JobContext, JobOptions, new_meta, open_inputs, report_head
+from .base import DataOptions, JobContext, JobOptions, Ungated, new_meta, open_inputs, report_head
 from .harden import output_path
 
 DEFAULT_SCAN_N = 300
@@ -45,7 +45,7 @@ class RepairOptions(JobOptions):
 
 
 @dataclass
-class RepairResult:
+class RepairResult(Ungated):
     """The scan, the before/after figures, the unlearning record and the exported model (None when the
     scan found nothing to repair)."""
 
@@ -63,11 +63,6 @@ class RepairResult:
     command: str
     seed: int
     meta: dict[str, Any] = field(default_factory=new_meta)
-
-    @property
-    def passed(self) -> bool:
-        """A repair has no gates."""
-        return True
 
     def metrics(self) -> dict[str, Any]:
         """Clean accuracy and the largest reconstructed-trigger attack success, before and after."""

@@ -6,9 +6,9 @@ import math
 from typing import Any
 
 HEADLINE = {"attack": "robust_accuracy", "defense": "robust_accuracy", "scan-backdoor": "verdict", "detect": "auroc",
-            "harden": "robust_accuracy"}
+            "harden": "robust_accuracy", "repair": "asr_after"}
 """Each audit step kind's headline metric: what a gate naming only the step reads, and what reports show first."""
-PERCENT_METRICS = ("accuracy", "success_rate", "precision", "recall", "false_positive_rate")
+PERCENT_METRICS = ("accuracy", "success_rate", "precision", "recall", "false_positive_rate", "asr")
 
 
 def value(v: Any, digits: int = 4) -> str:
@@ -120,3 +120,32 @@ def defense_rows(d: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         rows.append(["worst case", key, pct(und.get(key)) if und else "-", pct(d["clean_accuracy"]),
                      *(pct(d["modes"][m]["robust_accuracy_by_eps"].get(key)) for m in modes)])
     return cols, rows
+
+
+def change(before: Any, after: Any) -> str:
+    """``after - before`` of two fractions in percentage points, ``-`` when either is missing."""
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (before, after))
+    return f"{100 * (after - before):+.1f} pts" if ok else "-"
+
+
+def repair_rows(report: dict[str, Any]) -> list[list[str]]:
+    """The before / after / change rows of a ``repair`` report: clean accuracy, then each reversed
+    trigger's attack success (by target label) on the evaluation data."""
+    before, after = report["before"], report.get("after") or {}
+    rows = [("clean accuracy", before.get("clean_accuracy"), after.get("clean_accuracy"))]
+    rows += [(f"attack success, trigger of {label}", b, (after.get("asr") or {}).get(label))
+             for label, b in (before.get("asr") or {}).items()]
+    return [[name, pct(b), pct(a), change(b, a)] for name, b, a in rows]
+
+
+def repair_rounds(report: dict[str, Any]) -> str:
+    """How the unlearning went: rounds run (of at most), and the last round's reversed-trigger L1 norms
+    against the scan's median label L1 (a repaired trigger is no longer smaller than the others)."""
+    rounds, config = report.get("rounds") or [], report.get("config") or {}
+    text = f"{len(rounds)} unlearning round(s) (at most {value(config.get('rounds'))}, {config.get('method', '-')})"
+    last = (rounds[-1].get("reversed_l1") or {}) if rounds else {}
+    if last:
+        norms = ", ".join(f"label {k}: {value(v)}" for k, v in last.items())
+        median = value((report.get("scan") or {}).get("median_l1"))
+        text += f"; reversed trigger L1 after the last: {norms} (median label L1 {median})"
+    return text

@@ -1,7 +1,7 @@
 """Every report as an audit: one shape (kind ``audit``) for the HTML, Markdown and JUnit renderers.
 
-A single-command report (kind ``attack``, ``scan-backdoor``, ``detect``, ``detect-evaluate`` or
-``harden``) becomes an audit of one step whose ``report`` is the original, with the command's gates
+A single-command report (kind ``attack``, ``scan-backdoor``, ``detect``, ``detect-evaluate``,
+``harden`` or ``repair``) becomes an audit of one step whose ``report`` is the original, with the command's gates
 (``--fail-under``, ``--fail-on-backdoor``, ``--fail-on-adversarial``) mapped to audit gates.  An audit
 report is returned with missing optional keys filled in, so renderers can index without guards.
 """
@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-SINGLE_KINDS = ("attack", "scan-backdoor", "detect", "detect-evaluate", "harden")
+SINGLE_KINDS = ("attack", "scan-backdoor", "detect", "detect-evaluate", "harden", "repair")
 # Default step names, as advaudit audit names its steps.
 STEP_NAMES = {
     "attack": "attack", "defense": "defense", "scan-backdoor": "backdoor", "detect": "detect", "harden": "harden",
+    "repair": "repair",
 }
 
 
@@ -89,6 +90,16 @@ def harden_metrics(report: dict[str, Any]) -> dict[str, Any]:
     return m
 
 
+def repair_metrics(report: dict[str, Any]) -> dict[str, Any]:
+    """As the repair job's ``metrics()``: clean accuracy and the largest reversed-trigger attack success,
+    before and (when a model was written) after."""
+    before, after = report["before"], report.get("after")
+    m = {"clean_accuracy_before": before["clean_accuracy"], "asr_before": before["max_asr"]}
+    if after is not None:
+        m.update(clean_accuracy_after=after["clean_accuracy"], asr_after=after["max_asr"])
+    return m
+
+
 def step_metrics(report: dict[str, Any]) -> dict[str, Any]:
     kind = report.get("kind")
     if kind == "attack":
@@ -101,6 +112,8 @@ def step_metrics(report: dict[str, Any]) -> dict[str, Any]:
         return detect_run_metrics(report)
     if kind == "harden":
         return harden_metrics(report)
+    if kind == "repair":
+        return repair_metrics(report)
     return {}
 
 
