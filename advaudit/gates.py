@@ -31,6 +31,7 @@ KIND_METRICS: dict[str, tuple[str, ...]] = {
     "scan-backdoor": ("verdict", "suspected_targets", "anomaly_index", "mmbd_p_value"),
     "detect": ("auroc", "auroc_mean", "sprt_precision", "sprt_recall", "sprt_false_positive_rate", "ms_per_input"),
     "harden": ("clean_accuracy", "robust_accuracy", "clean_accuracy_before", "robust_accuracy_before"),
+    "repair": ("clean_accuracy_before", "asr_before", "clean_accuracy_after", "asr_after"),
 }
 """What each audit step kind measures (names before any ``@``)."""
 AT_METRICS = {"robust_accuracy": ("attack", "defense"), "auroc": ("detect",)}

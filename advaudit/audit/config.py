@@ -24,7 +24,7 @@ from ..safeio import parse_yaml, read_text
 from .gates import GateSpec, parse_gate
 
 DEFAULT_NAME = {"attack": "attack", "defense": "defense", "scan-backdoor": "backdoor", "detect": "detect",
-                "harden": "harden"}
+                "harden": "harden", "repair": "repair"}
 DEFAULT_TOLERANCE = 0.01
 
 
@@ -135,7 +135,7 @@ def load_config(path: str | Path, *, text: str | None = None) -> AuditConfig:
 
 INTEGER_KEYS = frozenset({"batch_size", "eot", "eval_draws", "lcr_mutations", "max_mutations", "n", "offset", "seed",
                           "steps", "target", "workers", "version", "resize", "crop", "eval_n", "eval_offset",
-                          "epochs", "shift", "train_batch"})
+                          "epochs", "shift", "train_batch", "scan_n", "rounds", "target_labels"})
 """Keys the schema types as integers (or lists of them): JSON Schema also calls 6.0 an integer."""
 
 
@@ -175,7 +175,7 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
         if any(t["name"] == step["name"] for t in steps):
             raise ConfigError(f"{where(['steps', i, 'name'])}: step name {step['name']!r} is used twice",
                               "give each step a unique 'name'")
-        for key in ("data", "calibration", "eval_data"):
+        for key in ("data", "calibration", "eval_data", "out"):
             if key in step:
                 step[key] = resolve(step[key])
         if "data" not in step and "data" in data:
@@ -185,7 +185,7 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
                 step[key] = data[key]
         if "labels" in step and step["labels"] != LABELS_FROM_NAME:
             step["labels"] = resolve(step["labels"])
-        if kind in ("attack", "defense", "detect", "harden") and "data" not in step:
+        if kind in ("attack", "defense", "detect", "harden", "repair") and "data" not in step:
             raise ConfigError(f"{where(['steps', i])}: a {kind} step needs labelled data",
                               "set 'data' at the top or in the step")
         if kind == "scan-backdoor" and "data" not in step and step.get("method", "neural-cleanse") != "mm-bd":
@@ -292,8 +292,16 @@ steps:
   #   n: 1000
   #   eval_n: 200
 
+  # Backdoor repair (as advaudit repair): Neural Cleanse on data, unlearning of each reversed trigger,
+  # clean accuracy and attack success before/after on eval_data (other images than data); the repaired
+  # model (same format) in the step's folder; gate it with repair.asr_after.
+  # - kind: repair
+  #   n: 1000
+  #   eval_data: other_images.npz
+  #   rounds: 3
+
 # Gates: METRIC OP VALUE. Metrics are '<step name>.<metric>'; without a step name the first step
-# that measures it. Step names default to attack, defense, backdoor, detect, harden.
+# that measures it. Step names default to attack, defense, backdoor, detect, harden, repair.
 gates:
   - clean_accuracy >= 0.98
   - robust_accuracy@0.1 >= 0.0

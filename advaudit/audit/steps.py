@@ -14,12 +14,13 @@ from typing import Any
 
 from ..progress import Progress
 from ..data import load_data
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from ..jobs.attack import AttackOptions, attack
 from ..jobs.base import DataOptions, JobContext, ModelOptions
 from ..jobs.defend import DefendOptions, defend
 from ..jobs.detect_evaluate import DetectEvaluateOptions, detect_evaluate
 from ..jobs.harden import HardenOptions, harden
+from ..jobs.repair import RepairOptions, repair
 from ..models import Model
 
 
@@ -176,7 +177,35 @@ def harden_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     return StepResult(result.to_report(), result.metrics(), {"hardened": _rel(ctx, hardened)})
 
 
+def repair_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
+    """The repair job on the audit's model: Neural Cleanse on ``data``, unlearning on ``data``, before and
+    after on ``eval_data``; the repaired model (in the model's format) in the step's folder or at ``out``,
+    none when the scan finds nothing to repair."""
+    data = _data_options(ctx, step)
+    # as ``advaudit repair``: --eval-n selects from the evaluation data (default: all of it)
+    evaluation = replace(data, path=str(step["eval_data"]), n=step.get("eval_n"), offset=0)
+    repaired = Path(step["out"]) if "out" in step else ctx.artifacts_dir / f"repaired{ctx.model.path.suffix}"
+    inputs = (ctx.model.path, Path(step["data"]), Path(step["eval_data"]))
+    if repaired.resolve() in {p.resolve() for p in inputs}:
+        raise UsageError(f"out {repaired} is also an input of the step", "give another path, or leave out unset")
+    repaired.parent.mkdir(parents=True, exist_ok=True)
+    keys = ("scan_n", "rounds", "epochs", "lr", "ratio", "train_batch")
+    options = RepairOptions(
+        model=ModelOptions(path=str(ctx.model.path), device=str(ctx.model.device)), data=data, eval=evaluation,
+        out=str(repaired), target_labels=None if step.get("target_labels") is None else tuple(step["target_labels"]),
+        seed=ctx.seed, command=ctx.command, **{k: step[k] for k in keys if k in step},
+    )
+    result = repair(options, JobContext(progress=ctx.progress, model=ctx.model))
+    artifacts = {}
+    if result.repaired is not None:
+        try:
+            artifacts["repaired"] = repaired.resolve().relative_to(ctx.report_dir.resolve()).as_posix()
+        except ValueError:  # an ``out`` outside the report folder: recorded as it is
+            artifacts["repaired"] = str(repaired)
+    return StepResult(result.to_report(), result.metrics(), artifacts)
+
+
 RUNNERS: dict[str, Callable[[StepContext, dict[str, Any]], StepResult]] = {
     "attack": attack_step, "defense": defense_step, "scan-backdoor": scan_step, "detect": detect_step,
-    "harden": harden_step,
+    "harden": harden_step, "repair": repair_step,
 }

@@ -1,4 +1,4 @@
-"""What each step section of the HTML page shows (attack, defence, backdoor scan, detection, hardening), as
+"""What each step section of the HTML page shows (attack, defence, backdoor scan, detection, hardening, repair), as
 plain data for the Jinja2 partials under ``templates/steps/``: figures, table rows and cells, CSS classes,
 numbers formatted with :mod:`.fmt`, embedded images.
 
@@ -332,6 +332,17 @@ def _harden_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> dic
     return v
 
 
+def _repair_step(step: dict[str, Any], r: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    scan, fixed = r.get("scan") or {}, r.get("repaired") or {}
+    verdict = str(scan.get("verdict", "-"))
+    return {"view": "repair", "verdict": pill(verdict.upper(), verdict),
+            "targets": ", ".join(map(str, scan.get("suspected_targets") or [])) or "none",
+            "evidence": fmt.scan_evidence("neural-cleanse", scan), "repaired": r.get("after") is not None,
+            "clean": fmt.pct((r.get("before") or {}).get("clean_accuracy")), "rounds": fmt.repair_rounds(r),
+            "path": fixed.get("path"), "format": fixed.get("format"), "sha256": fixed.get("sha256"),
+            "summary": table(("metric", "before", "after", "change"), fmt.repair_rows(r))}
+
+
 def _step_body(step: dict[str, Any], base_dir: Path) -> dict[str, Any]:
     """The data of the step's partial (``view`` names it), or why the step shows none."""
     if step.get("status") != "done" or not isinstance(step.get("report"), dict):
@@ -349,6 +360,8 @@ def _step_body(step: dict[str, Any], base_dir: Path) -> dict[str, Any]:
             return _detect_run_step(step, r, base_dir)
         if kind == "harden":
             return _harden_step(step, r, base_dir)
+        if kind == "repair":
+            return _repair_step(step, r, base_dir)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a malformed section must not sink the page
         return {"view": "broken", "error": f"{type(exc).__name__}: {exc}"}
     return {"view": "unknown", "kind": kind}

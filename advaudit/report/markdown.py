@@ -137,6 +137,22 @@ def _harden(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
             "", *table(("metric", "before", "after", "change"), rows)]
 
 
+def _repair(step: dict[str, Any], r: dict[str, Any]) -> list[str]:
+    scan = r.get("scan") or {}
+    targets = ", ".join(map(str, scan.get("suspected_targets") or [])) or "none"
+    lines = [f"- scan verdict **{cell(str(scan.get('verdict', '-')).upper())}**; suspected target class(es): "
+             f"{cell(targets)}",
+             f"- {cell(fmt.scan_evidence('neural-cleanse', scan))}"]
+    if r.get("after") is None:
+        return lines + [f"- nothing to repair: no model written (clean accuracy "
+                        f"{fmt.pct((r.get('before') or {}).get('clean_accuracy'))} on the evaluation data)"]
+    fixed = r.get("repaired") or {}
+    return lines + [f"- {cell(fmt.repair_rounds(r))}",
+                    f"- repaired model {code(fixed.get('path'))} ({cell(fixed.get('format'))})",
+                    "", *table(("metric", "before", "after", "change"),
+                               [[cell(c) for c in row] for row in fmt.repair_rows(r)])]
+
+
 def _step(step: dict[str, Any]) -> list[str]:
     status = step.get("status")
     head = f"### {cell(step.get('name'))} ({cell(step.get('kind'))}){'' if status == 'done' else ' — FAILED'}"
@@ -155,6 +171,8 @@ def _step(step: dict[str, Any]) -> list[str]:
             body = _detect_run(step, r)
         elif kind == "harden":
             body = _harden(step, r)
+        elif kind == "repair":
+            body = _repair(step, r)
         else:
             body = []
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
