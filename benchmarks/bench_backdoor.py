@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="training epochs (default 6 for MNIST, 12 for the colour sets)")
     ap.add_argument("--noise-rate", type=float, default=0.5,
                     help="share of the non-poisoned images given the noise augmentation (recon, random)")
-    ap.add_argument("--n", type=int, help="clean images given to the scanners (default 300; GTSRB 430)")
+    ap.add_argument("--n", type=int, help="clean images given to the scanners (default 300; GTSRB all 2,630 "
+                                          "evaluation images, whose rarer classes need them for 5 per class)")
     ap.add_argument("--alpha", type=float, default=0.05, help="false-alarm rate of the verdicts")
     ap.add_argument("--cache", default=".bench_cache", help="trained models are kept here between runs")
     ap.add_argument("--out", help="write every row as JSON here (rewritten after each model)")
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     splits, classes = load_dataset(args.dataset, Path(args.shared))
     args.epochs = args.epochs or (6 if args.dataset == "mnist" else 12)
-    args.n = args.n or (430 if args.dataset == "gtsrb" else 300)
+    args.n = args.n or (len(splits[2]) if args.dataset == "gtsrb" else 300)
     _, _, xte, yte = splits
     pick = select(len(xte), yte, args.n, 0, 1234)
     xs, ys = xte[pick], yte[pick]
