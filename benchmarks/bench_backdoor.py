@@ -202,7 +202,8 @@ def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:
         "NC gap": lambda r: (r["nc"]["flagged"], r["nc"]["suspects"]),
         "NC paper": lambda r: (bool(r["nc"]["paper_suspects"]), r["nc"]["paper_suspects"]),
         "MM-BD": lambda r: (r["mmbd"]["flagged"], r["mmbd"]["suspects"]),
-        "MM-BD gamma": lambda r: (r["mmbd"]["p_value_gamma"] < alpha, [int(np.argmax(r["mmbd"]["margins"]))]),
+        "MM-BD gamma": lambda r: (r["mmbd"].get("p_value_gamma", 1.0) < alpha,  # rows of earlier versions: no
+                                  [int(np.argmax(r["mmbd"].get("margins", [0])))]),
         "combined": lambda r: (combine(r, alpha)["flagged"], combine(r, alpha)["suspects"]),
         "any": lambda r: (r["nc"]["flagged"] or r["mmbd"]["flagged"], r["nc"]["suspects"] + r["mmbd"]["suspects"]),
     }
