@@ -28,7 +28,7 @@ MetricValue = float | int | str | None
 KIND_METRICS: dict[str, tuple[str, ...]] = {
     "attack": ("clean_accuracy", "robust_accuracy", "success_rate"),
     "defense": ("clean_accuracy", "robust_accuracy", "clean_accuracy_undefended"),
-    "scan-backdoor": ("verdict", "suspected_targets", "anomaly_index", "mmbd_p_value"),
+    "scan-backdoor": ("verdict", "suspected_targets", "anomaly_index", "p_value", "nc_p_value", "mmbd_p_value"),
     "detect": ("auroc", "auroc_mean", "sprt_precision", "sprt_recall", "sprt_false_positive_rate", "ms_per_input"),
     "harden": ("clean_accuracy", "robust_accuracy", "clean_accuracy_before", "robust_accuracy_before"),
     "repair": ("clean_accuracy_before", "asr_before", "clean_accuracy_after", "asr_after"),

@@ -46,7 +46,7 @@ for _path in (REPO, REPO / "plugins" / "advaudit-testing"):  # the checkout's ad
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from advaudit.backdoor import MMBD, NeuralCleanse  # noqa: E402
+from advaudit.backdoor import MMBD, CombinedScan, NeuralCleanse, ScanResult  # noqa: E402
 from advaudit.data import select  # noqa: E402
 from advaudit.models import load_model  # noqa: E402
 from advaudit_testing.implants import attack_success_rate, implant  # noqa: E402
@@ -187,13 +187,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def combine(row: dict[str, Any], alpha: float) -> dict[str, Any]:
-    """The scan's combined verdict (Bonferroni over the two scanners, as ``scan-backdoor --method all``)."""
-    ps = {"nc": row["nc"]["p_value"], "mmbd": row["mmbd"]["p_value"]}
-    carrying = sorted((m for m in ps if row[m]["flagged"] and 2 * ps[m] < alpha), key=lambda m: ps[m])
-    suspects: list[int] = []
-    for m in carrying:
-        suspects += [t for t in row[m]["suspects"] if t not in suspects]
-    return {"flagged": bool(carrying), "suspects": suspects, "p_value": min(1.0, 2 * min(ps.values()))}
+    """The scan's combined verdict, as ``scan-backdoor --method all`` decides it (:class:`CombinedScan`
+    over the two scanners' stored verdicts, targets and p-values)."""
+    results = [ScanResult(method, "backdoored" if row[key]["flagged"] else "clean", row[key]["suspects"], [], {},
+                          evidence={"p_value": row[key]["p_value"]})
+               for key, method in (("nc", "neural-cleanse"), ("mmbd", "mm-bd"))]
+    scan = CombinedScan(results, alpha=alpha)
+    return {"flagged": scan.verdict == "backdoored", "suspects": scan.suspected_targets, "p_value": scan.p_value}
 
 
 def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:

@@ -48,7 +48,11 @@ class StepResult:
 
 
 def _rel(ctx: StepContext, path: Path) -> str:
-    return path.relative_to(ctx.report_dir).as_posix()
+    """An artefact's path as the report records it: relative to the report folder, else as given."""
+    try:
+        return path.resolve().relative_to(ctx.report_dir.resolve()).as_posix()
+    except ValueError:  # an ``out`` outside the report folder
+        return str(path)
 
 
 def _model_options(ctx: StepContext) -> ModelOptions:
@@ -196,12 +200,7 @@ def repair_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
         seed=ctx.seed, command=ctx.command, **{k: step[k] for k in keys if k in step},
     )
     result = repair(options, JobContext(progress=ctx.progress, model=ctx.model))
-    artifacts = {}
-    if result.repaired is not None:
-        try:
-            artifacts["repaired"] = repaired.resolve().relative_to(ctx.report_dir.resolve()).as_posix()
-        except ValueError:  # an ``out`` outside the report folder: recorded as it is
-            artifacts["repaired"] = str(repaired)
+    artifacts = {"repaired": _rel(ctx, repaired)} if result.repaired is not None else {}
     return StepResult(result.to_report(), result.metrics(), artifacts)
 
 

@@ -23,7 +23,7 @@ is fully optimised and is its own reference (the paper's setting).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -122,10 +122,7 @@ def _warmup(
         parts.append(search(tested[start : start + chunk], config))
         if progress is not None:
             progress(min(start + chunk, len(tested)), len(tested))
-    return Reconstruction(
-        *(np.concatenate([getattr(p, f) for p in parts]) for f in (
-            "targets", "masks", "patterns", "l1", "reached", "steps_run", "final_cost"))
-    )
+    return Reconstruction(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Reconstruction)))
 
 
 @dataclass

@@ -322,7 +322,7 @@ class NeuralCleanse(BackdoorScanner):
         asr = trigger_asr(ctx.model, x, y, rec.masks, rec.patterns, rec.targets)
         tests = outlier_tests(rec, plan, self.alpha, self.min_ratio, self.anomaly_threshold)
         flagged = (tests.gap.flagged if self.rule == "gap" else tests.paper.flagged) & np.isin(rec.targets, plan.tested)
-        suspects = sorted((int(t) for t in rec.targets[flagged]), key=lambda t: float(rec.l1[rec.targets == t][0]))
+        suspects = [int(t) for t in rec.targets[flagged][np.argsort(rec.l1[flagged], kind="stable")]]
         masks, patterns = full_triggers(k, rec, plan.warmup)
         classes = [ClassEvidence(label=t, flagged=False) for t in range(k)]
         if plan.warmup is not None:

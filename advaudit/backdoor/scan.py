@@ -2,7 +2,7 @@
 
 The combined verdict is calibrated (``combine="bonferroni"``, the default): every scanner turns its
 statistic into a p-value against its own per-model null (Neural Cleanse: the gap test of
-:func:`~advaudit.backdoor.mad.gap_test`; MM-BD: its order-statistic Gamma null), and the model is
+:func:`~advaudit.backdoor.mad.gap_test`; MM-BD: the same test on its log margins), and the model is
 flagged when ``M * min(p) < alpha`` for M scanners, so the false-alarm rate on clean models stays at
 most ``alpha`` (Bonferroni holds whatever the dependence between the scanners).  A scanner that
 reports no p-value (the paper rule of Neural Cleanse, a plugin) counts as p = 0 when it flags and
@@ -35,6 +35,13 @@ DEFAULT_ORDER = ("neural-cleanse", "mm-bd")
 COMBINE_RULES = ("bonferroni", "any")
 
 
+def check_combine(rule: str) -> str:
+    """``rule`` if it is a combination rule, else a one-line UsageError."""
+    if rule not in COMBINE_RULES:
+        raise UsageError(f"unknown combination rule {rule!r}", f"use one of {', '.join(COMBINE_RULES)}")
+    return rule
+
+
 def method_p_value(result: ScanResult) -> float:
     """A scanner's p-value: its own, else 0 when it flags and 1 when not."""
     p = result.evidence.get("p_value")
@@ -54,8 +61,7 @@ class CombinedScan:
     p_value: float | None = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.combine not in COMBINE_RULES:
-            raise UsageError(f"unknown combination rule {self.combine!r}", f"use one of {', '.join(COMBINE_RULES)}")
+        check_combine(self.combine)
         m = len(self.results)
         ps = [method_p_value(r) for r in self.results]
         if self.combine == "any":
@@ -136,8 +142,7 @@ def scan_model(
 
     ``units``: a scanner whose result it holds is not run again; each finished scanner is saved
     there, and scanners that can resume (Neural Cleanse) keep their search state there as they go."""
-    if combine not in COMBINE_RULES:
-        raise UsageError(f"unknown combination rule {combine!r}", f"use one of {', '.join(COMBINE_RULES)}")
+    check_combine(combine)
     params = params or {}
     scanners = [build_scanner(m, params.get(m, {})) for m in methods]
     adopt_shape(model, x)

@@ -53,12 +53,13 @@ class ModelOptions:
         return {"range": self.range, "mean": self.mean, "std": self.std, "layout": self.layout,
                 "input_shape": self.input_shape}
 
-    def open(self, device: str | None = None) -> Model:
-        """Load the model (``device`` overrides :attr:`device`, e.g. a worker's GPU)."""
+    def open(self, device: str | None = None, input_shape: Sequence[int] | None = None) -> Model:
+        """Load the model (``device`` overrides :attr:`device`, e.g. a worker's GPU; ``input_shape``
+        completes a model whose file leaves it open, see :func:`advaudit.models.load_model`)."""
         from ..models import load_model
 
         model = load_model(self.path, spec=self.spec(), spec_file=self.spec_file, device=device or self.device,
-                           max_size_mb=self.max_size_mb)
+                           max_size_mb=self.max_size_mb, input_shape=input_shape)
         model.set_search_precision(self.precision)
         return model
 

@@ -190,9 +190,7 @@ def harden(options: HardenOptions, ctx: JobContext | None = None) -> HardenResul
     export = export_hardened(model, trained.module, out_path, test.view[:256], record)
     ctx.log(f"wrote {out_path} (export check: max rel diff {export['max_rel_diff']:.2g})")
 
-    hardened = replace(options.model, path=out_path).open()
-    if hardened.input_shape is None and model.input_shape is not None:
-        hardened.set_input_shape(model.input_shape)
+    hardened = replace(options.model, path=out_path).open(input_shape=model.input_shape)
     ctx.log("after: evaluating the exported model ...")
     after = evaluate_suites(hardened, test.view, test.y, eps, suites, batch_size=batch_size, seed=options.seed,
                             progress=ctx.progress)

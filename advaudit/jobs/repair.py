@@ -65,11 +65,11 @@ class RepairResult(Ungated):
     meta: dict[str, Any] = field(default_factory=new_meta)
 
     def metrics(self) -> dict[str, Any]:
-        """Clean accuracy and the largest reconstructed-trigger attack success, before and after."""
-        m = {"clean_accuracy_before": self.before["clean_accuracy"], "asr_before": self.before["max_asr"]}
-        if self.after is not None:
-            m.update(clean_accuracy_after=self.after["clean_accuracy"], asr_after=self.after["max_asr"])
-        return m
+        """Clean accuracy and the largest reconstructed-trigger attack success, before and after (the
+        names :func:`advaudit.report.normalize.repair_metrics` reads back from a report)."""
+        from ..report.normalize import repair_metrics
+
+        return repair_metrics({"before": self.before, "after": self.after})
 
     def to_report(self) -> dict[str, Any]:
         """The ``advaudit.report/1`` document of kind ``repair``."""
@@ -83,12 +83,14 @@ class RepairResult(Ungated):
 
 def _figures(model: Any, x: np.ndarray, y: np.ndarray, masks: np.ndarray, patterns: np.ndarray,
              targets: np.ndarray) -> dict[str, Any]:
-    """Clean accuracy and each reconstructed trigger's attack success, in the deployment runtime."""
+    """Clean accuracy and each reconstructed trigger's attack success (none without targets), in the
+    deployment runtime."""
     from ..backdoor.neural_cleanse import trigger_asr
 
     asr = trigger_asr(model, x, y, masks, patterns, targets)
     return {"clean_accuracy": float((model.predict(x).labels == y).mean()),
-            "asr": {str(int(t)): float(a) for t, a in zip(targets, asr)}, "max_asr": float(np.nanmax(asr))}
+            "asr": {str(int(t)): float(a) for t, a in zip(targets, asr)},
+            "max_asr": float(np.nanmax(asr)) if len(asr) else None}
 
 
 def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResult:
@@ -99,7 +101,7 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
     from ..data import select
     from ..harden.api import model_forward
     from ..harden.export import export_hardened
-    from ..report.writer import model_section, write_json
+    from ..report.writer import model_section
 
     ctx = ctx or JobContext()
     out_path = output_path(options.model.path, options.out, "repaired")
@@ -120,18 +122,18 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
                                                             progress=ctx.progress)
     targets = np.asarray(scan.suspected_targets, dtype=np.int64)
     assert scan.masks is not None and scan.patterns is not None
-    masks, patterns = scan.masks[targets], scan.patterns[targets]
+    found = scan.masks[targets], scan.patterns[targets]
+    masks, patterns = found
     record = {"verdict": scan.verdict, "suspected_targets": scan.suspected_targets, **scan.evidence}
     config = {"method": "nc-unlearning", "rounds": options.rounds, "epochs": cfg.epochs, "lr": cfg.lr,
               "ratio": cfg.ratio, "batch_size": cfg.batch_size, "distill": cfg.distill, "scan_n": len(pick)}
-    before = _figures(model, xt, yt, masks, patterns, targets) if len(targets) else {
-        "clean_accuracy": float((model.predict(xt).labels == yt).mean()), "asr": {}, "max_asr": None}
+    before = _figures(model, xt, yt, *found, targets)
     result = RepairResult(model=model_section(model), data=train.dataset.describe(), eval_data=test.dataset.describe(),
                           scan=record, before=before, after=None, repaired=None, config=config, rounds=[],
                           command=options.command, seed=options.seed)
     if not len(targets):
         ctx.log("the scan found no backdoor: nothing to repair, no model written")
-        return _written(options, result, ctx, write_json)
+        return _written(options, result, ctx)
     forward, original = model_forward(model), model.torch_module()
     assert original is not None
     net, median = original, float(scan.evidence["median_l1"])
@@ -154,17 +156,17 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
     export = export_hardened(model, net, out_path, test.view[:256], {"repair": config,
                                                                      "source_sha256": model.sha256})
     ctx.log(f"wrote {out_path} (export check: max rel diff {export['max_rel_diff']:.2g})")
-    repaired = replace(options.model, path=out_path).open()
-    if repaired.input_shape is None and model.input_shape is not None:
-        repaired.set_input_shape(model.input_shape)
-    first = scan.masks[targets], scan.patterns[targets]
-    result.after = _figures(repaired, xt, yt, first[0], first[1], targets)
+    repaired = replace(options.model, path=out_path).open(input_shape=model.input_shape)
+    result.after = _figures(repaired, xt, yt, *found, targets)
     result.repaired = {"path": str(repaired.path), "sha256": repaired.sha256, "format": repaired.format,
                        "export": export}
-    return _written(options, result, ctx, write_json)
+    return _written(options, result, ctx)
 
 
-def _written(options: RepairOptions, result: RepairResult, ctx: JobContext, write_json: Any) -> RepairResult:
+def _written(options: RepairOptions, result: RepairResult, ctx: JobContext) -> RepairResult:
+    """``result``, its report written first when ``options.report`` names a file."""
+    from ..report.writer import write_json
+
     if options.report:
         write_json(options.report, result.to_report())
         ctx.log(f"wrote report {options.report}")

@@ -15,7 +15,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from .fmt import defense_rows, pct, scan_combination, scan_evidence
+from .fmt import defense_rows, pct, repair_rows, scan_combination, scan_evidence
 
 
 def _num(v: float | None, digits: int = 3) -> str:
@@ -205,17 +205,14 @@ def repair_parts(report: dict[str, Any]) -> list[RenderableType]:
     scan = report["scan"]
     targets = ", ".join(map(str, scan["suspected_targets"])) or "none"
     lines: list[RenderableType] = [f"neural-cleanse: {scan['verdict']}; suspected target(s): {targets}"]
-    before, after = report["before"], report["after"]
+    after = report["after"]
     if after is None:
         lines.append("nothing to repair: no model written")
         return lines
     t = _table(f"repair ({report['config']['method']}, {len(report['rounds'])} round(s))",
                ("metric", "before", "after", "change"), left=("metric",))
-    rows = [("clean accuracy", before["clean_accuracy"], after["clean_accuracy"])]
-    rows += [(f"attack success, trigger of {label}", before["asr"][label], after["asr"][label])
-             for label in before["asr"]]
-    for name, b, a in rows:
-        t.add_row(name, f"{100 * b:.1f}%", f"{100 * a:.1f}%", f"{100 * (a - b):+.1f} pts")
+    for row in repair_rows(report):
+        t.add_row(*row)
     return [*lines, t, f"wrote {report['repaired']['path']} ({report['repaired']['format']})"]
 
 
