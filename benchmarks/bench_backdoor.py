@@ -47,6 +47,7 @@ for _path in (REPO, REPO / "plugins" / "advaudit-testing"):  # the checkout's ad
         sys.path.insert(0, str(_path))
 
 from advaudit.backdoor import MMBD, CombinedScan, NeuralCleanse, ScanResult  # noqa: E402
+from advaudit.backdoor.mad import gap_test  # noqa: E402
 from advaudit.data import select  # noqa: E402
 from advaudit.models import load_model  # noqa: E402
 from advaudit_testing.implants import attack_success_rate, implant  # noqa: E402
@@ -100,6 +101,9 @@ def trained(args: argparse.Namespace, kind: str, seed: int, target: int, splits:
     path, meta_path = folder / f"{kind}_{seed}_e{args.epochs}.pt", folder / f"{kind}_{seed}_e{args.epochs}.json"
     if path.exists() and meta_path.exists():
         return str(path), json.loads(meta_path.read_text()), torch.jit.load(str(path)).eval()
+    cached_clean = folder / f"clean_{seed}_e{args.epochs}.pt"
+    if kind == "recon" and clean_net is None and cached_clean.exists():  # Alg. 1 step 1 on the cached clean model
+        clean_net = torch.jit.load(str(cached_clean)).eval()
     t0 = time.perf_counter()
     imp = implant(kind, net_factory(args.dataset, args.arch, classes), xtr, ytr, target=target, seed=seed,
                   epochs=args.epochs, clean_net=clean_net, noise_rate=args.noise_rate)
@@ -148,9 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default=".bench_cache", help="trained models are kept here between runs")
     ap.add_argument("--out", help="write every row as JSON here (rewritten after each model)")
     ap.add_argument("--summarise", nargs="+", metavar="JSON", help="only print the matrix of earlier --out files")
+    ap.add_argument("--min-ratio", type=float, nargs="*", metavar="R",
+                    help="with --summarise: re-decide Neural Cleanse's gap rule from the stored norms with each of "
+                         "these floors (and print the clean models' largest ratios)")
     args = ap.parse_args(argv)
     if args.summarise:
-        print_matrix([r for f in args.summarise for r in json.loads(Path(f).read_text())], args.alpha)
+        rows = [r for f in args.summarise for r in json.loads(Path(f).read_text())]
+        print_matrix(rows, args.alpha)
+        for floor in args.min_ratio or []:
+            print(f"\n--- Neural Cleanse gap rule re-decided with min_ratio {floor}")
+            print_matrix([redecide(r, floor, args.alpha) for r in rows], args.alpha)
+        if args.min_ratio is not None:
+            print_clean_ratios(rows)
         return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     splits, classes = load_dataset(args.dataset, Path(args.shared))
@@ -194,6 +207,30 @@ def combine(row: dict[str, Any], alpha: float) -> dict[str, Any]:
                for key, method in (("nc", "neural-cleanse"), ("mmbd", "mm-bd"))]
     scan = CombinedScan(results, alpha=alpha)
     return {"flagged": scan.verdict == "backdoored", "suspects": scan.suspected_targets, "p_value": scan.p_value}
+
+
+def redecide(row: dict[str, Any], min_ratio: float, alpha: float) -> dict[str, Any]:
+    """The row with Neural Cleanse's gap verdict decided again from its stored norms (the scan's own
+    :func:`~advaudit.backdoor.mad.gap_test`, references and label count) with another ``min_ratio``."""
+    nc, plan = row["nc"], row["nc"]["labels"]
+    optimised = np.asarray(plan["optimised"])
+    gap = gap_test(np.asarray([nc["l1"][t] for t in optimised]), reference=np.isin(optimised, plan["references"]),
+                   labels=plan["tested"], alpha=alpha, min_ratio=min_ratio)
+    flagged = optimised[gap.flagged]
+    out = {**row, "nc": {**nc, "p_value": gap.p_value, "flagged": bool(flagged.size),
+                         "suspects": [int(t) for t in flagged]}}
+    out["combined"] = combine(out, alpha)
+    return out
+
+
+def print_clean_ratios(rows: list[dict[str, Any]]) -> None:
+    """Per dataset and architecture: the clean models' largest median/norm ratio (what a floor must clear)."""
+    print("\nclean models: largest ratio of the median norm to a label's norm (Neural Cleanse's full search)")
+    for dataset, arch in sorted({(r["dataset"], r["arch"]) for r in rows}):
+        ratios = sorted(r["nc"]["largest_norm_ratio"] for r in rows
+                        if (r["dataset"], r["arch"], r["kind"]) == (dataset, arch, "clean"))
+        if ratios:
+            print(f"{dataset:8} {arch:6} n={len(ratios):2d}: " + " ".join(f"{v:.2f}" for v in ratios))
 
 
 def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from advaudit import api
@@ -58,3 +59,17 @@ def test_audit_job_from_python(tmp_path: Path) -> None:
     assert [g.passed for g in result.gates] == [False, True] and not result.passed and report["verdict"] == "fail"
     assert report["steps"][0]["report"]["gates"] == []  # the step's own scan records no gate
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_scanner_params_pass_the_gap_floor_to_neural_cleanse_only() -> None:
+    from types import SimpleNamespace
+
+    from advaudit.jobs.scan import scanner_params
+
+    model = SimpleNamespace(input_shape=(1, 28, 28))
+    options = api.ScanOptions(model=api.ModelOptions(path=BADNETS), method="all", min_ratio=4.0, alpha=0.01)
+    params = scanner_params(options, ["neural-cleanse", "mm-bd"], model)  # type: ignore[arg-type]
+    assert params["neural-cleanse"]["min_ratio"] == 4.0 and params["neural-cleanse"]["alpha"] == 0.01
+    assert "min_ratio" not in params["mm-bd"]
+    default = scanner_params(replace(options, min_ratio=None), ["neural-cleanse"], model)  # type: ignore[arg-type]
+    assert "min_ratio" not in default["neural-cleanse"]  # None: the scanner's own default

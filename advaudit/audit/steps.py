@@ -116,6 +116,7 @@ def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
         model=ModelOptions(path=str(ctx.model.path)), data=data, method=step.get("method", ScanOptions.method),
         steps=step.get("steps"), batch_size=step.get("batch_size"), alpha=step.get("alpha", ScanOptions.alpha),
         combine=step.get("combine", ScanOptions.combine), nc_rule=step.get("nc_rule", ScanOptions.nc_rule),
+        min_ratio=step.get("min_ratio"),
         target_labels=None if step.get("target_labels") is None else tuple(step["target_labels"]),
         triggers_dir=str(folder) if step.get("triggers", True) else None, seed=ctx.seed, command=ctx.command,
     )

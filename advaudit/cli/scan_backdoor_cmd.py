@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from .. import api
+from ..backdoor.mad import MIN_RATIO
 from ..backdoor.scan import method_names
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..gates import fail_on_backdoor
@@ -45,7 +46,11 @@ from .sharding import recorded_command
               "(flagged when one flags; not calibrated).")
 @click.option("--nc-rule", type=click.Choice(["gap", "paper"]), default=ScanOptions.nc_rule, show_default=True,
               help="Neural Cleanse's outlier rule: gap (log-norm anomaly index with a p-value against the "
-              "model's own null, and a norm at most half the median) or paper (MAD index > --anomaly-threshold).")
+              "model's own null, and a norm at least --min-ratio times below the median) or paper (MAD index > "
+              "--anomaly-threshold).")
+@click.option("--min-ratio", type=click.FloatRange(min=1),
+              help="With --nc-rule gap: a flagged label's mask norm must be at least this many times below the "
+              f"median label's. [default: {MIN_RATIO:g}, set on calibration models]")
 @click.option("--anomaly-threshold", type=click.FloatRange(min=0, min_open=True),
               help="With --nc-rule paper: the MAD anomaly index above which a label (with a norm below the median) "
               "is flagged. [default: 2, the paper's]")
@@ -66,7 +71,7 @@ def scan_backdoor(out: Output, **kw: Any) -> int:
 
     \b
     advaudit scan-backdoor MODEL --data CLEAN [--method neural-cleanse|mm-bd|all] [--n 300]
-        [--steps N] [--batch-size B] [--alpha 0.05] [--nc-rule gap|paper] [--target-labels L,...]
+        [--steps N] [--batch-size B] [--alpha 0.05] [--nc-rule gap|paper] [--min-ratio R] [--target-labels L,...]
         [--seed S] [--triggers-dir DIR] [--report out.json]
         [--format table|json|md] [--fail-on-backdoor]
 
@@ -91,6 +96,9 @@ def scan_options_from(kw: dict[str, Any]) -> ScanOptions:
         raise UsageError("--anomaly-threshold applies to neural-cleanse", "add --method neural-cleanse or --method all")
     if kw["anomaly_threshold"] is not None and kw["nc_rule"] != "paper":
         raise UsageError("--anomaly-threshold is the paper rule's threshold", "add --nc-rule paper")
+    if kw["min_ratio"] is not None and ("neural-cleanse" not in methods or kw["nc_rule"] != "gap"):
+        raise UsageError("--min-ratio is Neural Cleanse's gap-rule floor",
+                         "use it with --method neural-cleanse (or all) and --nc-rule gap")
     if kw["target_labels"] is not None and "neural-cleanse" not in methods:
         raise UsageError("--target-labels applies to neural-cleanse", "add --method neural-cleanse or --method all")
     registry = get_registry()
@@ -100,7 +108,8 @@ def scan_options_from(kw: dict[str, Any]) -> ScanOptions:
         model=model_options_from(kw),
         data=None if kw["data_path"] is None else data_options_from(kw, kw["data_path"]),
         method=kw["method"], steps=kw["steps"], alpha=kw["alpha"], combine=kw["combine"], nc_rule=kw["nc_rule"],
-        anomaly_threshold=kw["anomaly_threshold"], target_labels=parse_label_list(kw["target_labels"]),
+        min_ratio=kw["min_ratio"], anomaly_threshold=kw["anomaly_threshold"],
+        target_labels=parse_label_list(kw["target_labels"]),
         batch_size=batch_size_option(kw), triggers_dir=kw["triggers_dir"], report=kw["report_path"],
         gates=(fail_on_backdoor(),) if kw["fail_on_backdoor"] else (), resume=kw["resume"],
         seed=kw["seed"] if kw["seed"] is not None else ScanOptions.seed,

@@ -32,7 +32,8 @@ NC = "neural-cleanse"
 @dataclass(frozen=True, kw_only=True)
 class ScanOptions(JobOptions):
     """What to scan and how.  ``None`` means "the default": ``data.n`` 300, ``steps`` each scanner's
-    own, ``anomaly_threshold`` Neural Cleanse's 2 (it applies to neural-cleanse only), ``batch_size``
+    own, ``anomaly_threshold`` Neural Cleanse's 2 (paper rule) and ``min_ratio`` its gap rule's floor
+    (both apply to neural-cleanse only), ``batch_size``
     (Neural Cleanse's mini-batch) 32 fitted to the input size.  ``data`` may be None for data-free
     scanners (mm-bd).  ``report``: write the JSON report there (and keep a checkpoint beside it);
     ``triggers_dir``: write mask / pattern PNGs there; ``gates``: e.g. ``(gates.fail_on_backdoor(),)``;
@@ -44,6 +45,7 @@ class ScanOptions(JobOptions):
     alpha: float = 0.05
     combine: str = "bonferroni"
     nc_rule: str = "gap"
+    min_ratio: float | None = None
     anomaly_threshold: float | None = None
     target_labels: tuple[int, ...] | None = None
     batch_size: int | None = None
@@ -148,6 +150,8 @@ def scanner_params(options: ScanOptions, methods: list[str], model: Model) -> di
         params[NC].update(rule=options.nc_rule, alpha=options.alpha)
         if options.anomaly_threshold is not None:
             params[NC]["anomaly_threshold"] = options.anomaly_threshold
+        if options.min_ratio is not None:
+            params[NC]["min_ratio"] = options.min_ratio
         if options.target_labels is not None:
             params[NC]["labels"] = options.target_labels
         params[NC]["batch_size"] = batch_size_for(options.batch_size, model.input_shape, NC_BATCH_BASE)
@@ -162,7 +166,7 @@ def _fingerprint_options(options: ScanOptions) -> dict[str, Any]:
     return {
         "method": options.method, "steps": options.steps, "anomaly_threshold": options.anomaly_threshold,
         "alpha": options.alpha, "combine": options.combine, "nc_rule": options.nc_rule,
-        "target_labels": options.target_labels,
+        "min_ratio": options.min_ratio, "target_labels": options.target_labels,
         "batch_size": options.batch_size, "seed": options.seed,
         "value_range": m.range, "mean": m.mean, "std": m.std, "layout": m.layout, "input_shape": m.input_shape,
         "device": m.device, "precision": m.precision,
