@@ -217,10 +217,8 @@ def redecide(row: dict[str, Any], min_ratio: float, alpha: float) -> dict[str, A
     gap = gap_test(np.asarray([nc["l1"][t] for t in optimised]), reference=np.isin(optimised, plan["references"]),
                    labels=plan["tested"], alpha=alpha, min_ratio=min_ratio)
     flagged = optimised[gap.flagged]
-    out = {**row, "nc": {**nc, "p_value": gap.p_value, "flagged": bool(flagged.size),
-                         "suspects": [int(t) for t in flagged]}}
-    out["combined"] = combine(out, alpha)
-    return out
+    return {**row, "nc": {**nc, "p_value": gap.p_value, "flagged": bool(flagged.size),
+                          "suspects": [int(t) for t in flagged]}}  # print_matrix combines the verdicts itself
 
 
 def print_clean_ratios(rows: list[dict[str, Any]]) -> None:
