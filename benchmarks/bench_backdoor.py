@@ -47,6 +47,7 @@ for _path in (REPO, REPO / "plugins" / "advaudit-testing"):  # the checkout's ad
         sys.path.insert(0, str(_path))
 
 from advaudit.backdoor import MMBD, CombinedScan, NeuralCleanse, ScanResult  # noqa: E402
+from advaudit.backdoor.freeeagle import FreeEagle  # noqa: E402
 from advaudit.backdoor.mad import gap_test  # noqa: E402
 from advaudit.data import select  # noqa: E402
 from advaudit.models import load_model  # noqa: E402
@@ -117,14 +118,40 @@ def trained(args: argparse.Namespace, kind: str, seed: int, target: int, splits:
     return str(path), meta, imp.net
 
 
-def scan(path: str, xs: np.ndarray, ys: np.ndarray, alpha: float) -> dict[str, Any]:
-    """Neural Cleanse (gap rule; the paper rule read from the same search) and MM-BD on one model."""
+def onnx_copy(path: str, shape: tuple[int, ...]) -> str:
+    """The cached model as ONNX (what FreeEagle needs: a graph it can cut), exported once."""
+    out = Path(path).with_suffix(".onnx")
+    if not out.exists():
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(torch.jit.load(path).eval(), (torch.zeros((1, *shape)),), str(out), input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}},
+                              opset_version=17, dynamo=False)
+    return str(out)
+
+
+def scan_freeeagle(path: str, shape: tuple[int, ...], alpha: float) -> dict[str, Any]:
+    fe = FreeEagle(alpha=alpha).scan(load_model(onnx_copy(path, shape)), None, None, seed=0)
+    return {"p_value": fe.evidence["p_value"], "flagged": fe.backdoored, "suspects": fe.suspected_targets,
+            "metric": fe.evidence["anomaly_metric"], "top_tendency": fe.evidence["top_tendency"],
+            "top_class": fe.evidence["top_class"], "time_s": fe.time_s}
+
+
+def scan(path: str, xs: np.ndarray, ys: np.ndarray, alpha: float, scanners: list[str]) -> dict[str, Any]:
+    """Neural Cleanse (gap rule; the paper rule read from the same search), MM-BD and FreeEagle on one model."""
+    out: dict[str, Any] = {}
+    if "freeeagle" in scanners:
+        out["fe"] = scan_freeeagle(path, tuple(xs.shape[1:]), alpha)
+    if "nc" not in scanners:
+        return out
     model = load_model(path)
     nc = NeuralCleanse(alpha=alpha).scan(model, xs, ys, seed=0)
     mm = MMBD(alpha=alpha).scan(model, xs, ys, seed=0)
     paper = [c.label for c in nc.classes if c.anomaly_index is not None and c.anomaly_index > 2
              and c.mask_l1 is not None and c.mask_l1 < nc.evidence["median_l1"]]
     return {
+        **out,
         "nc": {"p_value": nc.evidence["p_value"], "flagged": nc.backdoored, "suspects": nc.suspected_targets,
                "paper_suspects": paper, "max_anomaly_index": nc.evidence["max_anomaly_index"],
                "largest_norm_ratio": nc.evidence["largest_norm_ratio"], "time_s": nc.time_s,
@@ -149,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, help="clean images given to the scanners (default 300; GTSRB all 2,630 "
                                           "evaluation images, whose rarer classes need them for 5 per class)")
     ap.add_argument("--alpha", type=float, default=0.05, help="false-alarm rate of the verdicts")
+    ap.add_argument("--scanners", default="nc,freeeagle",
+                    help="nc (Neural Cleanse and MM-BD, on the TorchScript file) and/or freeeagle (on its ONNX copy)")
     ap.add_argument("--cache", default=".bench_cache", help="trained models are kept here between runs")
     ap.add_argument("--out", help="write every row as JSON here (rewritten after each model)")
     ap.add_argument("--summarise", nargs="+", metavar="JSON", help="only print the matrix of earlier --out files")
@@ -184,9 +213,17 @@ def main(argv: list[str] | None = None) -> int:
             if kind == "clean":
                 clean_net = net
             row = {"dataset": args.dataset, "arch": args.arch, "kind": kind, "seed": seed, **meta,
-                   **scan(path, xs, ys, args.alpha)}
-            row["combined"] = combine(row, args.alpha)
+                   **scan(path, xs, ys, args.alpha, args.scanners.split(","))}
             rows.append(row)
+            if "fe" in row:
+                fe = row["fe"]
+                print(f"{kind:8} {seed:4d} tgt {str(meta['target']):>4} | FreeEagle M {fe['metric']:.2f} top "
+                      f"{fe['top_class']} p {fe['p_value']:.3g} {fe['suspects']} {fe['time_s']:.0f}s", flush=True)
+            if args.out:
+                Path(args.out).write_text(json.dumps(rows, indent=1))
+            if "nc" not in row:
+                continue
+            row["combined"] = combine(row, args.alpha)
             nc, mm, c = row["nc"], row["mmbd"], row["combined"]
             print(f"{kind:8} {seed:4d} tgt {str(meta['target']):>4} acc {meta['clean_accuracy']:.3f} asr "
                   f"{'-' if meta['asr'] is None else format(meta['asr'], '.3f')} | NC p {nc['p_value']:.3g} "
@@ -204,7 +241,7 @@ def combine(row: dict[str, Any], alpha: float) -> dict[str, Any]:
     over the two scanners' stored verdicts, targets and p-values)."""
     results = [ScanResult(method, "backdoored" if row[key]["flagged"] else "clean", row[key]["suspects"], [], {},
                           evidence={"p_value": row[key]["p_value"]})
-               for key, method in (("nc", "neural-cleanse"), ("mmbd", "mm-bd"))]
+               for key, method in (("nc", "neural-cleanse"), ("mmbd", "mm-bd"), ("fe", "freeeagle")) if key in row]
     scan = CombinedScan(results, alpha=alpha)
     return {"flagged": scan.verdict == "backdoored", "suspects": scan.suspected_targets, "p_value": scan.p_value}
 
@@ -239,12 +276,14 @@ def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:
         "MM-BD": lambda r: (r["mmbd"]["flagged"], r["mmbd"]["suspects"]),
         "MM-BD gamma": lambda r: (r["mmbd"].get("p_value_gamma", 1.0) < alpha,  # rows of earlier versions: no
                                   [int(np.argmax(r["mmbd"].get("margins", [0])))]),
+        "FreeEagle": lambda r: (r["fe"]["flagged"], r["fe"]["suspects"]),
         "combined": lambda r: (combine(r, alpha)["flagged"], combine(r, alpha)["suspects"]),
         "any": lambda r: (r["nc"]["flagged"] or r["mmbd"]["flagged"], r["nc"]["suspects"] + r["mmbd"]["suspects"]),
     }
     print(f"\nflagged / right target per verdict (clean rows: flagged = false alarms); alpha {alpha}")
     head = f"{'dataset':8} {'arch':6} {'kind':8} {'n':>3} {'acc':>6} {'asr':>6} | " + " | ".join(
         f"{v:>13}" for v in verdicts) + " | s/scan"
+    needs = {"FreeEagle": ("fe",), "combined": ("nc", "mmbd"), "any": ("nc", "mmbd")}
     print(head)
     groups = sorted({(r["dataset"], r["arch"], r["kind"]) for r in rows},
                     key=lambda g: (g[0], g[1], KIND_ORDER.index(g[2])))
@@ -253,12 +292,15 @@ def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:
         acc = np.mean([r["clean_accuracy"] for r in rs])
         asr = np.mean([r["asr"] for r in rs]) if rs[0]["asr"] is not None else float("nan")
         cells = []
-        for fn in verdicts.values():
+        for name, fn in verdicts.items():
+            if not all(k in r for r in rs for k in needs.get(name, ("nc", "mmbd"))):
+                cells.append("-")
+                continue
             out = [fn(r) for r in rs]
             flagged = sum(f for f, _ in out)
             right = sum(r["target"] in s for r, (f, s) in zip(rs, out) if f) if kind != "clean" else None
             cells.append(f"{flagged:>2}/{len(rs)}" + ("" if right is None else f" ({right:>2} rt)"))
-        secs = np.mean([r["nc"]["time_s"] + r["mmbd"]["time_s"] for r in rs])
+        secs = np.mean([sum(r[k]["time_s"] for k in ("nc", "mmbd", "fe") if k in r) for r in rs])
         print(f"{dataset:8} {arch:6} {kind:8} {len(rs):3d} {acc:6.3f} {asr:6.3f} | "
               + " | ".join(f"{c:>13}" for c in cells) + f" | {secs:6.1f}")
 

@@ -270,7 +270,7 @@ def test_get_unknown_name_lists_the_available_ones(monkeypatch: pytest.MonkeyPat
     for kind in empty[:1]:
         with pytest.raises(PluginError, match="available: none installed"):
             reg.get(kind, "anything")
-    with pytest.raises(PluginError, match="available: mm-bd, neural-cleanse"):
+    with pytest.raises(PluginError, match="available: freeeagle, mm-bd, neural-cleanse"):
         reg.get("backdoor-scanner", "anything")
 
 

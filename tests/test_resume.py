@@ -205,7 +205,7 @@ def test_scan_backdoor_killed_twice_resumes_to_the_uninterrupted_report(tmp_path
     )
     assert _canonical(resumed) == _canonical(ref)
     report = json.loads(resumed.read_text())
-    assert report["methods"] == ["neural-cleanse", "mm-bd"]
+    assert report["methods"] == ["neural-cleanse", "mm-bd", "freeeagle"]
     assert any(c["steps"] < 120 for c in report["evidence"]["neural-cleanse"]["classes"])  # labels did stop early
 
 

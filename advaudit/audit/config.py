@@ -26,6 +26,8 @@ from .gates import GateSpec, parse_gate
 DEFAULT_NAME = {"attack": "attack", "defense": "defense", "scan-backdoor": "backdoor", "detect": "detect",
                 "harden": "harden", "repair": "repair"}
 DEFAULT_TOLERANCE = 0.01
+DATA_FREE = ("mm-bd", "freeeagle")
+"""Backdoor scanners that need no clean data."""
 
 
 class ConfigError(UsageError):
@@ -188,9 +190,9 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
         if kind in ("attack", "defense", "detect", "harden", "repair") and "data" not in step:
             raise ConfigError(f"{where(['steps', i])}: a {kind} step needs labelled data",
                               "set 'data' at the top or in the step")
-        if kind == "scan-backdoor" and "data" not in step and step.get("method", "neural-cleanse") != "mm-bd":
+        if kind == "scan-backdoor" and "data" not in step and step.get("method", "neural-cleanse") not in DATA_FREE:
             raise ConfigError(f"{where(['steps', i])}: method {step.get('method', 'neural-cleanse')} needs clean "
-                              "labelled data", "set 'data', or use method: mm-bd (data-free)")
+                              "labelled data", "set 'data', or use a data-free method: mm-bd or freeeagle")
         if "data" in step and not Path(step["data"]).exists():
             raise ConfigError(f"{where(['steps', i, 'data'] if 'data' in s else ['data'])}: {step['data']} does not "
                               "exist")

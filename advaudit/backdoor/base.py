@@ -139,6 +139,11 @@ class BackdoorScanner(ABC):
     min_per_class: ClassVar[int] = 0
     """Clean images of every class the method needs (0: data-free)."""
 
+    @classmethod
+    def unsupported(cls, model: Model) -> str | None:
+        """Why this method cannot scan ``model`` (``--method all`` then leaves it out), or None."""
+        return None
+
     def params(self) -> dict[str, Any]:
         """The hyperparameters, for the report (public attributes)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}

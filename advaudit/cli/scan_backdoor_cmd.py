@@ -34,8 +34,9 @@ from .sharding import recorded_command
 @click.command("scan-backdoor")
 @click.argument("model", type=click.Path())
 @click.option("--data", "data_path", type=click.Path(),
-              help="Clean labelled images (100-500 is typical). Optional for data-free methods (mm-bd).")
-@click.option("--method", default=ScanOptions.method, show_default=True, metavar="neural-cleanse|mm-bd|NAME|all",
+              help="Clean labelled images (100-500 is typical). Optional for data-free methods (mm-bd, freeeagle).")
+@click.option("--method", default=ScanOptions.method, show_default=True,
+              metavar="neural-cleanse|mm-bd|freeeagle|NAME|all",
               help="Scanner to run ('advaudit plugins --kind backdoor-scanner'); 'all' runs every one.")
 @click.option("--steps", type=click.IntRange(min=1),
               help="Optimisation steps (NC: max mini-batch steps, default 1000 with early stop; MM-BD: default 300).")
@@ -70,7 +71,7 @@ def scan_backdoor(out: Output, **kw: Any) -> int:
     """Scan a model for a backdoor: reconstructed triggers per class, outlier test, verdict.
 
     \b
-    advaudit scan-backdoor MODEL --data CLEAN [--method neural-cleanse|mm-bd|all] [--n 300]
+    advaudit scan-backdoor MODEL --data CLEAN [--method neural-cleanse|mm-bd|freeeagle|all] [--n 300]
         [--steps N] [--batch-size B] [--alpha 0.05] [--nc-rule gap|paper] [--min-ratio R] [--target-labels L,...]
         [--seed S] [--triggers-dir DIR] [--report out.json]
         [--format table|json|md] [--fail-on-backdoor]

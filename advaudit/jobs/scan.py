@@ -144,8 +144,9 @@ def scanner_params(options: ScanOptions, methods: list[str], model: Model) -> di
     if options.steps is not None:
         for m in methods:
             params[m]["steps"] = options.steps
-    if "mm-bd" in params:
-        params["mm-bd"]["alpha"] = options.alpha
+    for data_free in ("mm-bd", "freeeagle"):
+        if data_free in params:
+            params[data_free]["alpha"] = options.alpha
     if NC in params:
         params[NC].update(rule=options.nc_rule, alpha=options.alpha)
         if options.anomaly_threshold is not None:
@@ -211,6 +212,20 @@ def _write_triggers(options: ScanOptions, ctx: JobContext, scan: CombinedScan, m
     return tuple(str(f) for f in files)
 
 
+def applicable(methods: list[str], model: Model, ctx: JobContext) -> list[str]:
+    """``--method all``: the scanners that can scan ``model`` (each one left out is logged, with why)."""
+    from ..registry import get_registry
+
+    keep = []
+    for m in methods:
+        why = get_registry().get("backdoor-scanner", m).unsupported(model)
+        if why is None:
+            keep.append(m)
+        else:
+            ctx.log(f"{m} left out: {why}")
+    return keep
+
+
 def scan_backdoor(options: ScanOptions, ctx: JobContext | None = None) -> ScanResult:
     """Scan ``options.model`` for a backdoor; write the trigger images and the report if asked.
 
@@ -227,6 +242,8 @@ def scan_backdoor(options: ScanOptions, ctx: JobContext | None = None) -> ScanRe
     if data_opts is not None and data_opts.n is None:
         data_opts = replace(data_opts, n=DEFAULT_N)
     model, data = open_inputs(options.model, data_opts, ctx)
+    if options.method == "all":
+        methods = applicable(methods, model, ctx)
     params = scanner_params(options, methods, model)
     ckpt = _open_checkpoint(options, ctx, model, data, methods, params)
     what = "(data-free)" if data is None else f"on {len(data)} clean images"

@@ -85,6 +85,9 @@ def scan_evidence(name: str, ev: dict[str, Any]) -> str:
     if name == "mm-bd":
         return (f"mm-bd: {ev.get('verdict')}; largest max-margin {value(ev.get('top_margin'))} (class "
                 f"{ev.get('top_class')}), p-value {value(ev.get('p_value'), 3)} (alpha {value(ev.get('alpha'))})")
+    if name == "freeeagle":
+        return (f"freeeagle: {ev.get('verdict')}; anomaly metric {value(ev.get('anomaly_metric'))} (class "
+                f"{ev.get('top_class')}), p-value {value(ev.get('p_value'), 3)} (alpha {value(ev.get('alpha'))})")
     return f"{name}: {ev.get('verdict')}"
 
 

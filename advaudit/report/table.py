@@ -91,23 +91,29 @@ def defense_parts(report: dict[str, Any]) -> list[RenderableType]:
 # --- scan-backdoor ------------------------------------------------------------------------------------------
 
 def _scan_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """(header, class key) of the per-class table; max margin only where MM-BD ran."""
+    """(header, class key) of the per-class table; max margin only where MM-BD ran, the tendency only
+    where FreeEagle ran."""
     cols = [("label", "label"), ("mask L1", "mask_l1"), ("anomaly index", "anomaly_index"), ("ASR", "asr")]
     if any("max_margin" in c for c in report["classes"]) or "mm-bd" in report["evidence"]:
         cols.append(("max margin", "max_margin"))
+    if any("tendency" in c for c in report["classes"]) or "freeeagle" in report["evidence"]:
+        cols.append(("FreeEagle tendency", "tendency"))
     cols.append(("flagged", "flagged"))
     return cols
 
 
 def _scan_rows(report: dict[str, Any]) -> list[list[str]]:
-    """The per-class table's cells, with MM-BD's max margin merged in."""
-    mm = report["evidence"].get("mm-bd")
+    """The per-class table's cells, with MM-BD's max margin and FreeEagle's tendency merged in."""
+    mm, fe = report["evidence"].get("mm-bd"), report["evidence"].get("freeeagle")
     rows = []
     for i, c in enumerate(report["classes"]):
         row = dict(c)
         if mm is not None and "max_margin" not in row:
             row["max_margin"] = mm["classes"][i]["max_margin"]
-        rows.append([_cell(row.get(key), ".2f" if key in ("mask_l1", "max_margin") else ".3f")
+        if fe is not None and "tendency" not in row:
+            row["tendency"] = fe["classes"][i]["tendency"]
+        fmt = {"mask_l1": ".2f", "max_margin": ".2f", "tendency": ".2e"}
+        rows.append([_cell(row.get(key), fmt.get(key, ".3f"))
                      for _, key in _scan_columns(report)])
     return rows
 
