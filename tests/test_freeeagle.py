@@ -14,10 +14,10 @@ from torch import fx, nn
 
 from advaudit import api
 from advaudit.backdoor.freeeagle import FreeEagle, anomaly_metric, later_part, metric_p_value
-from advaudit.errors import ModelError
+from advaudit.errors import ModelError, UsageError
 from advaudit.models import load_model
 
-from .conftest import SAMPLE_MODELS, small_cnn
+from .conftest import SAMPLE_MODELS, export_onnx, small_cnn
 
 BADNETS = SAMPLE_MODELS / "mnist_badnets.onnx"
 CLEAN = SAMPLE_MODELS / "mnist_cnn.onnx"
@@ -87,3 +87,12 @@ def test_torchscript_is_refused_alone_and_left_out_of_all(tmp_path) -> None:
                               method="all", steps=5)
     result = api.scan_backdoor(options)
     assert [r.method for r in result.scan.results] == ["neural-cleanse", "mm-bd"]
+
+
+def test_all_leaves_it_out_below_four_classes(tmp_path) -> None:
+    torch.manual_seed(0)
+    path = export_onnx(small_cnn(classes=3), tmp_path / "three.onnx", torch.zeros(1, 1, 28, 28))
+    model = load_model(path)
+    assert "4 classes" in (FreeEagle.unsupported(model) or "")
+    with pytest.raises(UsageError, match="at least 4 classes"):
+        FreeEagle(steps=5).scan(model, None, None)

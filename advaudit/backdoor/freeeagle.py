@@ -182,6 +182,8 @@ class FreeEagle(BackdoorScanner):
 
     @classmethod
     def unsupported(cls, model: Model) -> str | None:
+        if model.num_classes is not None and model.num_classes < 4:
+            return f"it needs at least 4 classes (quartiles of the tendencies); the model has {model.num_classes}"
         if not isinstance(model.torch_module(), fx.GraphModule):
             return "it cuts the network's graph, and a TorchScript model has none (export to ONNX or torch.export)"
         return None
