@@ -98,6 +98,16 @@ class ScanResult:
         }
 
 
+def one_target_result(method: str, flagged: bool, top: int, key: str, values: np.ndarray,
+                      evidence: dict[str, Any]) -> ScanResult:
+    """The result of a scanner that suspects at most one class, ``top``, from one statistic per class
+    (``values``, kept in each class's evidence as ``key``)."""
+    classes = [ClassEvidence(label=i, flagged=bool(flagged and i == top), extra={key: float(v)})
+               for i, v in enumerate(values)]
+    return ScanResult(method=method, verdict="backdoored" if flagged else "clean",
+                      suspected_targets=[top] if flagged else [], classes=classes, params={}, evidence=evidence)
+
+
 @dataclass
 class ScanContext:
     """What :meth:`BackdoorScanner.run` may use besides the data."""

@@ -44,7 +44,7 @@ from torch import fx
 from ..errors import ModelError, UsageError
 from ..models import Model
 from ..models.base import flat_outputs
-from .base import BackdoorScanner, ClassEvidence, ScanContext, ScanResult
+from .base import BackdoorScanner, ScanContext, ScanResult, one_target_result
 from functools import lru_cache
 
 NULL_SIMULATIONS = 20000
@@ -236,17 +236,7 @@ class FreeEagle(BackdoorScanner):
         top = int(np.argmax(v))
         p = metric_p_value(metric, k)
         flagged = p < self.alpha
-        classes = [ClassEvidence(label=i, flagged=bool(flagged and i == top), extra={"tendency": float(v[i])})
-                   for i in range(k)]
-        return ScanResult(
-            method=self.name,
-            verdict="backdoored" if flagged else "clean",
-            suspected_targets=[top] if flagged else [],
-            classes=classes,
-            params={},
-            evidence={
-                "top_class": top, "top_tendency": float(v[top]), "anomaly_metric": metric, "p_value": p,
-                "alpha": self.alpha, "cut": cut,
-                "cut_shape": list(shape), "non_negative": nonneg,
-            },
-        )
+        return one_target_result(self.name, flagged, top, "tendency", v, {
+            "top_class": top, "top_tendency": float(v[top]), "anomaly_metric": metric, "p_value": p,
+            "alpha": self.alpha, "cut": cut, "cut_shape": list(shape), "non_negative": nonneg,
+        })

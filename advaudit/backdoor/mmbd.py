@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from .base import BackdoorScanner, ClassEvidence, ScanContext, ScanResult
+from .base import BackdoorScanner, ScanContext, ScanResult, one_target_result
 from .mad import extreme_p_values, loo_scores
 
 
@@ -186,17 +186,9 @@ class MMBD(BackdoorScanner):
         _, p_logt, score = max_margin_pvalue_logt(stats)
         p = p_logt if self.null == "logt" else p_gamma
         flagged = p < self.alpha
-        classes = [
-            ClassEvidence(label=i, flagged=bool(flagged and i == top), extra={"max_margin": float(stats[i])})
-            for i in range(ctx.num_classes)
-        ]
-        return ScanResult(
-            method=self.name,
-            verdict="backdoored" if flagged else "clean",
-            suspected_targets=[top] if flagged else [],
-            classes=classes,
-            params={},
-            evidence={
+        return one_target_result(
+            self.name, flagged, top, "max_margin", stats,
+            {
                 "top_class": top,
                 "top_margin": float(stats[top]),
                 "p_value": p,
