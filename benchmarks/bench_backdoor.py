@@ -236,13 +236,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def combine(row: dict[str, Any], alpha: float) -> dict[str, Any]:
-    """The scan's combined verdict, as ``scan-backdoor --method all`` decides it (:class:`CombinedScan`
-    over the two scanners' stored verdicts, targets and p-values)."""
+def row_top(row: dict[str, Any], key: str) -> int:
+    """The class a scanner pointed at in a stored row (its ``top_class`` evidence): Neural Cleanse's
+    smallest optimised norm, MM-BD's largest margin, FreeEagle's top tendency."""
+    if key == "nc":
+        optimised = row["nc"]["labels"]["optimised"]
+        return int(min(optimised, key=lambda t: row["nc"]["l1"][t]))
+    if key == "mmbd":
+        return int(np.argmax(row["mmbd"]["margins"]))
+    return int(row["fe"]["top_class"])
+
+
+def combine(row: dict[str, Any], alpha: float, rule: str = "bonferroni") -> dict[str, Any]:
+    """The scan's combined verdict, as ``scan-backdoor --method all --combine RULE`` decides it
+    (:class:`CombinedScan` over the scanners' stored verdicts, targets, p-values and pointed classes)."""
     results = [ScanResult(method, "backdoored" if row[key]["flagged"] else "clean", row[key]["suspects"], [], {},
-                          evidence={"p_value": row[key]["p_value"]})
+                          evidence={"p_value": row[key]["p_value"], "top_class": row_top(row, key)})
                for key, method in (("nc", "neural-cleanse"), ("mmbd", "mm-bd"), ("fe", "freeeagle")) if key in row]
-    scan = CombinedScan(results, alpha=alpha)
+    scan = CombinedScan(results, alpha=alpha, combine=rule)
     return {"flagged": scan.verdict == "backdoored", "suspects": scan.suspected_targets, "p_value": scan.p_value}
 
 
@@ -278,12 +289,13 @@ def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:
                                   [int(np.argmax(r["mmbd"].get("margins", [0])))]),
         "FreeEagle": lambda r: (r["fe"]["flagged"], r["fe"]["suspects"]),
         "combined": lambda r: (combine(r, alpha)["flagged"], combine(r, alpha)["suspects"]),
+        "fisher": lambda r: (combine(r, alpha, "fisher")["flagged"], combine(r, alpha, "fisher")["suspects"]),
         "any": lambda r: (r["nc"]["flagged"] or r["mmbd"]["flagged"], r["nc"]["suspects"] + r["mmbd"]["suspects"]),
     }
     print(f"\nflagged / right target per verdict (clean rows: flagged = false alarms); alpha {alpha}")
     head = f"{'dataset':8} {'arch':6} {'kind':8} {'n':>3} {'acc':>6} {'asr':>6} | " + " | ".join(
         f"{v:>13}" for v in verdicts) + " | s/scan"
-    needs = {"FreeEagle": ("fe",), "combined": ("nc", "mmbd"), "any": ("nc", "mmbd")}
+    needs = {"FreeEagle": ("fe",), "combined": ("nc", "mmbd"), "fisher": ("nc", "mmbd"), "any": ("nc", "mmbd")}
     print(head)
     groups = sorted({(r["dataset"], r["arch"], r["kind"]) for r in rows},
                     key=lambda g: (g[0], g[1], KIND_ORDER.index(g[2])))

@@ -3,6 +3,8 @@ combination of scanners (pure functions and small fakes; no model is trained her
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -76,7 +78,41 @@ def test_combined_verdict_is_bonferroni_over_scanners() -> None:
     plugin = _result("plugin", None, True, [0])  # no p-value: counts by its verdict
     assert CombinedScan([plugin, mm]).suspected_targets == [0]
     with pytest.raises(UsageError):
-        CombinedScan([nc], combine="fisher")
+        CombinedScan([nc], combine="median")
+
+
+def _pointing(method: str, p: float, top: int) -> ScanResult:
+    result = _result(method, p, p < 0.05, [top] if p < 0.05 else [])
+    result.evidence["top_class"] = top
+    return result
+
+
+def test_fisher_pools_scanners_that_agree_on_a_class() -> None:
+    a, b = _pointing("neural-cleanse", 0.03, 2), _pointing("mm-bd", 0.04, 2)
+    assert CombinedScan([a, b]).verdict == "clean"  # Bonferroni: 2 x 0.03
+    scan = CombinedScan([a, b], combine="fisher")
+    # one pool: chi2(4) tail at -2 ln(0.03 x 0.04) = exp(-h) (1 + h), h = -ln(0.0012)
+    h = -math.log(0.03 * 0.04)
+    assert scan.p_value == pytest.approx(math.exp(-h) * (1 + h))
+    assert scan.verdict == "backdoored" and scan.suspected_targets == [2]
+    assert scan.describe()["pools"] == [{"class": 2, "methods": ["neural-cleanse", "mm-bd"],
+                                         "p_value": scan.p_value}]
+    apart = CombinedScan([a, _pointing("mm-bd", 0.04, 1)], combine="fisher")  # disagreeing: Bonferroni over 2 pools
+    assert apart.verdict == "clean" and apart.p_value == pytest.approx(0.06)
+    weak = CombinedScan([_pointing("a", 0.5, 1), _pointing("b", 0.6, 1), _pointing("c", 0.001, 0)], combine="fisher")
+    assert weak.verdict == "backdoored" and weak.suspected_targets == [0] and weak.p_value == pytest.approx(0.002)
+    plugin = _result("plugin", None, True, [0])  # no p-value and no top class: p 0, pointing at its suspect
+    assert CombinedScan([plugin, b], combine="fisher").suspected_targets == [0]
+
+
+def test_fisher_rule_holds_its_false_alarm_rate_under_the_null() -> None:
+    """Independent uniform p-values, tops drawn from 4 classes (scanners agree often): rate <= alpha."""
+    rng = np.random.default_rng(0)
+    draws = 4000
+    ps, tops = rng.uniform(size=(draws, 3)), rng.integers(0, 4, size=(draws, 3))
+    flagged = sum(CombinedScan([_pointing(m, float(p), int(t)) for m, p, t in zip("abc", prow, trow)],
+                               combine="fisher").verdict == "backdoored" for prow, trow in zip(ps, tops))
+    assert flagged / draws < 0.05 + 3 * math.sqrt(0.05 * 0.95 / draws)
 
 
 def _fake_search(norms: np.ndarray) -> tuple[list[np.ndarray], object]:

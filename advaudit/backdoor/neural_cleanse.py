@@ -339,6 +339,8 @@ class NeuralCleanse(BackdoorScanner):
                 },
             )
         gap = tests.gap
+        tested = np.flatnonzero(np.isin(rec.targets, plan.tested))
+        top = int(rec.targets[tested[np.argmax(gap.ratio[tested])]]) if tested.size else None
         return ScanResult(
             method=self.name,
             verdict="backdoored" if suspects else "clean",
@@ -351,6 +353,7 @@ class NeuralCleanse(BackdoorScanner):
                 "alpha": self.alpha,
                 "min_ratio": self.min_ratio,
                 "largest_norm_ratio": float(gap.ratio.max()),
+                "top_class": top,
                 "median_l1": gap.median if self.rule == "gap" else tests.paper.median,
                 "mad": tests.paper.mad,
                 "max_anomaly_index": _finite(tests.paper.max_anomaly_index),

@@ -6,14 +6,21 @@ statistic into a p-value against its own per-model null (Neural Cleanse: the gap
 flagged when ``M * min(p) < alpha`` for M scanners, so the false-alarm rate on clean models stays at
 most ``alpha`` (Bonferroni holds whatever the dependence between the scanners).  A scanner that
 reports no p-value (the paper rule of Neural Cleanse, a plugin) counts as p = 0 when it flags and
-1 when not.  ``combine="any"`` is the former rule: flagged when any scanner flags.  The suspected
-targets are those of the scanners that carry the verdict, most significant first.  The per-class
+1 when not.  ``combine="fisher"`` also uses the class each scanner points at (its ``top_class``
+evidence, else its first suspect): the scanners that point at the same class are pooled with
+Fisher's method, and the pools are Bonferroni-corrected by their number ``G`` (model p-value
+``G * min_pool p``).  Under the null the pooled p-values are uniform given which scanners agree, so
+the false-alarm rate stays at most ``alpha`` when the scanners' p-values are independent; when all
+scanners disagree it is the Bonferroni rule.  ``combine="any"`` is the former rule: flagged when
+any scanner flags.  The suspected targets are those of the scanners (or pools) that carry the
+verdict, most significant first.  The per-class
 table is the first trigger-reconstruction method's (Neural Cleanse), with each other method's flags
 merged in.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +39,7 @@ KIND = "backdoor-scanner"
 DEFAULT_ORDER = ("neural-cleanse", "mm-bd")
 
 
-COMBINE_RULES = ("bonferroni", "any")
+COMBINE_RULES = ("bonferroni", "fisher", "any")
 
 
 def check_combine(rule: str) -> str:
@@ -50,6 +57,38 @@ def method_p_value(result: ScanResult) -> float:
     return float(p)
 
 
+def fisher_p_value(ps: list[float]) -> float:
+    """Fisher's method: P(chi2 with 2n degrees of freedom > -2 sum ln p), in closed form (even degrees)."""
+    if min(ps) <= 0.0:
+        return 0.0
+    half = -sum(math.log(p) for p in ps)  # x / 2
+    term, total = 1.0, 1.0
+    for k in range(1, len(ps)):
+        term *= half / k
+        total += term
+    return min(1.0, math.exp(-half) * total)
+
+
+def pointed_class(result: ScanResult) -> int | None:
+    """The class a scanner points at, flagged or not: its ``top_class`` evidence, else its first suspect."""
+    top = result.evidence.get("top_class")
+    if top is None and result.suspected_targets:
+        top = result.suspected_targets[0]
+    return None if top is None else int(top)
+
+
+def agreement_pools(results: list[ScanResult]) -> list[tuple[int | None, list[ScanResult], float]]:
+    """The scanners grouped by the class they point at (one pool each for those that point at none), with
+    each pool's Fisher p-value, most significant first."""
+    keyed: dict[tuple[str, int], list[ScanResult]] = {}
+    for i, r in enumerate(results):
+        top = pointed_class(r)
+        keyed.setdefault(("class", top) if top is not None else ("alone", i), []).append(r)
+    pools = [(key[1] if key[0] == "class" else None, rs, fisher_p_value([method_p_value(r) for r in rs]))
+             for key, rs in keyed.items()]
+    return sorted(pools, key=lambda pool: pool[2])
+
+
 @dataclass
 class CombinedScan:
     results: list[ScanResult]
@@ -64,6 +103,9 @@ class CombinedScan:
         check_combine(self.combine)
         m = len(self.results)
         ps = [method_p_value(r) for r in self.results]
+        if self.combine == "fisher":
+            self._fisher()
+            return
         if self.combine == "any":
             carrying = [r for r in self.results if r.backdoored]
             self.p_value = None
@@ -77,12 +119,29 @@ class CombinedScan:
             seen += [t for t in r.suspected_targets if t not in seen]
         self.suspected_targets = seen
 
+    def _fisher(self) -> None:
+        pools = agreement_pools(self.results)
+        g = len(pools)
+        self.p_value = min(1.0, g * pools[0][2]) if pools else 1.0
+        self.verdict = "backdoored" if self.p_value < self.alpha else "clean"
+        seen: list[int] = []
+        for top, rs, p in pools:
+            if g * p >= self.alpha:
+                break
+            pointed = [top] if top is not None else [t for r in rs for t in r.suspected_targets]
+            seen += [t for t in pointed if t not in seen]
+        self.suspected_targets = seen
+
     def describe(self) -> dict[str, Any]:
         """How the verdict was combined, as the report records it."""
-        return {
+        out: dict[str, Any] = {
             "rule": self.combine, "alpha": self.alpha, "p_value": self.p_value,
             "p_values": {r.method: method_p_value(r) for r in self.results},
         }
+        if self.combine == "fisher":
+            out["pools"] = [{"class": top, "methods": [r.method for r in rs], "p_value": p}
+                            for top, rs, p in agreement_pools(self.results)]
+        return out
 
     @property
     def primary(self) -> ScanResult:

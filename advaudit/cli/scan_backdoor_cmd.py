@@ -9,7 +9,7 @@ import click
 
 from .. import api
 from ..backdoor.mad import MIN_RATIO
-from ..backdoor.scan import method_names
+from ..backdoor.scan import COMBINE_RULES, method_names
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..gates import fail_on_backdoor
 from ..jobs import JobContext
@@ -42,9 +42,10 @@ from .sharding import recorded_command
               help="Optimisation steps (NC: max mini-batch steps, default 1000 with early stop; MM-BD: default 300).")
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=ScanOptions.alpha,
               show_default=True, help="False-alarm rate: the largest chance that a clean model is flagged.")
-@click.option("--combine", type=click.Choice(["bonferroni", "any"]), default=ScanOptions.combine, show_default=True,
-              help="How several scanners' verdicts combine: bonferroni (p-values, at --alpha overall) or any "
-              "(flagged when one flags; not calibrated).")
+@click.option("--combine", type=click.Choice(list(COMBINE_RULES)), default=ScanOptions.combine, show_default=True,
+              help="How several scanners' verdicts combine: bonferroni (p-values, at --alpha overall), fisher "
+              "(scanners pointing at the same class pooled by Fisher's method, pools Bonferroni-corrected) or "
+              "any (flagged when one flags; not calibrated).")
 @click.option("--nc-rule", type=click.Choice(["gap", "paper"]), default=ScanOptions.nc_rule, show_default=True,
               help="Neural Cleanse's outlier rule: gap (log-norm anomaly index with a p-value against the "
               "model's own null, and a norm at least --min-ratio times below the median) or paper (MAD index > "

@@ -98,6 +98,13 @@ def scan_combination(report: dict[str, Any]) -> str:
         return ""
     if c.get("rule") == "any":
         return "flagged when any scanner flags"
+    if c.get("rule") == "fisher":
+        pools = [f"class {q['class']}: {'+'.join(q['methods'])} p {value(q['p_value'], 3)}"
+                 for q in c.get("pools", []) if q["class"] is not None and len(q["methods"]) > 1]
+        agree = f"; agreeing: {', '.join(pools)}" if pools else ""
+        n = len(c.get("pools", []))
+        return (f"combined p-value {value(c.get('p_value'), 3)} (Fisher over scanners that agree on a class, "
+                f"Bonferroni over {n} pool{'' if n == 1 else 's'}, alpha {value(c.get('alpha'))}{agree})")
     return f"combined p-value {value(c.get('p_value'), 3)} (Bonferroni, alpha {value(c.get('alpha'))})"
 
 
