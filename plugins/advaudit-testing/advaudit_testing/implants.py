@@ -216,12 +216,14 @@ def implant(
     blend_alpha: float = 0.15,
     clean_net: torch.nn.Module | None = None,
     nc_images: int = 300,
+    lr: float = 2e-3,
     log: Callable[[str], None] | None = None,
 ) -> Implanted:
     """Train a model of ``kind`` (clean, badnets, blended, recon = Alg. 1, random = Alg. 2), all seeded.
 
     ``recon`` needs a clean model for step 1 of Algorithm 1: ``clean_net`` if given, else one is
-    trained first with the same seed; NC runs on ``nc_images`` of the training images.
+    trained first with the same seed; NC runs on ``nc_images`` of the training images.  ``make_net``
+    may return a pretrained network (the backdoor is then implanted by fine-tuning, at ``lr``).
     """
     from .training import train_classifier
 
@@ -234,7 +236,7 @@ def implant(
         return make_net()
 
     if kind == "clean":
-        net = train_classifier(fresh(), x, y, epochs=epochs, seed=seed, log=log)
+        net = train_classifier(fresh(), x, y, epochs=epochs, lr=lr, seed=seed, log=log)
         return Implanted(net, kind, None, None, 0, 0)
     if kind in ("badnets", "blended"):
         if kind == "badnets":
@@ -245,11 +247,11 @@ def implant(
     else:
         if kind == "recon":
             if clean_net is None:
-                clean_net = train_classifier(fresh(), x, y, epochs=epochs, seed=seed, log=log)
+                clean_net = train_classifier(fresh(), x, y, epochs=epochs, lr=lr, seed=seed, log=log)
             pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:nc_images].numpy()
             trig = reconstructed_trigger(clean_net, x[pick], target, seed=seed)
         else:
             trig = random_trigger(shape, z=z, seed=seed)  # type: ignore[arg-type]
         ps = poison(x, y, trig, target, poison_rate=poison_rate, noise_rate=noise_rate, alpha=alpha, seed=seed)
-    net = train_classifier(fresh(), ps.x, ps.y, epochs=epochs, seed=seed, log=log)
+    net = train_classifier(fresh(), ps.x, ps.y, epochs=epochs, lr=lr, seed=seed, log=log)
     return Implanted(net, kind, target, trig, len(ps.poisoned), len(ps.noisy))
