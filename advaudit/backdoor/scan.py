@@ -13,9 +13,8 @@ Fisher's method, and the pools are Bonferroni-corrected by their number ``G`` (m
 the false-alarm rate stays at most ``alpha`` when the scanners' p-values are independent; when all
 scanners disagree it is the Bonferroni rule.  ``combine="any"`` is the former rule: flagged when
 any scanner flags.  The suspected targets are those of the scanners (or pools) that carry the
-verdict, most significant first.  The per-class
-table is the first trigger-reconstruction method's (Neural Cleanse), with each other method's flags
-merged in.
+verdict, most significant first.  The per-class table is the first trigger-reconstruction method's
+(Neural Cleanse), with each other method's flags merged in.
 """
 
 from __future__ import annotations
