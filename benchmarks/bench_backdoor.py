@@ -55,7 +55,9 @@ from advaudit.backdoor.mad import gap_test  # noqa: E402
 from advaudit.data import select  # noqa: E402
 from advaudit.models import load_model  # noqa: E402
 from advaudit_testing.implants import attack_success_rate, implant  # noqa: E402
-from advaudit_testing.training import SmallCNN, load_mnist_splits, predict_labels, save_torchscript  # noqa: E402
+from advaudit_testing.training import (  # noqa: E402
+    SmallCNN, load_mnist_splits, onnx_copy, predict_labels, save_torchscript,
+)
 from advaudit_testing.zoo import MnistCNN, Normalize, load_resnet20_akamaster  # noqa: E402
 
 KIND_ORDER = ("clean", "badnets", "blended", "recon", "random")
@@ -125,19 +127,6 @@ def trained(args: argparse.Namespace, kind: str, seed: int, target: int, splits:
     save_torchscript(imp.net, str(path), tuple(xtr.shape[1:]))  # type: ignore[arg-type]
     meta_path.write_text(json.dumps(meta))
     return str(path), meta, imp.net
-
-
-def onnx_copy(path: str, shape: tuple[int, ...]) -> str:
-    """The cached model as ONNX (what FreeEagle needs: a graph it can cut), exported once."""
-    out = Path(path).with_suffix(".onnx")
-    if not out.exists():
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(torch.jit.load(path).eval(), (torch.zeros((1, *shape)),), str(out), input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}},
-                              opset_version=17, dynamo=False)
-    return str(out)
 
 
 def scan_freeeagle(path: str, shape: tuple[int, ...], alpha: float) -> dict[str, Any]:
@@ -225,24 +214,23 @@ def main(argv: list[str] | None = None) -> int:
                 clean_net = net
             row = {"dataset": args.dataset, "arch": args.arch, "kind": kind, "seed": seed, **meta,
                    **scan(path, xs, ys, args.alpha, args.scanners.split(","))}
+            if "nc" in row:
+                row["combined"] = combine(row, args.alpha)
             rows.append(row)
+            if args.out:
+                Path(args.out).write_text(json.dumps(rows, indent=1))
             if "fe" in row:
                 fe = row["fe"]
                 print(f"{kind:8} {seed:4d} tgt {str(meta['target']):>4} | FreeEagle M {fe['metric']:.2f} top "
                       f"{fe['top_class']} p {fe['p_value']:.3g} {fe['suspects']} {fe['time_s']:.0f}s", flush=True)
-            if args.out:
-                Path(args.out).write_text(json.dumps(rows, indent=1))
             if "nc" not in row:
                 continue
-            row["combined"] = combine(row, args.alpha)
             nc, mm, c = row["nc"], row["mmbd"], row["combined"]
             print(f"{kind:8} {seed:4d} tgt {str(meta['target']):>4} acc {meta['clean_accuracy']:.3f} asr "
                   f"{'-' if meta['asr'] is None else format(meta['asr'], '.3f')} | NC p {nc['p_value']:.3g} "
                   f"{nc['suspects']} ratio {nc['largest_norm_ratio']:.2f} paper {nc['paper_suspects']} "
                   f"{nc['time_s']:.0f}s | MM p {mm['p_value']:.3g} {mm['suspects']} {mm['time_s']:.0f}s | "
                   f"combined {c['flagged']} {c['suspects']}", flush=True)
-            if args.out:
-                Path(args.out).write_text(json.dumps(rows, indent=1))
     print_matrix(rows, args.alpha)
     return 0
 
@@ -266,6 +254,11 @@ def combine(row: dict[str, Any], alpha: float, rule: str = "bonferroni") -> dict
                for key, method in (("nc", "neural-cleanse"), ("mmbd", "mm-bd"), ("fe", "freeeagle")) if key in row]
     scan = CombinedScan(results, alpha=alpha, combine=rule)
     return {"flagged": scan.verdict == "backdoored", "suspects": scan.suspected_targets, "p_value": scan.p_value}
+
+
+def combined_verdict(row: dict[str, Any], alpha: float, rule: str) -> tuple[bool, list[int]]:
+    c = combine(row, alpha, rule)
+    return c["flagged"], c["suspects"]
 
 
 def redecide(row: dict[str, Any], min_ratio: float, alpha: float) -> dict[str, Any]:
@@ -299,14 +292,14 @@ def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:
         "MM-BD gamma": lambda r: (r["mmbd"].get("p_value_gamma", 1.0) < alpha,  # rows of earlier versions: no
                                   [int(np.argmax(r["mmbd"].get("margins", [0])))]),
         "FreeEagle": lambda r: (r["fe"]["flagged"], r["fe"]["suspects"]),
-        "combined": lambda r: (combine(r, alpha)["flagged"], combine(r, alpha)["suspects"]),
-        "fisher": lambda r: (combine(r, alpha, "fisher")["flagged"], combine(r, alpha, "fisher")["suspects"]),
+        "combined": lambda r: combined_verdict(r, alpha, "bonferroni"),
+        "fisher": lambda r: combined_verdict(r, alpha, "fisher"),
         "any": lambda r: (r["nc"]["flagged"] or r["mmbd"]["flagged"], r["nc"]["suspects"] + r["mmbd"]["suspects"]),
     }
     print(f"\nflagged / right target per verdict (clean rows: flagged = false alarms); alpha {alpha}")
     head = f"{'dataset':8} {'arch':6} {'kind':8} {'n':>3} {'acc':>6} {'asr':>6} | " + " | ".join(
         f"{v:>13}" for v in verdicts) + " | s/scan"
-    needs = {"FreeEagle": ("fe",), "combined": ("nc", "mmbd"), "fisher": ("nc", "mmbd"), "any": ("nc", "mmbd")}
+    needs = {"FreeEagle": ("fe",)}  # the other verdicts read the NC and MM-BD rows
     print(head)
     groups = sorted({(r["dataset"], r["arch"], r["kind"]) for r in rows},
                     key=lambda g: (g[0], g[1], KIND_ORDER.index(g[2])))

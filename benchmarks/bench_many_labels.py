@@ -45,7 +45,7 @@ from advaudit.backdoor.mad import gap_test  # noqa: E402
 from advaudit.backdoor.neural_cleanse import reconstruct_triggers  # noqa: E402
 from advaudit.models import load_model  # noqa: E402
 from advaudit_testing.implants import attack_success_rate, badnets_trigger, poison  # noqa: E402
-from advaudit_testing.training import predict_labels, save_torchscript, train_classifier  # noqa: E402
+from advaudit_testing.training import onnx_copy, predict_labels, save_torchscript, train_classifier  # noqa: E402
 
 CLASSES, SIDE, TARGET = 1000, 32, 123
 
@@ -100,8 +100,6 @@ def main() -> int:
     path, xs, ys = build(Path(args.cache), args.epochs)
     scanners = args.scanners.split(",")
     if "freeeagle" in scanners:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from bench_backdoor import onnx_copy
         fe = FreeEagle().scan(load_model(onnx_copy(path, (3, SIDE, SIDE))), None, None, seed=0)
         ev = fe.evidence
         print(f"freeeagle: {fe.time_s:.0f} s wall, verdict {fe.verdict}, top class {ev['top_class']} (implanted "

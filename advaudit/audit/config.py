@@ -26,8 +26,12 @@ from .gates import GateSpec, parse_gate
 DEFAULT_NAME = {"attack": "attack", "defense": "defense", "scan-backdoor": "backdoor", "detect": "detect",
                 "harden": "harden", "repair": "repair"}
 DEFAULT_TOLERANCE = 0.01
-DATA_FREE = ("mm-bd", "freeeagle")
-"""Backdoor scanners that need no clean data."""
+
+
+def _needs_clean_data(method: str) -> bool:
+    from ..backdoor.scan import needs_clean_data  # the scanners' own min_per_class; imported only when asked
+
+    return needs_clean_data(method)
 
 
 class ConfigError(UsageError):
@@ -190,7 +194,7 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
         if kind in ("attack", "defense", "detect", "harden", "repair") and "data" not in step:
             raise ConfigError(f"{where(['steps', i])}: a {kind} step needs labelled data",
                               "set 'data' at the top or in the step")
-        if kind == "scan-backdoor" and "data" not in step and step.get("method", "neural-cleanse") not in DATA_FREE:
+        if kind == "scan-backdoor" and "data" not in step and _needs_clean_data(step.get("method", "neural-cleanse")):
             raise ConfigError(f"{where(['steps', i])}: method {step.get('method', 'neural-cleanse')} needs clean "
                               "labelled data", "set 'data', or use a data-free method: mm-bd or freeeagle")
         if "data" in step and not Path(step["data"]).exists():

@@ -35,6 +35,7 @@ models), so TorchScript models are refused with advice.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -45,7 +46,6 @@ from ..errors import ModelError, UsageError
 from ..models import Model
 from ..models.base import flat_outputs
 from .base import BackdoorScanner, ScanContext, ScanResult, one_target_result
-from functools import lru_cache
 
 NULL_SIMULATIONS = 20000
 PROBE = 8

@@ -175,6 +175,17 @@ def method_names(method: str) -> list[str]:
     return [method]
 
 
+def needs_clean_data(method: str) -> bool:
+    """Whether ``method`` (a scanner name or ``all``) needs clean labelled images: some scanner it runs
+    asks for images of every class (``min_per_class > 0``).  An unknown name counts as needing them."""
+    try:
+        names = method_names(method)
+    except PluginError:
+        return True
+    registry = get_registry()
+    return any(registry.get(KIND, m).min_per_class > 0 for m in names)
+
+
 def build_scanner(name: str, params: dict[str, Any]) -> BackdoorScanner:
     cls = get_registry().get(KIND, name)
     try:

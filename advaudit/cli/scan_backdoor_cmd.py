@@ -9,12 +9,11 @@ import click
 
 from .. import api
 from ..backdoor.mad import MIN_RATIO
-from ..backdoor.scan import COMBINE_RULES, method_names
+from ..backdoor.scan import COMBINE_RULES, method_names, needs_clean_data
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..gates import fail_on_backdoor
 from ..jobs import JobContext
 from ..jobs.scan import ScanOptions
-from ..registry import get_registry
 from .common import (
     Output,
     ProgressBar,
@@ -103,8 +102,7 @@ def scan_options_from(kw: dict[str, Any]) -> ScanOptions:
                          "use it with --method neural-cleanse (or all) and --nc-rule gap")
     if kw["target_labels"] is not None and "neural-cleanse" not in methods:
         raise UsageError("--target-labels applies to neural-cleanse", "add --method neural-cleanse or --method all")
-    registry = get_registry()
-    if kw["data_path"] is None and any(registry.get("backdoor-scanner", m).min_per_class > 0 for m in methods):
+    if kw["data_path"] is None and needs_clean_data(kw["method"]):
         raise UsageError(f"--method {kw['method']} needs clean labelled images", "give them with --data")
     return ScanOptions(
         model=model_options_from(kw),

@@ -144,9 +144,9 @@ def scanner_params(options: ScanOptions, methods: list[str], model: Model) -> di
     if options.steps is not None:
         for m in methods:
             params[m]["steps"] = options.steps
-    for data_free in ("mm-bd", "freeeagle"):
-        if data_free in params:
-            params[data_free]["alpha"] = options.alpha
+    for m in ("mm-bd", "freeeagle"):  # the built-in scanners that take alpha (NC's is set below)
+        if m in params:
+            params[m]["alpha"] = options.alpha
     if NC in params:
         params[NC].update(rule=options.nc_rule, alpha=options.alpha)
         if options.anomaly_threshold is not None:

@@ -105,6 +105,7 @@ def _scan_columns(report: dict[str, Any]) -> list[tuple[str, str]]:
 def _scan_rows(report: dict[str, Any]) -> list[list[str]]:
     """The per-class table's cells, with MM-BD's max margin and FreeEagle's tendency merged in."""
     mm, fe = report["evidence"].get("mm-bd"), report["evidence"].get("freeeagle")
+    fmt = {"mask_l1": ".2f", "max_margin": ".2f", "tendency": ".2e"}
     rows = []
     for i, c in enumerate(report["classes"]):
         row = dict(c)
@@ -112,7 +113,6 @@ def _scan_rows(report: dict[str, Any]) -> list[list[str]]:
             row["max_margin"] = mm["classes"][i]["max_margin"]
         if fe is not None and "tendency" not in row:
             row["tendency"] = fe["classes"][i]["tendency"]
-        fmt = {"mask_l1": ".2f", "max_margin": ".2f", "tendency": ".2e"}
         rows.append([_cell(row.get(key), fmt.get(key, ".3f"))
                      for _, key in _scan_columns(report)])
     return rows

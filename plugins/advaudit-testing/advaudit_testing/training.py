@@ -99,3 +99,19 @@ def save_torchscript(net: nn.Module, path: str, input_shape: tuple[int, int, int
         traced = torch.jit.trace(net.eval(), torch.zeros((1, *input_shape)))
         torch.jit.save(traced, str(path), _extra_files={"advaudit.json": json.dumps(spec)})
     return str(path)
+
+
+def onnx_copy(path: str, input_shape: tuple[int, ...]) -> str:
+    """An ONNX copy of the TorchScript file ``path`` beside it (``.onnx``), exported once: what scanners
+    that cut the model's graph (FreeEagle) need."""
+    import warnings
+    from pathlib import Path
+
+    out = Path(path).with_suffix(".onnx")
+    if not out.exists():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(torch.jit.load(path).eval(), (torch.zeros((1, *input_shape)),), str(out),
+                              input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "n"}, "logits": {0: "n"}}, opset_version=17, dynamo=False)
+    return str(out)
