@@ -245,6 +245,10 @@ def _worker(rank: int, fn: Callable[..., Any], args: tuple, kwargs: dict, world:
         result = fn(*args, shard=Shard(rank, world, rank), **kwargs)
         if rank == 0:
             _dump(out / "result.pkl", result)
+        # every rank reaches this point before any tears the group down: a rank that destroyed its gloo
+        # group while another was still in a collective was seen to abort ("terminate called without an
+        # active exception", SIGABRT) once in CI
+        dist.barrier()
     except AdvauditError as exc:
         # the files in box are ours (a private temporary folder), never user input
         _dump(out / f"error-{rank}.pkl", (type(exc), exc.message, exc.hint, str(exc)))
