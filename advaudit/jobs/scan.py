@@ -9,11 +9,13 @@ in ``REPORT.partial/``, and ``resume=True`` continues from them.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, replace
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..gates import GateResult, GateSpec, evaluate_gates
+from ..registry import get_registry
 from .base import DataOptions, Gated, JobContext, JobOptions, batch_size_for, open_inputs, report_head
 
 if TYPE_CHECKING:
@@ -137,18 +139,19 @@ def _scan_gates(specs: Sequence[GateSpec], scan: CombinedScan) -> tuple[GateResu
 
 
 def scanner_params(options: ScanOptions, methods: list[str], model: Model) -> dict[str, dict[str, Any]]:
-    """Each scanner's keyword arguments: ``steps`` for all, ``alpha`` for the built-in scanners (each
-    one's own verdict at the scan's false-alarm rate), Neural Cleanse's rule, anomaly threshold, labels
+    """Each scanner's keyword arguments: ``steps`` for all, ``alpha`` for every scanner whose constructor
+    takes it (each one's own verdict at the scan's false-alarm rate), Neural Cleanse's rule, anomaly threshold, labels
     and mini-batch (given, else :data:`NC_BATCH_BASE` fitted to the model's input size)."""
     params: dict[str, dict[str, Any]] = {m: {} for m in methods}
     if options.steps is not None:
         for m in methods:
             params[m]["steps"] = options.steps
-    for m in ("mm-bd", "freeeagle"):  # the built-in scanners that take alpha (NC's is set below)
-        if m in params:
+    registry = get_registry()
+    for m in methods:  # every scanner that takes alpha decides its own verdict at the scan's false-alarm rate
+        if "alpha" in inspect.signature(registry.get("backdoor-scanner", m)).parameters:
             params[m]["alpha"] = options.alpha
     if NC in params:
-        params[NC].update(rule=options.nc_rule, alpha=options.alpha)
+        params[NC]["rule"] = options.nc_rule
         if options.anomaly_threshold is not None:
             params[NC]["anomaly_threshold"] = options.anomaly_threshold
         if options.min_ratio is not None:

@@ -6,6 +6,8 @@ general trainer.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -75,7 +77,6 @@ def predict_labels(net: nn.Module, x: np.ndarray, batch_size: int = 1000) -> np.
 def load_mnist_splits(shared_data: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """MNIST test images from ``shared_data/mnist`` as float32 [0, 1]: train = 0-7999, eval = 8000-9999
     (there is no MNIST training set in the shared data)."""
-    from pathlib import Path
 
     from advaudit.data.loaders import read_idx
 
@@ -104,9 +105,6 @@ def save_torchscript(net: nn.Module, path: str, input_shape: tuple[int, int, int
 def onnx_copy(path: str, input_shape: tuple[int, ...]) -> str:
     """An ONNX copy of the TorchScript file ``path`` beside it (``.onnx``), exported once: what scanners
     that cut the model's graph (FreeEagle) need."""
-    import warnings
-    from pathlib import Path
-
     out = Path(path).with_suffix(".onnx")
     if not out.exists():
         with warnings.catch_warnings():
