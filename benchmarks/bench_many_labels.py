@@ -14,6 +14,9 @@ prints the model's clean accuracy and attack success, then scans it with the def
 schedule (64 labels per batch) and the gap test on all 1000 norms: wall time, labels optimised,
 verdict, target found.  ``--full-batches N`` runs only the first N batches of the full scan and
 prints the measured time per label and its extrapolation to all 1000 labels (labelled as such).
+``--checkpoint DIR`` keeps each finished batch (norms, wall time) so a killed full scan resumes, and
+two runs on one folder (one thread each) share the batches; the wall time is then the sum of the
+batches' own times.
 ``--scanners freeeagle`` (or ``nc,freeeagle``, the default) also runs the data-free FreeEagle scanner
 on an ONNX copy of the model: wall time, verdict, top class.
 """
@@ -26,6 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -94,6 +98,8 @@ def main() -> int:
     ap.add_argument("--full", action="store_true", help="also run the full per-label scan")
     ap.add_argument("--full-batches", type=int, help="with --full: only the first N batches of 64 labels, and "
                                                      "the measured time per label extrapolated to all labels")
+    ap.add_argument("--checkpoint", help="with --full: a folder that keeps each finished batch's norms and wall "
+                                         "time; a rerun skips them, and runs sharing the folder share the batches")
     ap.add_argument("--scanners", default="nc,freeeagle", help="nc (selection scan) and/or freeeagle")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
@@ -107,7 +113,7 @@ def main() -> int:
     if "nc" in scanners:
         selection(path, xs, ys)
     if args.full:
-        full(path, xs, args.full_batches)
+        full(path, xs, args.full_batches, args.checkpoint)
     return 0
 
 
@@ -122,25 +128,67 @@ def selection(path: str, xs: np.ndarray, ys: np.ndarray) -> None:
           flush=True)
 
 
-def full(path: str, xs: np.ndarray, batches: int | None) -> None:
-    """Every label searched with the full schedule, 64 labels per batch (bounded memory)."""
+def _claim(folder: Path, start: int) -> bool:
+    """Take batch ``start`` for this process (a lock file with our pid); a dead process's lock is taken over."""
+    lock = folder / f"batch_{start}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or "0"), 0)
+                return False  # another live run is on it
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)
+                continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
+def full(path: str, xs: np.ndarray, batches: int | None, checkpoint: str | None = None) -> None:
+    """Every label searched with the full schedule, 64 labels per batch (bounded memory).
+
+    With ``checkpoint`` (a folder), each finished batch's norms and wall time are kept there as
+    ``batch_START.json`` and a rerun skips them; several runs on one folder share the batches (each
+    claims one with a lock file). The reported wall time is the sum of the batches' own times."""
     model = load_model(path)
-    t0 = time.perf_counter()
-    xt, norms = torch.from_numpy(xs), []
+    xt = torch.from_numpy(xs)
+    folder = Path(checkpoint) if checkpoint else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    done: dict[int, dict[str, Any]] = {}
     starts = list(range(0, CLASSES, 64))[:batches]
     for start in starts:
+        out = None
+        if folder is not None:
+            out = folder / f"batch_{start}.json"
+            if out.exists() or not _claim(folder, start):
+                continue
+        t0 = time.perf_counter()
         rec = reconstruct_triggers(model.logits, xt, list(range(start, min(start + 64, CLASSES))),
                                    generator=torch.Generator().manual_seed(start))
-        norms.append(rec.l1)
-        print(f"  full: labels {start}-{start + len(rec.l1) - 1} done, {time.perf_counter() - t0:.0f} s",
-              flush=True)
-    l1, wall = np.concatenate(norms), time.perf_counter() - t0
+        done[start] = {"l1": [float(v) for v in rec.l1], "wall_s": time.perf_counter() - t0}
+        if out is not None:
+            out.write_text(json.dumps(done[start]))
+            out.with_suffix(".lock").unlink(missing_ok=True)
+        print(f"  full: labels {start}-{start + len(rec.l1) - 1} done in {done[start]['wall_s']:.0f} s", flush=True)
+    if folder is not None:
+        done = {s: json.loads((folder / f"batch_{s}.json").read_text()) for s in starts
+                if (folder / f"batch_{s}.json").exists()}
+        if len(done) < len(starts):
+            print(f"full: {len(done)} of {len(starts)} batches in {folder}; the others are still running elsewhere "
+                  "or were cut off (rerun to finish them)", flush=True)
+            return
+    l1 = np.concatenate([np.asarray(done[s]["l1"]) for s in starts])
+    wall = float(sum(float(done[s]["wall_s"]) for s in starts))
     if len(l1) < CLASSES:
         print(f"full (first {len(l1)} labels only): {wall:.0f} s wall, {wall / len(l1):.1f} s per label; "
               f"extrapolated to {CLASSES} labels: {wall / len(l1) * CLASSES:.0f} s (not measured)", flush=True)
         return
     gap = gap_test(l1)
-    print(f"full: {wall:.0f} s wall, {CLASSES} labels optimised; smallest norm label "
+    print(f"full: {wall:.0f} s wall (sum of {len(starts)} batches), {CLASSES} labels optimised; smallest norm label "
           f"{int(np.argmin(l1))} (implanted {TARGET}), flagged {np.flatnonzero(gap.flagged).tolist()}, "
           f"p {gap.p_value:.3g}", flush=True)
 
