@@ -158,6 +158,11 @@ def full(path: str, xs: np.ndarray, batches: int | None, checkpoint: str | None 
     folder = Path(checkpoint) if checkpoint else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
+        owner = folder / "model.txt"  # the batches of one model only
+        if owner.exists() and owner.read_text() != Path(path).name:
+            raise SystemExit(f"{folder} holds batches of {owner.read_text()}, not {Path(path).name}: "
+                             "use another --checkpoint folder")
+        owner.write_text(Path(path).name)
     done: dict[int, dict[str, Any]] = {}
     starts = list(range(0, CLASSES, 64))[:batches]
     for start in starts:
