@@ -175,8 +175,10 @@ def full(path: str, xs: np.ndarray, batches: int | None, checkpoint: str | None 
         rec = reconstruct_triggers(model.logits, xt, list(range(start, min(start + 64, CLASSES))),
                                    generator=torch.Generator().manual_seed(start))
         done[start] = {"l1": [float(v) for v in rec.l1], "wall_s": time.perf_counter() - t0}
-        if out is not None:
-            out.write_text(json.dumps(done[start]))
+        if out is not None:  # written whole or not at all: a kill mid-write must not leave a batch to skip
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(done[start]))
+            tmp.replace(out)
             out.with_suffix(".lock").unlink(missing_ok=True)
         print(f"  full: labels {start}-{start + len(rec.l1) - 1} done in {done[start]['wall_s']:.0f} s", flush=True)
     if folder is not None:
