@@ -52,6 +52,7 @@ for _path in (REPO, REPO / "plugins" / "advaudit-testing"):  # the checkout's ad
 from advaudit.backdoor import MMBD, CombinedScan, NeuralCleanse, ScanResult  # noqa: E402
 from advaudit.backdoor.freeeagle import FreeEagle  # noqa: E402
 from advaudit.backdoor.mad import gap_test  # noqa: E402
+from advaudit.backdoor.reference import ClassReference, fit_reference, reference_test  # noqa: E402
 from advaudit.data import select  # noqa: E402
 from advaudit.models import load_model  # noqa: E402
 from advaudit_testing.implants import attack_success_rate, implant  # noqa: E402
@@ -133,7 +134,8 @@ def scan_freeeagle(path: str, shape: tuple[int, ...], alpha: float) -> dict[str,
     fe = FreeEagle(alpha=alpha).scan(load_model(onnx_copy(path, shape)), None, None, seed=0)
     return {"p_value": fe.evidence["p_value"], "flagged": fe.backdoored, "suspects": fe.suspected_targets,
             "metric": fe.evidence["anomaly_metric"], "top_tendency": fe.evidence["top_tendency"],
-            "top_class": fe.evidence["top_class"], "time_s": fe.time_s}
+            "top_class": fe.evidence["top_class"], "time_s": fe.time_s,
+            "tendencies": [c.extra["tendency"] for c in fe.classes]}
 
 
 def scan(path: str, xs: np.ndarray, ys: np.ndarray, alpha: float, scanners: list[str]) -> dict[str, Any]:
@@ -184,10 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-ratio", type=float, nargs="*", metavar="R",
                     help="with --summarise: re-decide Neural Cleanse's gap rule from the stored norms with each of "
                          "these floors (and print the clean models' largest ratios)")
+    ap.add_argument("--reference", nargs="+", metavar="JSON",
+                    help="with --summarise: also decide Neural Cleanse, MM-BD and FreeEagle (rows with its "
+                         "tendencies) by their reference tests "
+                         "(scan-backdoor --reference), each dataset and architecture against the clean rows of "
+                         "these files (calibration seeds, never the benchmark's)")
     args = ap.parse_args(argv)
     if args.summarise:
         rows = [r for f in args.summarise for r in json.loads(Path(f).read_text())]
         print_matrix(rows, args.alpha)
+        if args.reference:
+            refs = reference_models([r for f in args.reference for r in json.loads(Path(f).read_text())])
+            print("\n--- scanners against clean references (" + "; ".join(
+                f"{d}/{a}: {v['nc'].models} models, prior df "
+                + ", ".join(f"{k} {r.prior_df:.1f}" for k, r in v.items()) for (d, a), v in refs.items()) + ")")
+            print_matrix([versus_reference(r, refs, args.alpha) for r in rows if (r["dataset"], r["arch"]) in refs],
+                         args.alpha)
         for floor in args.min_ratio or []:
             print(f"\n--- Neural Cleanse gap rule re-decided with min_ratio {floor}")
             print_matrix([redecide(r, floor, args.alpha) for r in rows], args.alpha)
@@ -238,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 def row_top(row: dict[str, Any], key: str) -> int:
     """The class a scanner pointed at in a stored row (its ``top_class`` evidence): Neural Cleanse's
     smallest optimised norm, MM-BD's largest margin, FreeEagle's top tendency."""
+    if key in ("nc", "mmbd") and "top_class" in row[key]:
+        return int(row[key]["top_class"])
     if key == "nc":
         optimised = row["nc"]["labels"]["optimised"]
         return int(min(optimised, key=lambda t: row["nc"]["l1"][t]))
@@ -271,6 +287,45 @@ def redecide(row: dict[str, Any], min_ratio: float, alpha: float) -> dict[str, A
     flagged = optimised[gap.flagged]
     return {**row, "nc": {**nc, "p_value": gap.p_value, "flagged": bool(flagged.size),
                           "suspects": [int(t) for t in flagged]}}  # print_matrix combines the verdicts itself
+
+
+STATISTICS = {"nc": ("l1", "low"), "mmbd": ("margins", "high"), "fe": ("tendencies", "high")}
+"""Each stored scanner's per-class statistic and its suspicious side (as the scanners declare them)."""
+
+
+def reference_models(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, ClassReference]]:
+    """Per dataset and architecture, the references of its clean rows with a full Neural Cleanse search."""
+    out = {}
+    for dataset, arch in sorted({(r["dataset"], r["arch"]) for r in rows}):
+        clean = [r for r in rows if (r["dataset"], r["arch"], r["kind"]) == (dataset, arch, "clean")
+                 and "nc" in r and all(v is not None for v in r["nc"]["l1"])]
+        if len(clean) >= 5:
+            out[(dataset, arch)] = {key: fit_reference(np.asarray([r[key][field] for r in clean]), side)
+                                    for key, (field, side) in STATISTICS.items()
+                                    if all(field in r.get(key, {}) for r in clean)}
+    return out
+
+
+def versus_reference(row: dict[str, Any], refs: dict[tuple[str, str], dict[str, ClassReference]],
+                     alpha: float) -> dict[str, Any]:
+    """The row with every scanner that has a reference and a stored statistic decided by its reference
+    test (``scan-backdoor --reference``: :func:`~advaudit.backdoor.reference.reference_test`); the others
+    keep their own verdicts; a row without a full search has no Neural Cleanse verdict (p = 1)."""
+    out = dict(row)
+    for key, (field, _) in STATISTICS.items():
+        if key not in refs[(row["dataset"], row["arch"])] or field not in row.get(key, {}):
+            continue  # no reference (or no stored statistic): the scanner's own verdict
+        values = row[key][field]
+        if any(v is None for v in values):
+            out[key] = {**row[key], "p_value": 1.0, "flagged": False, "suspects": []}
+            continue
+        test = reference_test(np.asarray(values), refs[(row["dataset"], row["arch"])][key], alpha)
+        flagged = test.p_value < alpha
+        suspects = [int(t) for t in np.argsort(test.p_values, kind="stable") if test.flagged[t]]
+        out[key] = {**row[key], "p_value": test.p_value, "flagged": bool(flagged),
+                    "suspects": suspects if key == "nc" else [test.top] if flagged else [],
+                    "top_class": test.top}
+    return out
 
 
 def print_clean_ratios(rows: list[dict[str, Any]]) -> None:

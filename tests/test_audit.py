@@ -70,6 +70,19 @@ def test_relative_data_paths_follow_the_config_file(tmp_path):
     assert cfg.steps[0]["data"] == str((tmp_path / "sub" / "d.npz").resolve())
 
 
+def test_scan_step_reference_paths_follow_the_config_file(tmp_path):
+    """``reference`` (one path or a list) is resolved like ``data`` and selects the reference rule."""
+    from advaudit.audit.steps import _paths
+
+    (tmp_path / "sub").mkdir()
+    os.symlink(DATA, tmp_path / "sub" / "d.npz")
+    text = "data: d.npz\nsteps:\n  - kind: scan-backdoor\n    reference: [refs, /abs/r.json]\n"
+    cfg = load_config(_write(tmp_path / "sub", text))
+    assert cfg.steps[0]["reference"] == [str((tmp_path / "sub" / "refs").resolve()), "/abs/r.json"]
+    one = load_config(_write(tmp_path / "sub", text.replace("[refs, /abs/r.json]", "refs")))
+    assert _paths(one.steps[0]["reference"]) == (str((tmp_path / "sub" / "refs").resolve()),)
+
+
 @pytest.mark.parametrize(
     "text, expected",
     [

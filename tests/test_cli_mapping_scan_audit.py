@@ -70,6 +70,9 @@ SCAN_CASES = [
                                                                     anomaly_threshold=2.5)),
     (["--alpha", "0.01"], replace(SCAN_DEFAULT, alpha=0.01)),
     (["--min-ratio", "3.5"], replace(SCAN_DEFAULT, min_ratio=3.5)),
+    (["--reference", "a.json", "--reference", "refs"], replace(SCAN_DEFAULT, reference=("a.json", "refs"))),
+    (["--nc-rule", "reference", "--reference", "refs"],
+     replace(SCAN_DEFAULT, nc_rule="reference", reference=("refs",))),
     (["--combine", "any"], replace(SCAN_DEFAULT, combine="any")),
     (["--target-labels", "7,3"], replace(SCAN_DEFAULT, target_labels=(7, 3))),
     (["--batch-size", "16"], replace(SCAN_DEFAULT, batch_size=16)),
@@ -117,6 +120,10 @@ def test_scan_data_free(monkeypatch):
     ([*SCAN, "--method", "mm-bd", "--target-labels", "3"], "--target-labels applies to neural-cleanse"),
     ([*SCAN, "--target-labels", "3,x"], "is not a list of class indices"),
     ([*SCAN, "--resume"], "--resume needs --report"),
+    ([*SCAN, "--nc-rule", "reference"], "--nc-rule reference needs scans of clean reference models"),
+    ([*SCAN, "--nc-rule", "gap", "--reference", "refs"], "--reference tests Neural Cleanse against the references"),
+    ([*SCAN, "--method", "freeeagle", "--reference", "refs"], "has no scanner with a reference test"),
+    ([*SCAN, "--reference", "refs", "--target-labels", "1"], "--target-labels does not apply with --reference"),
 ])
 def test_scan_refused_combinations_call_no_job(monkeypatch, argv, message):
     with pytest.raises(UsageError) as exc:

@@ -184,6 +184,9 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
         for key in ("data", "calibration", "eval_data", "out"):
             if key in step:
                 step[key] = resolve(step[key])
+        if "reference" in step:  # one report or folder, or a list of them
+            refs = step["reference"]
+            step["reference"] = resolve(refs) if isinstance(refs, str) else [resolve(r) for r in refs]
         if "data" not in step and "data" in data:
             step["data"] = resolve(data["data"])
         for key in ("n", "offset", "batch_size", "resize", "crop", "labels"):

@@ -102,6 +102,11 @@ def defense_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     return StepResult(result.to_report(), result.metrics(), {})
 
 
+def _paths(value: str | list[str] | None) -> tuple[str, ...]:
+    """A step option that takes one path or a list of them."""
+    return () if value is None else (str(value),) if isinstance(value, str) else tuple(map(str, value))
+
+
 def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     """The scan job on the audit's model; trigger PNGs (unless ``triggers: false``) in the step's folder."""
     from ..jobs.scan import ScanOptions, scan_backdoor
@@ -115,8 +120,9 @@ def scan_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     options = ScanOptions(
         model=ModelOptions(path=str(ctx.model.path)), data=data, method=step.get("method", ScanOptions.method),
         steps=step.get("steps"), batch_size=step.get("batch_size"), alpha=step.get("alpha", ScanOptions.alpha),
-        combine=step.get("combine", ScanOptions.combine), nc_rule=step.get("nc_rule", ScanOptions.nc_rule),
-        min_ratio=step.get("min_ratio"),
+        combine=step.get("combine", ScanOptions.combine),
+        nc_rule=step.get("nc_rule"),
+        min_ratio=step.get("min_ratio"), reference=_paths(step.get("reference")),
         target_labels=None if step.get("target_labels") is None else tuple(step["target_labels"]),
         triggers_dir=str(folder) if step.get("triggers", True) else None, seed=ctx.seed, command=ctx.command,
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Protocol, final
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, final
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ import torch
 from ..progress import Progress
 from ..errors import DataError, ModelError
 from ..models import Model
+
+if TYPE_CHECKING:
+    from .reference import ReferenceNeeds
 
 """``progress(stage, done, total)``; the CLI draws it on stderr."""
 
@@ -148,11 +151,27 @@ class BackdoorScanner(ABC):
     name: ClassVar[str] = "?"
     min_per_class: ClassVar[int] = 0
     """Clean images of every class the method needs (0: data-free)."""
+    reference_key: ClassVar[str | None] = None
+    """The per-class evidence field that ``--reference`` compares with the same class in clean reference
+    models (None: the scanner has no reference test; it then takes ``reference=`` in its constructor)."""
+    reference_side: ClassVar[str] = "low"
+    """Which side of that statistic a backdoor pushes its target to: low or high."""
+    reference_settings: ClassVar[tuple[str, ...]] = ()
+    """The hyperparameters a reference scan must share with the scan (they shape the statistic)."""
 
     @classmethod
     def unsupported(cls, model: Model) -> str | None:
         """Why this method cannot scan ``model`` (``--method all`` then leaves it out), or None."""
         return None
+
+    def reference_needs(self) -> ReferenceNeeds | None:
+        """What a reference report must hold for this scanner (None: no reference test)."""
+        from .reference import ReferenceNeeds
+
+        if self.reference_key is None:
+            return None
+        return ReferenceNeeds(self.reference_key, {k: getattr(self, k) for k in self.reference_settings},
+                              same_images=self.min_per_class > 0)
 
     def params(self) -> dict[str, Any]:
         """The hyperparameters, for the report (public attributes)."""

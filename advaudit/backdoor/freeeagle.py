@@ -46,6 +46,7 @@ from ..errors import ModelError, UsageError
 from ..models import Model
 from ..models.base import flat_outputs
 from .base import BackdoorScanner, ScanContext, ScanResult, one_target_result
+from .reference import scanner_reference, scanner_test
 
 NULL_SIMULATIONS = 20000
 PROBE = 8
@@ -158,14 +159,21 @@ def metric_p_value(metric: float, k: int) -> float:
 
 
 class FreeEagle(BackdoorScanner):
-    """FreeEagle (Fu et al. 2023): data-free; dummy representations per class on the later layers."""
+    """FreeEagle (Fu et al. 2023): data-free; dummy representations per class on the later layers.
+
+    With ``reference`` (one row of K tendencies per clean reference model) each class's tendency is
+    tested against the same class's tendencies (:mod:`advaudit.backdoor.reference`) instead of the
+    anomaly metric's null (whose p-value stays in the evidence as ``p_value_metric``)."""
 
     name = "freeeagle"
     min_per_class = 0
+    reference_key = "tendency"
+    reference_side = "high"
+    reference_settings = ("layer", "steps", "lr", "weight_decay")
 
     def __init__(
         self, *, layer: str | None = None, steps: int = 1000, lr: float = 0.01, weight_decay: float = 0.005,
-        alpha: float = 0.05, batch_limit: int = 256,
+        alpha: float = 0.05, batch_limit: int = 256, reference: tuple[tuple[float, ...], ...] | None = None,
     ) -> None:
         if steps < 1 or batch_limit < 1:
             raise UsageError("freeeagle: steps and batch_limit must be at least 1")
@@ -179,6 +187,8 @@ class FreeEagle(BackdoorScanner):
         self.weight_decay = float(weight_decay)
         self.alpha = float(alpha)
         self.batch_limit = int(batch_limit)
+        self._reference = scanner_reference(self.name, reference, self.reference_side)
+        self.reference_models = None if self._reference is None else self._reference.models
 
     @classmethod
     def unsupported(cls, model: Model) -> str | None:
@@ -234,9 +244,15 @@ class FreeEagle(BackdoorScanner):
         v = probs.sum(axis=0) / (k - 1)
         metric = anomaly_metric(v)
         top = int(np.argmax(v))
-        p = metric_p_value(metric, k)
+        p = p_metric = metric_p_value(metric, k)
+        extra: dict[str, object] = {}
+        if self._reference is not None:
+            versus = scanner_test(self.name, v, self._reference, self.alpha)
+            top, p = versus.top, versus.p_value
+            extra = {"reference": self._reference.describe(), "reference_index": float(versus.index[top])}
         flagged = p < self.alpha
         return one_target_result(self.name, flagged, top, "tendency", v, {
             "top_class": top, "top_tendency": float(v[top]), "anomaly_metric": metric, "p_value": p,
-            "alpha": self.alpha, "cut": cut, "cut_shape": list(shape), "non_negative": nonneg,
+            "p_value_metric": p_metric, "alpha": self.alpha, "cut": cut, "cut_shape": list(shape),
+            "non_negative": nonneg, **extra,
         })

@@ -42,6 +42,7 @@ import torch
 from ..errors import UsageError
 from .base import BackdoorScanner, ScanContext, ScanResult, one_target_result
 from .mad import extreme_p_values, loo_scores
+from .reference import scanner_reference, scanner_test
 
 
 @dataclass
@@ -156,17 +157,27 @@ def max_margins(
 
 
 class MMBD(BackdoorScanner):
-    """MM-BD (Wang et al. 2024): data-free maximum-margin statistic per class, Gamma-null p-value."""
+    """MM-BD (Wang et al. 2024): data-free maximum-margin statistic per class, Gamma-null p-value.
+
+    ``null``: ``logt`` (default, :func:`max_margin_pvalue_logt`) or ``gamma`` (the paper's); with
+    ``reference`` (one row of K margins per clean reference model) each class's margin is tested
+    against the same class's margins instead (:mod:`advaudit.backdoor.reference`)."""
 
     name = "mm-bd"
     min_per_class = 0
+    reference_key = "max_margin"
+    reference_side = "high"
+    reference_settings = ("restarts", "steps", "lr")
 
     def __init__(
-        self, *, restarts: int = 8, steps: int = 300, lr: float = 0.05, alpha: float = 0.05, null: str = "logt"
+        self, *, restarts: int = 8, steps: int = 300, lr: float = 0.05, alpha: float = 0.05, null: str = "logt",
+        reference: tuple[tuple[float, ...], ...] | None = None,
     ) -> None:
         if null not in ("logt", "gamma"):
             raise UsageError(f"mm-bd: null must be logt or gamma, got {null!r}")
-        self.null = null
+        self.null = null  # with ``reference`` the reference test decides instead (evidence null: reference)
+        self._reference = scanner_reference(self.name, reference, self.reference_side)
+        self.reference_models = None if self._reference is None else self._reference.models
         if restarts < 1 or steps < 1:
             raise UsageError("mm-bd: restarts and steps must be at least 1")
         if lr <= 0:
@@ -185,6 +196,11 @@ class MMBD(BackdoorScanner):
         top, p_gamma, fit = max_margin_pvalue(stats)
         _, p_logt, score = max_margin_pvalue_logt(stats)
         p = p_logt if self.null == "logt" else p_gamma
+        extra: dict[str, object] = {}
+        if self._reference is not None:
+            versus = scanner_test(self.name, stats, self._reference, self.alpha)
+            top, p = versus.top, versus.p_value
+            extra = {"reference": self._reference.describe(), "reference_index": float(versus.index[top])}
         flagged = p < self.alpha
         return one_target_result(
             self.name, flagged, top, "max_margin", stats,
@@ -192,11 +208,12 @@ class MMBD(BackdoorScanner):
                 "top_class": top,
                 "top_margin": float(stats[top]),
                 "p_value": p,
-                "null": self.null,
+                "null": "reference" if self._reference is not None else self.null,
                 "p_value_gamma": p_gamma,
                 "p_value_logt": p_logt,
                 "top_score": score,
                 "alpha": self.alpha,
                 "null_gamma": {"shape": fit.shape, "scale": fit.scale, "loc": fit.loc},
+                **extra,
             },
         )

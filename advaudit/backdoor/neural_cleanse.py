@@ -55,6 +55,7 @@ import torch.nn.functional as F
 
 from ..errors import UsageError
 from ..models import Model
+from . import reference as ref
 from .base import BackdoorScanner, ClassEvidence, ScanContext, ScanResult, SearchStore
 from .labels import (
     CANDIDATES, REFERENCES, SELECT_ABOVE, WARMUP_STEPS, full_triggers, outlier_tests, parse_labels, plan_labels,
@@ -235,8 +236,17 @@ class NeuralCleanse(BackdoorScanner):
 
     ``rule="gap"`` (default): :func:`~advaudit.backdoor.mad.gap_test`, the anomaly index on log norms
     with a p-value from the per-model null (``alpha``) and a norm at most ``median / min_ratio``;
-    ``rule="paper"``: the paper's MAD rule on raw norms (anomaly index > ``anomaly_threshold``).
+    ``rule="paper"``: the paper's MAD rule on raw norms (anomaly index > ``anomaly_threshold``);
+    ``rule="reference"``: each label's norm against the same label's norms in clean reference models of
+    the task (``reference``, one row of K mask norms per model; :mod:`advaudit.backdoor.reference`),
+    every label optimised in full.
     ``labels`` and the selection settings: :mod:`advaudit.backdoor.labels`."""
+
+    rules = ("gap", "paper", "reference")
+    reference_key = "mask_l1"
+    reference_side = "low"
+    reference_settings = ("steps", "batch_size", "lr", "init_cost", "patience", "early_stop_patience",
+                          "early_stop_threshold", "attack_succ_threshold", "cost_multiplier")
 
     name = "neural-cleanse"
     min_per_class = 5
@@ -262,6 +272,7 @@ class NeuralCleanse(BackdoorScanner):
         warmup_steps: int = WARMUP_STEPS,
         candidates: int = CANDIDATES,
         references: int = REFERENCES,
+        reference: tuple[tuple[float, ...], ...] | None = None,
     ) -> None:
         self.steps = int(steps)
         self.batch_size = int(batch_size)
@@ -272,8 +283,13 @@ class NeuralCleanse(BackdoorScanner):
         self.early_stop_threshold = float(early_stop_threshold)
         self.attack_succ_threshold = float(attack_succ_threshold)
         self.cost_multiplier = float(cost_multiplier)
-        if rule not in ("gap", "paper"):
-            raise UsageError(f"neural-cleanse: rule must be gap or paper, got {rule!r}")
+        if rule not in self.rules:
+            raise UsageError(f"neural-cleanse: rule must be one of {', '.join(self.rules)}, got {rule!r}")
+        if (rule == "reference") != (reference is not None):
+            raise UsageError("neural-cleanse: the reference rule and reference= go together",
+                             "give the clean reference scans with --reference")
+        if rule == "reference" and labels is not None:
+            raise UsageError("neural-cleanse: the reference rule optimises every label; --target-labels does not apply")
         if not 0 < alpha < 1 or min_ratio < 1:
             raise UsageError("neural-cleanse: alpha must be in (0, 1) and min_ratio at least 1")
         if min(select_above, warmup_steps, candidates) < 1 or references < 3:
@@ -288,6 +304,8 @@ class NeuralCleanse(BackdoorScanner):
         self.warmup_steps = int(warmup_steps)
         self.candidates = int(candidates)
         self.references = int(references)
+        self._reference = ref.scanner_reference(self.name, reference, self.reference_side)
+        self.reference_models = None if self._reference is None else self._reference.models
         self.config().check()
 
     def config(self) -> NCConfig:
@@ -312,17 +330,26 @@ class NeuralCleanse(BackdoorScanner):
                 state=state,
             )
 
+        reference = self._reference
+        if reference is not None:  # before the search
+            ref.check_classes(self.name, reference, k)
         plan = plan_labels(
             k, search, self.config(), ctx.generator, labels=parse_labels(self.labels, k),
-            select_above=self.select_above, warmup_steps=self.warmup_steps, candidates=self.candidates,
+            select_above=k if reference is not None else self.select_above,  # the reference rule: every label
+            warmup_steps=self.warmup_steps, candidates=self.candidates,
             references=self.references, progress=lambda d, t: ctx.report("neural-cleanse: label warm-up", d, t),
         )
         rec = search(plan.optimised, self.config(), ctx.state, "search")
         ctx.report("neural-cleanse: attack success in the runtime", 0, 1)
         asr = trigger_asr(ctx.model, x, y, rec.masks, rec.patterns, rec.targets)
         tests = outlier_tests(rec, plan, self.alpha, self.min_ratio, self.anomaly_threshold)
-        flagged = (tests.gap.flagged if self.rule == "gap" else tests.paper.flagged) & np.isin(rec.targets, plan.tested)
-        suspects = [int(t) for t in rec.targets[flagged][np.argsort(rec.l1[flagged], kind="stable")]]
+        versus = None if reference is None else ref.scanner_test(self.name, rec.l1, reference, self.alpha)
+        rule_flags = {"gap": tests.gap.flagged, "paper": tests.paper.flagged,
+                      "reference": None if versus is None else versus.flagged}[self.rule]
+        assert rule_flags is not None
+        flagged = rule_flags & np.isin(rec.targets, plan.tested)
+        order = rec.l1[flagged] if versus is None else versus.p_values[flagged]  # most suspicious first
+        suspects = [int(t) for t in rec.targets[flagged][np.argsort(order, kind="stable")]]
         masks, patterns = full_triggers(k, rec, plan.warmup)
         classes = [ClassEvidence(label=t, flagged=False) for t in range(k)]
         if plan.warmup is not None:
@@ -336,11 +363,15 @@ class NeuralCleanse(BackdoorScanner):
                     "reached": bool(rec.reached[i]), "steps": int(rec.steps_run[i]),
                     "final_cost": float(rec.final_cost[i]), "log_anomaly_index": float(tests.gap.index[i]),
                     "norm_ratio": float(tests.gap.ratio[i]), "p_value": float(tests.gap.p_values[i]),
+                    **({} if versus is None else {"reference_index": float(versus.index[i]),
+                                                  "reference_p_value": float(versus.p_values[i])}),
                 },
             )
         gap = tests.gap
         tested = np.flatnonzero(np.isin(rec.targets, plan.tested))
-        top = int(rec.targets[tested[np.argmax(gap.ratio[tested])]]) if tested.size else None
+        score = gap.ratio if versus is None else versus.index
+        top = int(rec.targets[tested[np.argmax(score[tested])]]) if tested.size else None
+        p_value = {"gap": gap.p_value, "paper": None, "reference": None if versus is None else versus.p_value}
         return ScanResult(
             method=self.name,
             verdict="backdoored" if suspects else "clean",
@@ -349,7 +380,7 @@ class NeuralCleanse(BackdoorScanner):
             params={},
             evidence={
                 "rule": self.rule,
-                "p_value": gap.p_value if self.rule == "gap" else None,
+                "p_value": p_value[self.rule],
                 "alpha": self.alpha,
                 "min_ratio": self.min_ratio,
                 "largest_norm_ratio": float(gap.ratio.max()),
@@ -359,10 +390,20 @@ class NeuralCleanse(BackdoorScanner):
                 "max_anomaly_index": _finite(tests.paper.max_anomaly_index),
                 "anomaly_threshold": self.anomaly_threshold,
                 "labels": plan.describe(),
+                "images_sha256": images_digest(x),
+                **({} if reference is None else {"reference": reference.describe()}),
             },
             masks=masks,
             patterns=patterns,
         )
+
+
+def images_digest(x: np.ndarray) -> str:
+    """sha256 of the clean images a scan searched on (canonical float32), so that a reference scan can
+    be checked to have used the same ones."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
 
 
 def _finite(v: float) -> float | None:

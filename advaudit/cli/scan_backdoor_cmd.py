@@ -12,6 +12,7 @@ from ..backdoor.mad import MIN_RATIO
 from ..backdoor.scan import COMBINE_RULES, method_names, needs_clean_data
 from ..errors import EXIT_GATE, EXIT_OK, UsageError
 from ..gates import fail_on_backdoor
+from ..registry import get_registry
 from ..jobs import JobContext
 from ..jobs.scan import ScanOptions
 from .common import (
@@ -45,10 +46,15 @@ from .sharding import recorded_command
               help="How several scanners' verdicts combine: bonferroni (p-values, at --alpha overall), fisher "
               "(scanners pointing at the same class pooled by Fisher's method, pools Bonferroni-corrected) or "
               "any (flagged when one flags; not calibrated).")
-@click.option("--nc-rule", type=click.Choice(["gap", "paper"]), default=ScanOptions.nc_rule, show_default=True,
+@click.option("--nc-rule", type=click.Choice(["gap", "paper", "reference"]),
               help="Neural Cleanse's outlier rule: gap (log-norm anomaly index with a p-value against the "
-              "model's own null, and a norm at least --min-ratio times below the median) or paper (MAD index > "
-              "--anomaly-threshold).")
+              "model's own null, and a norm at least --min-ratio times below the median), paper (MAD index > "
+              "--anomaly-threshold) or reference (each label against the same label in clean reference models; "
+              "needs --reference). [default: reference with --reference, else gap]")
+@click.option("--reference", multiple=True, type=click.Path(), metavar="REPORT|DIR",
+              help="Scan reports (--report) of clean models of the same task, made with the same --method, --data "
+              "and settings; a folder stands for its *.json. Neural Cleanse, MM-BD and FreeEagle then test each "
+              "class against the same class in these models. Repeat for several; 5 or more, 10-20 is typical.")
 @click.option("--min-ratio", type=click.FloatRange(min=1),
               help="With --nc-rule gap: a flagged label's mask norm must be at least this many times below the "
               f"median label's. [default: {MIN_RATIO:g}, set on calibration models]")
@@ -72,7 +78,8 @@ def scan_backdoor(out: Output, **kw: Any) -> int:
 
     \b
     advaudit scan-backdoor MODEL --data CLEAN [--method neural-cleanse|mm-bd|freeeagle|all] [--n 300]
-        [--steps N] [--batch-size B] [--alpha 0.05] [--nc-rule gap|paper] [--min-ratio R] [--target-labels L,...]
+        [--steps N] [--batch-size B] [--alpha 0.05] [--nc-rule gap|paper|reference] [--min-ratio R]
+        [--reference REPORT|DIR ...] [--target-labels L,...]
         [--seed S] [--triggers-dir DIR] [--report out.json]
         [--format table|json|md] [--fail-on-backdoor]
 
@@ -85,7 +92,7 @@ def scan_backdoor(out: Output, **kw: Any) -> int:
     """
     check_resume(kw)
     check_outputs({"--report": kw["report_path"]}, {"--triggers-dir": kw["triggers_dir"]},
-                  inputs=[kw["model"], kw["data_path"], kw["spec_file"]])
+                  inputs=[kw["model"], kw["data_path"], kw["spec_file"], *kw["reference"]])
     options = scan_options_from(kw)
     return interruptible(kw["report_path"], lambda: _scan(out, options, kw["fmt"]))
 
@@ -93,11 +100,22 @@ def scan_backdoor(out: Output, **kw: Any) -> int:
 def scan_options_from(kw: dict[str, Any]) -> ScanOptions:
     """The job's options from the command's; refuses flag combinations the chosen methods cannot use."""
     methods = method_names(kw["method"])
+    refs = kw["reference"]
+    if refs and not any(get_registry().get("backdoor-scanner", m).reference_key for m in methods):
+        raise UsageError(f"--reference: --method {kw['method']} has no scanner with a reference test",
+                         "use --method neural-cleanse, mm-bd or all")
+    if refs and kw["nc_rule"] in ("gap", "paper") and "neural-cleanse" in methods:
+        raise UsageError("--reference tests Neural Cleanse against the references", "drop --nc-rule")
+    if kw["nc_rule"] == "reference" and not refs:
+        raise UsageError("--nc-rule reference needs scans of clean reference models", "give them with --reference")
+    rule = kw["nc_rule"] or ("reference" if refs else "gap")
+    if rule == "reference" and kw["target_labels"] is not None:
+        raise UsageError("--target-labels does not apply with --reference, which scans every label")
     if kw["anomaly_threshold"] is not None and "neural-cleanse" not in methods:
         raise UsageError("--anomaly-threshold applies to neural-cleanse", "add --method neural-cleanse or --method all")
-    if kw["anomaly_threshold"] is not None and kw["nc_rule"] != "paper":
+    if kw["anomaly_threshold"] is not None and rule != "paper":
         raise UsageError("--anomaly-threshold is the paper rule's threshold", "add --nc-rule paper")
-    if kw["min_ratio"] is not None and ("neural-cleanse" not in methods or kw["nc_rule"] != "gap"):
+    if kw["min_ratio"] is not None and ("neural-cleanse" not in methods or rule != "gap"):
         raise UsageError("--min-ratio is Neural Cleanse's gap-rule floor",
                          "use it with --method neural-cleanse (or all) and --nc-rule gap")
     if kw["target_labels"] is not None and "neural-cleanse" not in methods:
@@ -108,7 +126,7 @@ def scan_options_from(kw: dict[str, Any]) -> ScanOptions:
         model=model_options_from(kw),
         data=None if kw["data_path"] is None else data_options_from(kw, kw["data_path"]),
         method=kw["method"], steps=kw["steps"], alpha=kw["alpha"], combine=kw["combine"], nc_rule=kw["nc_rule"],
-        min_ratio=kw["min_ratio"], anomaly_threshold=kw["anomaly_threshold"],
+        min_ratio=kw["min_ratio"], reference=tuple(refs), anomaly_threshold=kw["anomaly_threshold"],
         target_labels=parse_label_list(kw["target_labels"]),
         batch_size=batch_size_option(kw), triggers_dir=kw["triggers_dir"], report=kw["report_path"],
         gates=(fail_on_backdoor(),) if kw["fail_on_backdoor"] else (), resume=kw["resume"],

@@ -35,7 +35,9 @@ NC = "neural-cleanse"
 class ScanOptions(JobOptions):
     """What to scan and how.  ``None`` means "the default": ``data.n`` 300, ``steps`` each scanner's
     own, ``anomaly_threshold`` Neural Cleanse's 2 (paper rule) and ``min_ratio`` its gap rule's floor
-    (both apply to neural-cleanse only), ``batch_size``
+    (both apply to neural-cleanse only), ``reference``: scan reports (or folders of them) of clean
+    reference models of the same task, against which every scanner with a reference test decides
+    (``nc_rule`` None: Neural Cleanse's reference rule with references, else its gap rule), ``batch_size``
     (Neural Cleanse's mini-batch) 32 fitted to the input size.  ``data`` may be None for data-free
     scanners (mm-bd).  ``report``: write the JSON report there (and keep a checkpoint beside it);
     ``triggers_dir``: write mask / pattern PNGs there; ``gates``: e.g. ``(gates.fail_on_backdoor(),)``;
@@ -46,8 +48,9 @@ class ScanOptions(JobOptions):
     steps: int | None = None
     alpha: float = 0.05
     combine: str = "bonferroni"
-    nc_rule: str = "gap"
+    nc_rule: str | None = None
     min_ratio: float | None = None
+    reference: tuple[str, ...] = ()
     anomaly_threshold: float | None = None
     target_labels: tuple[int, ...] | None = None
     batch_size: int | None = None
@@ -138,10 +141,13 @@ def _scan_gates(specs: Sequence[GateSpec], scan: CombinedScan) -> tuple[GateResu
     )
 
 
-def scanner_params(options: ScanOptions, methods: list[str], model: Model) -> dict[str, dict[str, Any]]:
+def scanner_params(options: ScanOptions, methods: list[str], model: Model,
+                   data: PreparedData | None = None) -> dict[str, dict[str, Any]]:
     """Each scanner's keyword arguments: ``steps`` for all, ``alpha`` for every scanner whose constructor
-    takes it (each one's own verdict at the scan's false-alarm rate), Neural Cleanse's rule, anomaly threshold, labels
-    and mini-batch (given, else :data:`NC_BATCH_BASE` fitted to the model's input size)."""
+    takes it (each one's own verdict at the scan's false-alarm rate), Neural Cleanse's rule, anomaly threshold, labels,
+    mini-batch (given, else :data:`NC_BATCH_BASE` fitted to the model's input size) and, with
+    ``options.reference``, the reference statistics of every scanner with a reference test (read from
+    the reports and checked against ``model`` and ``data``)."""
     params: dict[str, dict[str, Any]] = {m: {} for m in methods}
     if options.steps is not None:
         for m in methods:
@@ -151,7 +157,7 @@ def scanner_params(options: ScanOptions, methods: list[str], model: Model) -> di
         if "alpha" in inspect.signature(registry.get("backdoor-scanner", m)).parameters:
             params[m]["alpha"] = options.alpha
     if NC in params:
-        params[NC]["rule"] = options.nc_rule
+        params[NC]["rule"] = options.nc_rule or ("reference" if options.reference else "gap")
         if options.anomaly_threshold is not None:
             params[NC]["anomaly_threshold"] = options.anomaly_threshold
         if options.min_ratio is not None:
@@ -159,7 +165,35 @@ def scanner_params(options: ScanOptions, methods: list[str], model: Model) -> di
         if options.target_labels is not None:
             params[NC]["labels"] = options.target_labels
         params[NC]["batch_size"] = batch_size_for(options.batch_size, model.input_shape, NC_BATCH_BASE)
+    if options.reference:
+        for method, values in _references(options, params, model, data).items():
+            params[method]["reference"] = values
     return params
+
+
+def _references(options: ScanOptions, params: dict[str, dict[str, Any]], model: Model,
+                data: PreparedData | None) -> dict[str, tuple[tuple[float, ...], ...]]:
+    """The clean reference models' per-class statistics of every scanner that has a reference test."""
+    from ..backdoor.neural_cleanse import images_digest
+    from ..backdoor.reference import read_reference_scans
+    from ..backdoor.scan import build_scanner
+    from ..errors import UsageError
+
+    needs = {}
+    for method, kw in params.items():
+        built = build_scanner(method, {k: v for k, v in kw.items() if k != "rule"})
+        need = built.reference_needs()
+        if need is not None:
+            needs[method] = need
+    if not needs:
+        raise UsageError(f"--reference: no scanner of --method {options.method} has a reference test",
+                         "use --method neural-cleanse, mm-bd or all")
+    if model.num_classes is None:
+        raise UsageError("--reference needs the model's class count", "give --input-shape or --data")
+    refs = read_reference_scans(options.reference, needs, classes=int(model.num_classes),
+                                images_sha256=None if data is None else images_digest(data.x),
+                                model_sha256=model.sha256)
+    return refs.values
 
 
 def _fingerprint_options(options: ScanOptions) -> dict[str, Any]:
@@ -171,6 +205,7 @@ def _fingerprint_options(options: ScanOptions) -> dict[str, Any]:
         "method": options.method, "steps": options.steps, "anomaly_threshold": options.anomaly_threshold,
         "alpha": options.alpha, "combine": options.combine, "nc_rule": options.nc_rule,
         "min_ratio": options.min_ratio, "target_labels": options.target_labels,
+        "reference": list(options.reference),
         "batch_size": options.batch_size, "seed": options.seed,
         "value_range": m.range, "mean": m.mean, "std": m.std, "layout": m.layout, "input_shape": m.input_shape,
         "device": m.device, "precision": m.precision,
@@ -247,7 +282,7 @@ def scan_backdoor(options: ScanOptions, ctx: JobContext | None = None) -> ScanRe
     model, data = open_inputs(options.model, data_opts, ctx)
     if options.method == "all":
         methods = applicable(methods, model, ctx)
-    params = scanner_params(options, methods, model)
+    params = scanner_params(options, methods, model, data)
     ckpt = _open_checkpoint(options, ctx, model, data, methods, params)
     what = "(data-free)" if data is None else f"on {len(data)} clean images"
     ctx.log(f"scanning {model.path.name} with {', '.join(methods)} {what}")

@@ -79,6 +79,12 @@ def scan_evidence(name: str, ev: dict[str, Any]) -> str:
                 f"{value(ev.get('alpha'))}), smallest mask {value(ev.get('largest_norm_ratio'), 3)}x below the "
                 f"median L1 {value(ev.get('median_l1'))} (needs {value(ev.get('min_ratio'))}x); paper's max anomaly "
                 f"index {value(ev.get('max_anomaly_index'))}")
+    if name == "neural-cleanse" and ev.get("rule") == "reference":
+        refs = ev.get("reference") or {}
+        return (f"neural-cleanse: {ev.get('verdict')}; p-value {value(ev.get('p_value'), 3)} (alpha "
+                f"{value(ev.get('alpha'))}) for class {ev.get('top_class')} against {refs.get('models')} clean "
+                f"reference models; smallest mask {value(ev.get('largest_norm_ratio'), 3)}x below the median L1 "
+                f"{value(ev.get('median_l1'))}")
     if name == "neural-cleanse":
         return (f"neural-cleanse: {ev.get('verdict')}; median mask L1 {value(ev.get('median_l1'))}, max anomaly "
                 f"index {value(ev.get('max_anomaly_index'))} (threshold {value(ev.get('anomaly_threshold'))})")

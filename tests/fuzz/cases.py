@@ -632,6 +632,7 @@ def case_scan(rng: random.Random, seeds: Seeds, work: Path) -> Case:
             "--steps": [("1", "ok"), ("0", "error"), ("-1", "error"), ("x", "error")],
             "--anomaly-threshold": [("2", "any"), ("0", "error"), ("-1", "error"), ("nan", "any"), ("inf", "any")],
             "--format": [("table", "ok"), ("json", "ok"), ("md", "ok"), ("xml", "error")],
+            "--reference": [("no_such_reports", "error")],
         },
         0.15,
     )
