@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,32 @@ def test_false_alarm_rate_is_at_most_alpha_on_clean_models(k: int) -> None:
         ref = fit_reference(clean_norms(rng, 15, mean, sd))
         flagged += [reference_test(n, ref, 0.05).flagged.any() for n in clean_norms(rng, 15, mean, sd)]
     assert 0.005 < np.mean(flagged) <= 0.07, np.mean(flagged)
+
+
+def test_heavy_tailed_references_make_the_test_conservative() -> None:
+    """Clean models whose per-class values have Student t (3 df) tails across models: the normal model
+    alone flags far more than alpha; with the tail fitted to the references' own leave-one-out indices
+    the rate comes back to about alpha.  Normal references get a much lighter fitted tail."""
+    rng = np.random.default_rng(11)
+    k = 10
+    mean, sd = task(rng, k)
+
+    def heavy(models: int) -> np.ndarray:
+        scale = rng.normal(np.log(80), 0.3, size=(models, 1))
+        return np.exp(scale + mean + rng.standard_t(3, size=(models, k)) * sd)
+
+    fitted, normal, dfs = [], [], []
+    for _ in range(40):
+        ref = fit_reference(heavy(20))
+        dfs.append(ref.test_df)
+        plain = replace(ref, test_df=ref.df, test_scale=1.0)
+        for n in heavy(15):
+            fitted.append(reference_test(n, ref, 0.05).flagged.any())
+            normal.append(reference_test(n, plain, 0.05).flagged.any())
+    assert np.median(dfs) < 10 and np.mean(normal) > 0.1 and np.mean(fitted) <= 0.07, (
+        np.median(dfs), np.mean(normal), np.mean(fitted))
+    normal_dfs = [fit_reference(clean_norms(rng, 20, mean, sd)).test_df for _ in range(10)]
+    assert np.median(normal_dfs) > 2 * np.median(dfs), (normal_dfs, dfs)
 
 
 def test_a_trigger_smaller_than_its_label_usually_is_beats_a_natural_easy_class() -> None:

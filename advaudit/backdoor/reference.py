@@ -59,13 +59,16 @@ class ClassReference:
     prior_df: float  # d0 of the fitted prior (inf: the classes' variances are no more spread than chance)
     models: int  # N
     suspicious: str = "low"  # the side of the statistic a backdoor pushes its target to
+    test_df: float = math.inf  # the test's degrees of freedom: min(df, the references' tail df)
+    test_scale: float = 1.0  # the index is divided by this (>= 1; the references' tail scale)
 
     def describe(self) -> dict[str, object]:
         """The reference as the report records it (no infinities in JSON: None)."""
-        return {
-            "models": self.models, "prior_df": None if math.isinf(self.prior_df) else round(self.prior_df, 3),
-            "df": None if math.isinf(self.df) else round(self.df, 3),
-        }
+        def finite(v: float) -> float | None:
+            return None if math.isinf(v) else round(v, 3)
+
+        return {"models": self.models, "prior_df": finite(self.prior_df), "df": finite(self.df),
+                "test_df": finite(self.test_df), "test_scale": round(self.test_scale, 3)}
 
 
 @dataclass(frozen=True)
@@ -125,17 +128,45 @@ def fit_prior(variances: np.ndarray, df: float) -> tuple[float, float]:
     return d0, float(math.exp(e.mean() + special.digamma(d0 / 2) - math.log(d0 / 2)))
 
 
+def _moderated(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Per-class mean, moderated variance, its degrees of freedom and the prior's ``d0`` of the
+    relative logs ``r`` (N, K)."""
+    mean, var, d = r.mean(axis=0), r.var(axis=0, ddof=1), float(len(r) - 1)
+    d0, s0 = fit_prior(var, d)
+    if math.isinf(d0):
+        return mean, np.full_like(var, s0), math.inf, d0
+    return mean, (d0 * s0 + d * var) / (d0 + d), d0 + d, d0
+
+
+def _predictive(r: np.ndarray, mean: np.ndarray, variance: np.ndarray, models: int) -> np.ndarray:
+    return (r - mean) / np.sqrt(np.maximum(variance, 1e-24) * (1 + 1 / models))
+
+
+def fit_tail(r: np.ndarray) -> tuple[float, float]:
+    """``(df, scale)`` of a Student t fitted (maximum likelihood, location 0) to the references'
+    leave-one-out predictive indices: each reference model's classes scored against the other N - 1.
+    Under normality they follow the predictive t and the fit gives a large ``df`` and a scale near 1;
+    heavy tails across models (a clean model whose class lies 5 predictive SDs out) give a small ``df``."""
+    z = []
+    for i in range(len(r)):
+        mean, var, _, _ = _moderated(np.delete(r, i, axis=0))
+        z.append(_predictive(r[i], mean, var, len(r) - 1))
+    df, _, scale = stats.t.fit(np.concatenate(z), floc=0)
+    return float(df), float(scale)
+
+
 def fit_reference(values: np.ndarray, suspicious: str = "low") -> ClassReference:
-    """The reference of N clean models' per-class statistics ``values`` (N, K)."""
+    """The reference of N clean models' per-class statistics ``values`` (N, K): moderated per-class
+    variances, and the tail checked against the references themselves (:func:`fit_tail`): the test
+    uses ``min(df, tail df)`` degrees of freedom and divides the index by ``max(1, tail scale)``, so
+    references with heavier tails than the normal model make it more conservative, never less."""
     n_models = np.asarray(values).shape[0]
     if np.ndim(values) != 2 or n_models < MIN_REFERENCES:
         raise ValueError(f"a reference needs the statistics of at least {MIN_REFERENCES} models, as an (N, K) array")
     r = relative_logs(values, suspicious)
-    mean, var, d = r.mean(axis=0), r.var(axis=0, ddof=1), float(n_models - 1)
-    d0, s0 = fit_prior(var, d)
-    if math.isinf(d0):
-        return ClassReference(mean, np.full_like(var, s0), math.inf, d0, n_models, suspicious)
-    return ClassReference(mean, (d0 * s0 + d * var) / (d0 + d), d0 + d, d0, n_models, suspicious)
+    mean, var, df, d0 = _moderated(r)
+    tail_df, tail_scale = fit_tail(r)
+    return ClassReference(mean, var, df, d0, n_models, suspicious, min(df, tail_df), max(1.0, tail_scale))
 
 
 def scanner_reference(name: str, values: Sequence[Sequence[float]] | None, suspicious: str) -> ClassReference | None:
@@ -170,8 +201,9 @@ def reference_test(values: np.ndarray, reference: ClassReference, alpha: float) 
     r = relative_logs(values, reference.suspicious)
     if r.shape != reference.mean.shape:
         raise ValueError(f"the scan has {r.size} classes, the reference {reference.mean.size}")
-    index = (r - reference.mean) / np.sqrt(np.maximum(reference.variance, 1e-24) * (1 + 1 / reference.models))
-    tail = stats.norm.sf(index) if math.isinf(reference.df) else stats.t.sf(index, reference.df)
+    index = _predictive(r, reference.mean, reference.variance, reference.models) / reference.test_scale
+    df = reference.test_df
+    tail = stats.norm.sf(index) if math.isinf(df) else stats.t.sf(index, df)
     p = np.minimum(1.0, r.size * tail)
     return ReferenceResult(index, p, p < alpha)
 
