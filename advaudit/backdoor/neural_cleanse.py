@@ -237,9 +237,8 @@ class NeuralCleanse(BackdoorScanner):
     ``rule="gap"`` (default): :func:`~advaudit.backdoor.mad.gap_test`, the anomaly index on log norms
     with a p-value from the per-model null (``alpha``) and a norm at most ``median / min_ratio``;
     ``rule="paper"``: the paper's MAD rule on raw norms (anomaly index > ``anomaly_threshold``);
-    ``rule="reference"``: each label's norm against the same label's norms in clean reference models of
-    the task (``reference``, one row of K mask norms per model; :mod:`advaudit.backdoor.reference`),
-    every label optimised in full.
+    ``rule="reference"``: each label's norm against the same label in clean models of the task (``reference``:
+    one row of K mask norms per model; :mod:`advaudit.backdoor.reference`), every label optimised in full.
     ``labels`` and the selection settings: :mod:`advaudit.backdoor.labels`."""
 
     rules = ("gap", "paper", "reference")
@@ -285,11 +284,9 @@ class NeuralCleanse(BackdoorScanner):
         self.cost_multiplier = float(cost_multiplier)
         if rule not in self.rules:
             raise UsageError(f"neural-cleanse: rule must be one of {', '.join(self.rules)}, got {rule!r}")
-        if (rule == "reference") != (reference is not None):
-            raise UsageError("neural-cleanse: the reference rule and reference= go together",
+        if (rule == "reference") != (reference is not None) or (reference is not None and labels is not None):
+            raise UsageError("neural-cleanse: the reference rule needs reference= and scans every label (no labels=)",
                              "give the clean reference scans with --reference")
-        if rule == "reference" and labels is not None:
-            raise UsageError("neural-cleanse: the reference rule optimises every label; --target-labels does not apply")
         if not 0 < alpha < 1 or min_ratio < 1:
             raise UsageError("neural-cleanse: alpha must be in (0, 1) and min_ratio at least 1")
         if min(select_above, warmup_steps, candidates) < 1 or references < 3:
@@ -343,10 +340,10 @@ class NeuralCleanse(BackdoorScanner):
         ctx.report("neural-cleanse: attack success in the runtime", 0, 1)
         asr = trigger_asr(ctx.model, x, y, rec.masks, rec.patterns, rec.targets)
         tests = outlier_tests(rec, plan, self.alpha, self.min_ratio, self.anomaly_threshold)
+        gap = tests.gap
         versus = None if reference is None else ref.scanner_test(self.name, rec.l1, reference, self.alpha)
-        rule_flags = {"gap": tests.gap.flagged, "paper": tests.paper.flagged,
-                      "reference": None if versus is None else versus.flagged}[self.rule]
-        assert rule_flags is not None
+        rule_flags, p_value = {"gap": (gap.flagged, gap.p_value), "paper": (tests.paper.flagged, None),
+                               **({} if versus is None else {"reference": (versus.flagged, versus.p_value)})}[self.rule]
         flagged = rule_flags & np.isin(rec.targets, plan.tested)
         order = rec.l1[flagged] if versus is None else versus.p_values[flagged]  # most suspicious first
         suspects = [int(t) for t in rec.targets[flagged][np.argsort(order, kind="stable")]]
@@ -367,11 +364,9 @@ class NeuralCleanse(BackdoorScanner):
                                                   "reference_p_value": float(versus.p_values[i])}),
                 },
             )
-        gap = tests.gap
         tested = np.flatnonzero(np.isin(rec.targets, plan.tested))
         score = gap.ratio if versus is None else versus.index
         top = int(rec.targets[tested[np.argmax(score[tested])]]) if tested.size else None
-        p_value = {"gap": gap.p_value, "paper": None, "reference": None if versus is None else versus.p_value}
         return ScanResult(
             method=self.name,
             verdict="backdoored" if suspects else "clean",
@@ -380,7 +375,7 @@ class NeuralCleanse(BackdoorScanner):
             params={},
             evidence={
                 "rule": self.rule,
-                "p_value": p_value[self.rule],
+                "p_value": p_value,
                 "alpha": self.alpha,
                 "min_ratio": self.min_ratio,
                 "largest_norm_ratio": float(gap.ratio.max()),
@@ -390,20 +385,12 @@ class NeuralCleanse(BackdoorScanner):
                 "max_anomaly_index": _finite(tests.paper.max_anomaly_index),
                 "anomaly_threshold": self.anomaly_threshold,
                 "labels": plan.describe(),
-                "images_sha256": images_digest(x),
+                "images_sha256": ref.images_digest(x),
                 **({} if reference is None else {"reference": reference.describe()}),
             },
             masks=masks,
             patterns=patterns,
         )
-
-
-def images_digest(x: np.ndarray) -> str:
-    """sha256 of the clean images a scan searched on (canonical float32), so that a reference scan can
-    be checked to have used the same ones."""
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
 
 
 def _finite(v: float) -> float | None:

@@ -208,6 +208,14 @@ def reference_test(values: np.ndarray, reference: ClassReference, alpha: float) 
     return ReferenceResult(index, p, p < alpha)
 
 
+def images_digest(x: np.ndarray) -> str:
+    """sha256 of the clean images a scan searched on (canonical float32), so that a reference scan can
+    be checked to have used the same ones."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
+
+
 @dataclass(frozen=True)
 class ReferenceNeeds:
     """What a scanner reads from a reference report: the per-class field of its evidence, the settings

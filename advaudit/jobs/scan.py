@@ -174,8 +174,7 @@ def scanner_params(options: ScanOptions, methods: list[str], model: Model,
 def _references(options: ScanOptions, params: dict[str, dict[str, Any]], model: Model,
                 data: PreparedData | None) -> dict[str, tuple[tuple[float, ...], ...]]:
     """The clean reference models' per-class statistics of every scanner that has a reference test."""
-    from ..backdoor.neural_cleanse import images_digest
-    from ..backdoor.reference import read_reference_scans
+    from ..backdoor.reference import images_digest, read_reference_scans
     from ..backdoor.scan import build_scanner
     from ..errors import UsageError
 
