@@ -71,6 +71,7 @@ SCAN_CASES = [
     (["--alpha", "0.01"], replace(SCAN_DEFAULT, alpha=0.01)),
     (["--min-ratio", "3.5"], replace(SCAN_DEFAULT, min_ratio=3.5)),
     (["--reference", "a.json", "--reference", "refs"], replace(SCAN_DEFAULT, reference=("a.json", "refs"))),
+    (["--method", "freeeagle", "--reference", "refs"], replace(SCAN_DEFAULT, method="freeeagle", reference=("refs",))),
     (["--nc-rule", "reference", "--reference", "refs"],
      replace(SCAN_DEFAULT, nc_rule="reference", reference=("refs",))),
     (["--combine", "any"], replace(SCAN_DEFAULT, combine="any")),
@@ -122,7 +123,6 @@ def test_scan_data_free(monkeypatch):
     ([*SCAN, "--resume"], "--resume needs --report"),
     ([*SCAN, "--nc-rule", "reference"], "--nc-rule reference needs scans of clean reference models"),
     ([*SCAN, "--nc-rule", "gap", "--reference", "refs"], "--reference tests Neural Cleanse against the references"),
-    ([*SCAN, "--method", "freeeagle", "--reference", "refs"], "has no scanner with a reference test"),
     ([*SCAN, "--reference", "refs", "--target-labels", "1"], "--target-labels does not apply with --reference"),
 ])
 def test_scan_refused_combinations_call_no_job(monkeypatch, argv, message):
