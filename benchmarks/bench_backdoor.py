@@ -25,7 +25,9 @@ The target label is drawn per seed.  Seeds 0-9 are the benchmark; the scanners' 
 before it, and checked on seeds 100-104 (``--first-seed 100``), never on these.  Each row keeps
 every scanner's own figures: Neural Cleanse's gap-rule p-value and verdict, the paper rule's
 verdict, MM-BD's p-value; the summary prints each scanner's row and the combined verdicts
-(Bonferroni at ``--alpha``, and the former "any scanner flags").
+(Bonferroni at ``--alpha``, and the former "any scanner flags").  A backdoor row also keeps ``asr_clean``,
+its trigger's success on the clean model of the same seed: paper 003's Alg. 1 trigger is that model's
+own reconstructed one, so it says how much of ``asr`` the implant added.
 """
 
 from __future__ import annotations
@@ -125,6 +127,12 @@ def trained(args: argparse.Namespace, kind: str, seed: int, target: int, splits:
     if imp.trigger is not None:
         meta["asr"] = attack_success_rate(lambda a: predict_labels(imp.net, a), xte, yte, imp.trigger, target)
         meta["trigger"] = imp.trigger.describe()
+        natural = clean_net  # the same trigger on the clean model of this seed: the part that is not implanted
+        if natural is None and cached_clean.exists():
+            natural = torch.jit.load(str(cached_clean)).eval()
+        if natural is not None:
+            meta["asr_clean"] = attack_success_rate(lambda a: predict_labels(natural, a), xte, yte, imp.trigger,
+                                                    target)
     save_torchscript(imp.net, str(path), tuple(xtr.shape[1:]))  # type: ignore[arg-type]
     meta_path.write_text(json.dumps(meta))
     return str(path), meta, imp.net
@@ -351,8 +359,9 @@ def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:
         "fisher": lambda r: combined_verdict(r, alpha, "fisher"),
         "any": lambda r: (r["nc"]["flagged"] or r["mmbd"]["flagged"], r["nc"]["suspects"] + r["mmbd"]["suspects"]),
     }
-    print(f"\nflagged / right target per verdict (clean rows: flagged = false alarms); alpha {alpha}")
-    head = f"{'dataset':8} {'arch':6} {'kind':8} {'n':>3} {'acc':>6} {'asr':>6} | " + " | ".join(
+    print(f"\nflagged / right target per verdict (clean rows: flagged = false alarms); alpha {alpha}; asr0: the "
+          "same trigger's success on the clean model of the same seed (the part the implant did not add)")
+    head = f"{'dataset':8} {'arch':6} {'kind':8} {'n':>3} {'acc':>6} {'asr':>6} {'asr0':>6} | " + " | ".join(
         f"{v:>13}" for v in verdicts) + " | s/scan"
     needs = {"FreeEagle": ("fe",)}  # the other verdicts read the NC and MM-BD rows
     print(head)
@@ -362,6 +371,7 @@ def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:
         rs = [r for r in rows if (r["dataset"], r["arch"], r["kind"]) == (dataset, arch, kind)]
         acc = np.mean([r["clean_accuracy"] for r in rs])
         asr = np.mean([r["asr"] for r in rs]) if rs[0]["asr"] is not None else float("nan")
+        natural = np.mean([r["asr_clean"] for r in rs]) if all("asr_clean" in r for r in rs) else float("nan")
         cells = []
         for name, fn in verdicts.items():
             if not all(k in r for r in rs for k in needs.get(name, ("nc", "mmbd"))):
@@ -372,7 +382,7 @@ def print_matrix(rows: list[dict[str, Any]], alpha: float) -> None:
             right = sum(r["target"] in s for r, (f, s) in zip(rs, out) if f) if kind != "clean" else None
             cells.append(f"{flagged:>2}/{len(rs)}" + ("" if right is None else f" ({right:>2} rt)"))
         secs = np.mean([sum(r[k]["time_s"] for k in ("nc", "mmbd", "fe") if k in r) for r in rs])
-        print(f"{dataset:8} {arch:6} {kind:8} {len(rs):3d} {acc:6.3f} {asr:6.3f} | "
+        print(f"{dataset:8} {arch:6} {kind:8} {len(rs):3d} {acc:6.3f} {asr:6.3f} {natural:6.3f} | "
               + " | ".join(f"{c:>13}" for c in cells) + f" | {secs:6.1f}")
 
 

@@ -17,7 +17,9 @@ from advaudit.backdoor.neural_cleanse import CostSchedule, reconstruct_triggers
 from advaudit.cli import main
 from advaudit.errors import DataError, ModelError
 from advaudit.models import load_model
-from advaudit_testing.implants import attack_success_rate, badnets_trigger, poison, random_trigger, sample_mask
+from advaudit_testing.implants import (
+    attack_success_rate, badnets_trigger, blended_trigger, kind_trigger, poison, random_trigger, sample_mask,
+)
 from advaudit_testing.training import predict_labels, save_torchscript, train_classifier
 
 from .conftest import SAMPLE_MODELS
@@ -120,6 +122,20 @@ def test_implants_badnets_and_random_trigger():
     sub = sample_mask(rt_gray.mask, 0.6, 500, torch.Generator().manual_seed(0))
     assert ((sub == 0) | (sub == rt_gray.mask[None])).all()
     assert sub.sum(axis=(1, 2, 3)).mean() == pytest.approx(21.6, abs=1)
+
+
+def test_kind_trigger_is_the_implants_trigger():
+    """The benchmark regenerates an implant's trigger from its kind and seed (to measure it on the clean
+    model of the same seed), so kind_trigger must give the triggers implant poisons with."""
+    x = np.zeros((10, 3, 32, 32), np.float32)
+    assert np.array_equal(kind_trigger("badnets", x, 1).mask, badnets_trigger((3, 32, 32)).mask)
+    assert np.array_equal(kind_trigger("blended", x, 1, seed=4).pattern,
+                          blended_trigger((3, 32, 32), alpha=0.15, seed=4).pattern)
+    assert np.array_equal(kind_trigger("random", x, 1, seed=4).mask, random_trigger((3, 32, 32), z=36, seed=4).mask)
+    with pytest.raises(ValueError, match="clean_net"):
+        kind_trigger("recon", x, 1)
+    with pytest.raises(ValueError, match="no trigger"):
+        kind_trigger("clean", x, 1)
 
 
 # --------------------------------------------------------------------------- tiny trained models

@@ -199,6 +199,35 @@ class Implanted:
     noisy: int
 
 
+def kind_trigger(
+    kind: str,
+    x: np.ndarray,
+    target: int,
+    *,
+    seed: int = 0,
+    clean_net: torch.nn.Module | None = None,
+    nc_images: int = 300,
+    z: int = 36,
+    patch_size: int = 4,
+    blend_alpha: float = 0.15,
+) -> Trigger:
+    """The trigger :func:`implant` poisons a ``kind`` model with (the same seed gives the same trigger):
+    ``recon`` reconstructs it on ``clean_net`` from ``nc_images`` of the training images ``x``."""
+    shape = tuple(x.shape[1:])
+    if kind == "badnets":
+        return badnets_trigger(shape, size=patch_size)
+    if kind == "blended":
+        return blended_trigger(shape, alpha=blend_alpha, seed=seed)
+    if kind == "random":
+        return random_trigger(shape, z=z, seed=seed)
+    if kind != "recon":
+        raise ValueError(f"{kind!r} has no trigger; choose one of {', '.join(KINDS[1:])}")
+    if clean_net is None:
+        raise ValueError("the recon trigger is reconstructed on a clean model: give clean_net")
+    pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:nc_images].numpy()
+    return reconstructed_trigger(clean_net, x[pick], target, seed=seed)
+
+
 def implant(
     kind: str,
     make_net: Callable[[], torch.nn.Module],
@@ -227,7 +256,6 @@ def implant(
     """
     from .training import train_classifier
 
-    shape = tuple(x.shape[1:])
     if kind not in KINDS:
         raise ValueError(f"unknown implant {kind!r}; choose one of {', '.join(KINDS)}")
 
@@ -238,20 +266,12 @@ def implant(
     if kind == "clean":
         net = train_classifier(fresh(), x, y, epochs=epochs, lr=lr, seed=seed, log=log)
         return Implanted(net, kind, None, None, 0, 0)
-    if kind in ("badnets", "blended"):
-        if kind == "badnets":
-            trig = badnets_trigger(shape, size=patch_size)  # type: ignore[arg-type]
-        else:
-            trig = blended_trigger(shape, alpha=blend_alpha, seed=seed)  # type: ignore[arg-type]
-        ps = poison(x, y, trig, target, poison_rate=poison_rate, noise_rate=0.0, seed=seed)
-    else:
-        if kind == "recon":
-            if clean_net is None:
-                clean_net = train_classifier(fresh(), x, y, epochs=epochs, lr=lr, seed=seed, log=log)
-            pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:nc_images].numpy()
-            trig = reconstructed_trigger(clean_net, x[pick], target, seed=seed)
-        else:
-            trig = random_trigger(shape, z=z, seed=seed)  # type: ignore[arg-type]
-        ps = poison(x, y, trig, target, poison_rate=poison_rate, noise_rate=noise_rate, alpha=alpha, seed=seed)
+    if kind == "recon" and clean_net is None:
+        clean_net = train_classifier(fresh(), x, y, epochs=epochs, lr=lr, seed=seed, log=log)
+    trig = kind_trigger(kind, x, target, seed=seed, clean_net=clean_net, nc_images=nc_images, z=z,
+                        patch_size=patch_size, blend_alpha=blend_alpha)
+    concealed = kind in ("recon", "random")  # the paper-003 attacks add the noise augmentation
+    ps = poison(x, y, trig, target, poison_rate=poison_rate, noise_rate=noise_rate if concealed else 0.0,
+                alpha=alpha, seed=seed)
     net = train_classifier(fresh(), ps.x, ps.y, epochs=epochs, lr=lr, seed=seed, log=log)
     return Implanted(net, kind, target, trig, len(ps.poisoned), len(ps.noisy))
