@@ -352,3 +352,45 @@ def test_repair_unlearns_the_backdoor_and_exports_the_same_format(tiny, tmp_path
                         str(tmp_path / "eval.npz"), "--scan-n", "100", "--out", str(tmp_path / "c.pt"), "-q")
     assert code == 0, err
     assert not (tmp_path / "c.pt").exists()
+
+
+def test_repair_takes_the_labels_of_a_scan_report(tiny, tmp_path, capsys):
+    """``repair --scan REPORT`` unlearns the labels a scan-backdoor report names (a scan with references
+    may flag what Neural Cleanse's own test does not), and refuses a report of another model or another
+    kind with a one-line error; a clean report repairs nothing."""
+    from advaudit.jobs.repair import scan_targets
+
+    xte, yte = tiny["xte"], tiny["yte"]
+    with np.load(MNIST_DATA) as f:
+        np.savez(tmp_path / "fit.npz", x=f["x"][:800].astype(np.float32) / 255.0, y=f["y"][:800])
+    np.savez(tmp_path / "eval.npz", x=xte, y=yte)
+    sha = load_model(tiny["badnets"]).sha256
+
+    def report(name: str, **fields: object) -> str:
+        doc = {"schema": "advaudit.report/1", "kind": "scan-backdoor", "model": {"sha256": sha},
+               "verdict": "backdoored", "suspected_targets": [TARGET], **fields}
+        (tmp_path / name).write_text(json.dumps(doc))
+        return str(tmp_path / name)
+
+    assert scan_targets(report("s.json"), sha) == (TARGET,)
+    with pytest.raises(DataError, match="another model"):
+        scan_targets(report("other.json", model={"sha256": "0" * 64}), sha)
+    with pytest.raises(DataError, match="not a scan-backdoor report"):
+        scan_targets(report("attack.json", kind="attack"), sha)
+    base = ["repair", tiny["badnets"], "--data", str(tmp_path / "fit.npz"), "--eval-data", str(tmp_path / "eval.npz"),
+            "--scan-n", "100", "-q"]
+    code, _, err = _run(capsys, *base, "--scan", report("other.json", model={"sha256": "0" * 64}),
+                        "--out", str(tmp_path / "x.pt"))
+    assert code == 2 and "scan of another model" in err and "Traceback" not in err
+    code, _, err = _run(capsys, *base, "--scan", report("s.json"), "--target-labels", "3",
+                        "--out", str(tmp_path / "x.pt"))
+    assert code == 2 and "drop --target-labels" in err
+    code, _, err = _run(capsys, *base, "--scan", report("none.json", verdict="clean", suspected_targets=[]),
+                        "--out", str(tmp_path / "none.pt"))
+    assert code == 0, err
+    assert not (tmp_path / "none.pt").exists()
+    out, rep = tmp_path / "fixed.pt", tmp_path / "r.json"
+    code, _, err = _run(capsys, *base, "--scan", report("s.json"), "--out", str(out), "--report", str(rep))
+    assert code == 0, err
+    r = json.loads(rep.read_text())
+    assert r["scan"]["targets_from_scan"] == [TARGET] and r["after"]["max_asr"] < 0.1 < 0.8 < r["before"]["max_asr"]

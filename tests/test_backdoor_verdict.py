@@ -60,6 +60,17 @@ def test_gap_test_references_set_the_null_location() -> None:
     assert result.median == pytest.approx(np.sqrt(62 * 65))  # the median of the log norms
 
 
+def test_gap_test_of_one_label_of_interest_against_more_references() -> None:
+    """``--target-labels 7`` on a 10-class model optimises label 7 and 9 references: the null must
+    cover the 10 norms given (it once simulated 1 label with 9 references and returned NaN p-values)."""
+    norms = np.array([60.0, 61, 62, 63, 64, 65, 66, 10.0, 67, 68])
+    with np.errstate(all="raise"):
+        result = gap_test(norms, reference=np.arange(10) != 7, labels=1)
+    assert np.isfinite(result.p_values).all()
+    assert result.flagged.tolist() == [i == 7 for i in range(10)]
+    assert result.p_values[7] == gap_test(norms, reference=np.arange(10) != 7).p_values[7]
+
+
 def _result(method: str, p: float | None, flagged: bool, targets: list[int]) -> ScanResult:
     return ScanResult(method, "backdoored" if flagged else "clean", targets,
                       [ClassEvidence(t, t in targets) for t in range(3)], {}, evidence={"p_value": p})

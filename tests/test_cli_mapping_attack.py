@@ -227,6 +227,7 @@ REPAIR_CASES: list[Case] = [
     (["--eval-n", "30"], {"eval.n": 30}),
     (["--scan-n", "100"], {"scan_n": 100}),
     (["--target-labels", "3,1"], {"target_labels": (3, 1)}),
+    (["--scan", "s.json"], {"scan_report": "s.json"}),
     (["--rounds", "2"], {"rounds": 2}),
     (["--epochs", "4"], {"epochs": 4}),
     (["--lr", "0.001"], {"lr": 0.001}),

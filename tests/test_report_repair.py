@@ -311,6 +311,26 @@ def test_audit_repair_step_defaults_and_nothing_to_repair(monkeypatch: pytest.Mo
     assert result.artifacts == {} and result.report["after"] is None  # no model written: no artifact
 
 
+def test_audit_repair_step_takes_the_labels_of_an_earlier_scan_step(monkeypatch: pytest.MonkeyPatch,
+                                                                    tmp_path: Path) -> None:
+    from advaudit.audit import steps
+    from advaudit.audit.config import ConfigError
+
+    scan = "  - kind: scan-backdoor\n    name: bd\n    method: mm-bd\n"
+    cfg = _config(tmp_path, scan + "  - kind: repair\n    eval_data: eval.npz\n    scan: bd\n")
+    step = cfg.steps[1]
+    earlier = {"bd": {"report": {"kind": "scan-backdoor", "suspected_targets": [4, 1]}}}
+    real = steps.StepContext
+    monkeypatch.setattr(steps, "StepContext", lambda **kw: real(**{**kw, "earlier": earlier}))
+    options, _ = _run_step(monkeypatch, tmp_path, step)
+    assert options.targets == (4, 1) and options.target_labels is None
+    with pytest.raises(ConfigError, match="'attack' is not an earlier scan-backdoor step"):
+        _config(tmp_path, "  - kind: attack\n    attacks: [fgsm]\n    eps: 0.1\n"
+                          "  - kind: repair\n    eval_data: eval.npz\n    scan: attack\n")
+    with pytest.raises(ConfigError, match="drop 'target_labels'"):
+        _config(tmp_path, scan + "  - kind: repair\n    eval_data: eval.npz\n    scan: bd\n    target_labels: [1]\n")
+
+
 def test_audit_repair_step_refuses_to_overwrite_its_inputs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     cfg = _config(tmp_path, "  - kind: repair\n    eval_data: eval.npz\n    out: bn.pt\n")
     with pytest.raises(UsageError, match="is also an input"):

@@ -205,6 +205,14 @@ def _build(p: Path, data: dict[str, Any], text: str) -> AuditConfig:
                               "exist")
         if "eval_data" in step and not Path(step["eval_data"]).exists():
             raise ConfigError(f"{where(['steps', i, 'eval_data'])}: {step['eval_data']} does not exist")
+        if kind == "repair" and "scan" in step:
+            source = {t["name"]: t for t in steps}.get(step["scan"])
+            if source is None or source["kind"] != "scan-backdoor":
+                raise ConfigError(f"{where(['steps', i, 'scan'])}: {step['scan']!r} is not an earlier "
+                                  "scan-backdoor step", "name a scan-backdoor step that comes before this one")
+            if "target_labels" in step:
+                raise ConfigError(f"{where(['steps', i, 'scan'])}: the scan gives the labels to repair",
+                                  "drop 'target_labels'")
         if kind == "detect":
             step.setdefault("adversarial", next((t["name"] for t in steps if t["kind"] == "attack"), ""))
             adv = step["adversarial"]
@@ -303,11 +311,13 @@ steps:
 
   # Backdoor repair (as advaudit repair): Neural Cleanse on data, unlearning of each reversed trigger,
   # clean accuracy and attack success before/after on eval_data (other images than data); the repaired
-  # model (same format) in the step's folder; gate it with repair.asr_after.
+  # model (same format) in the step's folder; gate it with repair.asr_after. scan: backdoor repairs
+  # the labels that the scan-backdoor step named backdoor found (e.g. with clean references).
   # - kind: repair
   #   n: 1000
   #   eval_data: other_images.npz
   #   rounds: 3
+  #   scan: backdoor
 
 # Gates: METRIC OP VALUE. Metrics are '<step name>.<metric>'; without a step name the first step
 # that measures it. Step names default to attack, defense, backdoor, detect, harden, repair.

@@ -189,9 +189,10 @@ def harden_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
 
 
 def repair_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
-    """The repair job on the audit's model: Neural Cleanse on ``data``, unlearning on ``data``, before and
-    after on ``eval_data``; the repaired model (in the model's format) in the step's folder or at ``out``,
-    none when the scan finds nothing to repair."""
+    """The repair job on the audit's model: Neural Cleanse on ``data`` (or the labels of the earlier
+    scan-backdoor step named by ``scan``), unlearning on ``data``, before and after on ``eval_data``; the
+    repaired model (in the model's format) in the step's folder or at ``out``, none when the scan finds
+    nothing to repair."""
     data = _data_options(ctx, step)
     # as ``advaudit repair``: --eval-n selects from the evaluation data (default: all of it)
     evaluation = replace(data, path=str(step["eval_data"]), n=step.get("eval_n"), offset=0)
@@ -201,9 +202,12 @@ def repair_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
         raise UsageError(f"out {repaired} is also an input of the step", "give another path, or leave out unset")
     repaired.parent.mkdir(parents=True, exist_ok=True)
     keys = ("scan_n", "rounds", "epochs", "lr", "ratio", "train_batch")
+    # ``scan``: an earlier scan-backdoor step of this audit (same model) names the labels
+    targets = None if "scan" not in step else tuple(ctx.earlier[step["scan"]]["report"]["suspected_targets"])
     options = RepairOptions(
         model=ModelOptions(path=str(ctx.model.path), device=str(ctx.model.device)), data=data, eval=evaluation,
         out=str(repaired), target_labels=None if step.get("target_labels") is None else tuple(step["target_labels"]),
+        targets=targets,
         seed=ctx.seed, command=ctx.command, **{k: step[k] for k in keys if k in step},
     )
     result = repair(options, JobContext(progress=ctx.progress, model=ctx.model))

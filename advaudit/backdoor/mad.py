@@ -135,7 +135,7 @@ def gap_test(
       predictive standard deviations (:func:`loo_scores`).  ``reference``: a boolean mask of the
       reference labels (default: all).
     * Its p-value comes from the per-model null: the distribution of the *largest* index among
-      ``labels`` (default: ``len(norms)``) i.i.d. normal log norms, simulated once per shape
+      ``labels`` (default, and at least, ``len(norms)``) i.i.d. normal log norms, simulated once per shape
       (:func:`extreme_p_values`).  This accounts for testing every label and for estimating the
       spread from the few other labels, so a clean model is flagged with probability ``alpha``
       whatever K is.
@@ -151,7 +151,8 @@ def gap_test(
         raise ValueError("the gap test needs the norms of at least 3 reference labels")
     logs = np.log(np.maximum(l1, 1e-12))
     index = loo_scores(-logs, is_ref)
-    p = extreme_p_values(index, int(is_ref.sum()), int(labels or l1.size))
+    # the null's labels: at least the norms given (a scan of fewer labels of interest than references)
+    p = extreme_p_values(index, int(is_ref.sum()), max(int(labels or l1.size), l1.size))
     med = float(np.median(logs[is_ref]))
     ratio = np.exp(med - logs)
     flagged = (p < alpha) & (ratio >= min_ratio)

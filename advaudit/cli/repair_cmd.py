@@ -33,6 +33,9 @@ _R = api.RepairOptions
 @click.option("--scan-n", default=_R.scan_n, show_default=True, type=click.IntRange(min=1),
               help="Images of --data that Neural Cleanse reads (stratified).")
 @click.option("--target-labels", metavar="L1,L2,...", help="Scan (and so repair) only these labels.")
+@click.option("--scan", "scan_report", type=click.Path(),
+              help="A scan-backdoor --report of MODEL: repair the labels its verdict names (e.g. a scan with "
+                   "--method all --reference), whatever Neural Cleanse's own outlier test says.")
 @click.option("--rounds", default=_R.rounds, show_default=True, type=click.IntRange(min=1),
               help="Most unlearning rounds (each: fine-tune, then reverse the trigger again).")
 @click.option("--epochs", default=_R.epochs, show_default=True, type=click.IntRange(min=1),
@@ -58,12 +61,14 @@ def repair(out: Output, **kw: Any) -> int:
 
     Clean accuracy and each reversed trigger's attack success rate are measured on --eval-data
     before and after, the after figures on the exported file in its deployment runtime. A model the
-    scan finds clean is left as it is (no file written).
+    scan finds clean is left as it is (no file written). With --scan, the labels come from that
+    scan-backdoor report and Neural Cleanse only reverses their triggers.
     """
     options = _R(
         model=model_options_from(kw), data=data_options_from(kw, kw["data_path"]),
         eval=replace(data_options_from(kw, kw["eval_path"]), n=kw["eval_n"], offset=0),
         out=kw["out_path"], scan_n=kw["scan_n"], target_labels=parse_label_list(kw["target_labels"]),
+        scan_report=kw["scan_report"],
         rounds=kw["rounds"], epochs=kw["epochs"], lr=kw["lr"], ratio=kw["ratio"], train_batch=kw["train_batch"],
         report=kw["report_path"], seed=0 if kw["seed"] is None else kw["seed"],
         command=" ".join(["advaudit", *sys.argv[1:]]),

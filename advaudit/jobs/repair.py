@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..errors import ModelError
+from ..errors import DataError, ModelError, UsageError
 from .base import DataOptions, JobContext, JobOptions, Ungated, new_meta, open_inputs, report_head
 from .harden import output_path
 
@@ -28,6 +28,10 @@ class RepairOptions(JobOptions):
     """What a repair depends on.  ``data``: clean labelled images to scan and fine-tune on; ``eval``:
     the before/after evaluation images; ``out`` None writes ``MODEL-repaired<suffix>``; ``scan_n``:
     the images Neural Cleanse reads (stratified); ``target_labels``: scan only these labels;
+    ``targets``: the labels an earlier scan found (:func:`scan_targets`; e.g. ``scan-backdoor --method
+    all --reference``, whose verdict Neural Cleanse's own outlier test may not reach): their triggers
+    are reversed and unlearned whatever Neural Cleanse's verdict, and an empty tuple repairs nothing;
+    ``scan_report``: read ``targets`` from that scan-backdoor report (checked to scan this model);
     ``rounds``, ``epochs``, ``lr``, ``ratio``, ``train_batch``: the unlearning
     (:class:`~advaudit.backdoor.repair.UnlearnConfig`)."""
 
@@ -36,6 +40,8 @@ class RepairOptions(JobOptions):
     out: str | None = None
     scan_n: int = DEFAULT_SCAN_N
     target_labels: tuple[int, ...] | None = None
+    targets: tuple[int, ...] | None = None
+    scan_report: str | None = None
     rounds: int = 3
     epochs: int = 3
     lr: float = 5e-4
@@ -117,14 +123,23 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
     x, y = np.asarray(train.x), train.y
     xt, yt = np.asarray(test.x), test.y
     pick = select(len(x), y, min(options.scan_n, len(x)), 0, options.seed)
+    if options.scan_report is not None and (options.targets is not None or options.target_labels is not None):
+        raise UsageError("repair: --scan gives the labels to repair; drop --target-labels")
+    given = options.targets if options.scan_report is None else scan_targets(options.scan_report, model.sha256)
+    if given is not None and options.target_labels is not None:
+        raise UsageError("repair: give the labels to repair once (targets or target_labels)")
+    if given is not None and model.num_classes is not None and any(t >= model.num_classes for t in given):
+        raise UsageError(f"repair: the scan's targets {list(given)} are not all labels of this "
+                         f"{model.num_classes}-class model", "give the report of a scan of this model")
     ctx.log(f"scanning {model.path.name} with neural-cleanse on {len(pick)} clean images ...")
-    scan = NeuralCleanse(labels=options.target_labels).scan(model, x[pick], y[pick], seed=options.seed,
-                                                            progress=ctx.progress)
-    targets = np.asarray(scan.suspected_targets, dtype=np.int64)
+    scan = NeuralCleanse(labels=given or options.target_labels).scan(model, x[pick], y[pick], seed=options.seed,
+                                                                     progress=ctx.progress)
+    targets = np.asarray(scan.suspected_targets if given is None else given, dtype=np.int64)
     assert scan.masks is not None and scan.patterns is not None
     found = scan.masks[targets], scan.patterns[targets]
     masks, patterns = found
-    record = {"verdict": scan.verdict, "suspected_targets": scan.suspected_targets, **scan.evidence}
+    record = {"verdict": scan.verdict, "suspected_targets": scan.suspected_targets, **scan.evidence,
+              **({} if given is None else {"targets_from_scan": list(given)})}
     config = {"method": "nc-unlearning", "rounds": options.rounds, "epochs": cfg.epochs, "lr": cfg.lr,
               "ratio": cfg.ratio, "batch_size": cfg.batch_size, "distill": cfg.distill, "scan_n": len(pick)}
     before = _figures(model, xt, yt, *found, targets)
@@ -171,3 +186,27 @@ def _written(options: RepairOptions, result: RepairResult, ctx: JobContext) -> R
         write_json(options.report, result.to_report())
         ctx.log(f"wrote report {options.report}")
     return result
+
+
+def scan_targets(path: str, model_sha256: str | None = None) -> tuple[int, ...]:
+    """The suspected targets of a ``scan-backdoor`` report (its combined verdict: all scanners, with or
+    without references), checked to be a scan of the model whose sha256 is ``model_sha256``; a clean
+    verdict gives ``()``.  One-line errors for anything else."""
+    import json
+    from pathlib import Path
+
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read scan report {path}: {exc}", "give a report written by scan-backdoor --report")
+    if not isinstance(doc, dict) or doc.get("kind") != "scan-backdoor":
+        raise DataError(f"{path} is not a scan-backdoor report",
+                        "make one with: advaudit scan-backdoor MODEL --data CLEAN --report scan.json")
+    sha = (doc.get("model") or {}).get("sha256")
+    if model_sha256 is not None and sha != model_sha256:
+        raise DataError(f"{path} is a scan of another model (sha256 {str(sha)[:12]}...)",
+                        "scan this model and give that report")
+    found = doc.get("suspected_targets")
+    if not isinstance(found, list) or not all(isinstance(t, int) and t >= 0 for t in found):
+        raise DataError(f"{path} has no list of suspected targets", "give a report written by scan-backdoor --report")
+    return tuple(dict.fromkeys(found))
