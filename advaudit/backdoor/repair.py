@@ -8,7 +8,7 @@ clean accuracy within a point or two.  Here:
 
 * every flagged label's reversed trigger is used; each stamped image gets one of them at random;
 * ``ratio`` (0.2) of each mini-batch is stamped, freshly drawn every epoch (seeded);
-* Adam, ``lr`` 5e-4 by default, for ``epochs`` (3) passes over the clean images given; the network
+* Adam, ``lr`` 5e-4 by default, for ``epochs`` (8) passes over the clean images given; the network
   is kept in eval mode (batch-norm statistics and dropout frozen), so a small clean set does not
   shift the normalisation statistics; the unstamped rows are also distilled towards the original
   model's outputs (``distill``, weight 1).
@@ -36,7 +36,7 @@ from ..progress import Progress, tick
 class UnlearnConfig:
     """The unlearning fine-tune's settings."""
 
-    epochs: int = 3
+    epochs: int = 8
     lr: float = 5e-4
     batch_size: int = 64
     ratio: float = 0.2

@@ -43,7 +43,7 @@ class RepairOptions(JobOptions):
     targets: tuple[int, ...] | None = None
     scan_report: str | None = None
     rounds: int = 3
-    epochs: int = 3
+    epochs: int = 8
     lr: float = 5e-4
     ratio: float = 0.2
     train_batch: int = 64
