@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     splits, classes = load_dataset(args.dataset, Path(args.shared))
-    args.epochs = args.epochs or (6 if args.dataset == "mnist" else 3 if args.arch == "resnet20" else 12)
+    args.epochs = args.epochs or default_epochs(args.dataset, args.arch)
     args.n = args.n or (len(splits[2]) if args.dataset == "gtsrb" else 300)
     _, _, xte, yte = splits
     pick = select(len(xte), yte, args.n, 0, 1234)
@@ -255,6 +255,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"combined {c['flagged']} {c['suspects']}", flush=True)
     print_matrix(rows, args.alpha)
     return 0
+
+
+def default_epochs(dataset: str, arch: str) -> int:
+    """Training epochs of the cached models: 6 for MNIST, 3 of fine-tuning for resnet20, else 12."""
+    return 6 if dataset == "mnist" else 3 if arch == "resnet20" else 12
 
 
 def row_top(row: dict[str, Any], key: str) -> int:

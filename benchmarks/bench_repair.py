@@ -44,7 +44,9 @@ for _path in (REPO, REPO / "plugins" / "advaudit-testing", REPO / "benchmarks"):
 from advaudit import api  # noqa: E402
 from advaudit.models import load_model  # noqa: E402
 from advaudit_testing.implants import badnets_trigger  # noqa: E402
-from bench_backdoor import combine, load_dataset, reference_models, versus_reference  # noqa: E402
+from bench_backdoor import (  # noqa: E402
+    combine, default_epochs, load_dataset, reference_models, versus_reference,
+)
 
 
 def main() -> int:
@@ -63,7 +65,7 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     (_, _, xte, yte), _ = load_dataset(args.dataset, Path(args.shared))
-    epochs = args.epochs or (6 if args.dataset == "mnist" else 3 if args.arch == "resnet20" else 12)
+    epochs = args.epochs or default_epochs(args.dataset, args.arch)
     found_by = scanned_targets(args) if args.scan_rows else {}
     tmp = Path(tempfile.mkdtemp(prefix="bench_repair_"))
     fit = clean_split(yte, args.dataset)

@@ -260,7 +260,7 @@ def read_reference_scans(
     values: dict[str, list[tuple[float, ...]]] = {m: [] for m in needs}
     seen: dict[str, Path] = {}
     for f in dict.fromkeys(f.resolve() for f in files):
-        doc = _report(f)
+        doc = read_scan_report(f)
         sha = str((doc.get("model") or {}).get("sha256"))
         if model_sha256 is not None and sha == model_sha256:
             raise DataError(f"reference {f} is a scan of the model under test",
@@ -276,16 +276,20 @@ def read_reference_scans(
     return ReferenceScans({m: tuple(v) for m, v in values.items()}, tuple(str(f) for f in seen.values()))
 
 
-def _report(path: Path) -> dict[str, Any]:
-    """A scan-backdoor report (one-line errors)."""
+def read_scan_report(path: str | Path, role: str = "reference", *, evidence: bool = True) -> dict[str, Any]:
+    """A scan-backdoor report, named ``role`` in its one-line errors; ``evidence``: it must also hold
+    the scanners' evidence (the reference tests read it; ``repair --scan`` reads only the verdict)."""
     from ..errors import DataError
+    from ..safeio import parse_json, read_text
 
+    text = read_text(path, role, missing=(f"{role} {path} does not exist", "give scan reports written by --report"))
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read reference {path}: {exc}", "give scan reports written by --report") from None
-    if not isinstance(doc, dict) or doc.get("kind") != "scan-backdoor" or not isinstance(doc.get("evidence"), dict):
-        raise DataError(f"reference {path} is not a scan-backdoor report",
+        doc = parse_json(text, f"{role} {path}")
+    except json.JSONDecodeError as exc:
+        raise DataError(f"cannot read {role} {path}: {exc}", "give scan reports written by --report") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "scan-backdoor" or (
+            evidence and not isinstance(doc.get("evidence"), dict)):
+        raise DataError(f"{role} {path} is not a scan-backdoor report",
                         "make one with: advaudit scan-backdoor MODEL --data CLEAN --method all --report FILE")
     return doc
 

@@ -123,11 +123,11 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
     x, y = np.asarray(train.x), train.y
     xt, yt = np.asarray(test.x), test.y
     pick = select(len(x), y, min(options.scan_n, len(x)), 0, options.seed)
-    if options.scan_report is not None and (options.targets is not None or options.target_labels is not None):
-        raise UsageError("repair: --scan gives the labels to repair; drop --target-labels")
+    if options.scan_report is not None and options.targets is not None:
+        raise UsageError("repair: give the labels to repair once (scan_report or targets)")
     given = options.targets if options.scan_report is None else scan_targets(options.scan_report, model.sha256)
     if given is not None and options.target_labels is not None:
-        raise UsageError("repair: give the labels to repair once (targets or target_labels)")
+        raise UsageError("repair: --scan gives the labels to repair; drop --target-labels")
     if given is not None and model.num_classes is not None and any(t >= model.num_classes for t in given):
         raise UsageError(f"repair: the scan's targets {list(given)} are not all labels of this "
                          f"{model.num_classes}-class model", "give the report of a scan of this model")
@@ -192,16 +192,9 @@ def scan_targets(path: str, model_sha256: str | None = None) -> tuple[int, ...]:
     """The suspected targets of a ``scan-backdoor`` report (its combined verdict: all scanners, with or
     without references), checked to be a scan of the model whose sha256 is ``model_sha256``; a clean
     verdict gives ``()``.  One-line errors for anything else."""
-    import json
-    from pathlib import Path
+    from ..backdoor.reference import read_scan_report
 
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read scan report {path}: {exc}", "give a report written by scan-backdoor --report")
-    if not isinstance(doc, dict) or doc.get("kind") != "scan-backdoor":
-        raise DataError(f"{path} is not a scan-backdoor report",
-                        "make one with: advaudit scan-backdoor MODEL --data CLEAN --report scan.json")
+    doc = read_scan_report(path, "scan report", evidence=False)
     sha = (doc.get("model") or {}).get("sha256")
     if model_sha256 is not None and sha != model_sha256:
         raise DataError(f"{path} is a scan of another model (sha256 {str(sha)[:12]}...)",
