@@ -341,6 +341,7 @@ def test_repair_unlearns_the_backdoor_and_exports_the_same_format(tiny, tmp_path
     assert code == 0, err
     r = json.loads(report.read_text())
     assert r["kind"] == "repair" and r["scan"]["suspected_targets"] == [TARGET]
+    assert r["config"]["min_rounds"] == 2 <= len(r["rounds"]) <= r["config"]["rounds"]  # at least two rounds
     assert r["after"]["max_asr"] < 0.1 < 0.8 < r["before"]["max_asr"]
     assert r["after"]["clean_accuracy"] > r["before"]["clean_accuracy"] - 0.08
     fixed = load_model(out)

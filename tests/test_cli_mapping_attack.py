@@ -229,6 +229,8 @@ REPAIR_CASES: list[Case] = [
     (["--target-labels", "3,1"], {"target_labels": (3, 1)}),
     (["--scan", "s.json"], {"scan_report": "s.json"}),
     (["--rounds", "2"], {"rounds": 2}),
+    (["--min-rounds", "1"], {"min_rounds": 1}),
+    (["--reversals", "3"], {"reversals": 3}),
     (["--epochs", "4"], {"epochs": 4}),
     (["--lr", "0.001"], {"lr": 0.001}),
     (["--ratio", "0.3"], {"ratio": 0.3}),

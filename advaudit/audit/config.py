@@ -141,7 +141,8 @@ def load_config(path: str | Path, *, text: str | None = None) -> AuditConfig:
 
 INTEGER_KEYS = frozenset({"batch_size", "eot", "eval_draws", "lcr_mutations", "max_mutations", "n", "offset", "seed",
                           "steps", "target", "workers", "version", "resize", "crop", "eval_n", "eval_offset",
-                          "epochs", "shift", "train_batch", "scan_n", "rounds", "target_labels"})
+                          "epochs", "shift", "train_batch", "scan_n", "rounds", "min_rounds", "reversals",
+                          "target_labels"})
 """Keys the schema types as integers (or lists of them): JSON Schema also calls 6.0 an integer."""
 
 

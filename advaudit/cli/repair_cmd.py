@@ -26,7 +26,7 @@ _R = api.RepairOptions
 @click.argument("model", type=click.Path())
 @click.option("--data", "data_path", required=True, type=click.Path(),
               help="Clean labelled images to scan and fine-tune on (--n/--offset select from them; 1000+ is "
-                   "better).")
+                   "better, and about 70 per class: 30 per class cost GTSRB models 1-4 accuracy points).")
 @click.option("--eval-data", "eval_path", required=True, type=click.Path(),
               help="Clean labelled images for the before/after figures (not the --data images).")
 @click.option("--eval-n", type=click.IntRange(min=1), help="Evaluate on at most this many images.")
@@ -38,6 +38,11 @@ _R = api.RepairOptions
                    "--method all --reference), whatever Neural Cleanse's own outlier test says.")
 @click.option("--rounds", default=_R.rounds, show_default=True, type=click.IntRange(min=1),
               help="Most unlearning rounds (each: fine-tune, then reverse the trigger again).")
+@click.option("--min-rounds", default=_R.min_rounds, show_default=True, type=click.IntRange(min=1),
+              help="Least unlearning rounds: later rounds stop once the re-reversed trigger is no smaller than "
+                   "the median label's.")
+@click.option("--reversals", default=_R.reversals, show_default=True, type=click.IntRange(min=1),
+              help="Triggers reversed per label and round, from different random starts.")
 @click.option("--epochs", default=_R.epochs, show_default=True, type=click.IntRange(min=1),
               help="Fine-tuning epochs per round.")
 @click.option("--lr", default=_R.lr, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -69,7 +74,9 @@ def repair(out: Output, **kw: Any) -> int:
         eval=replace(data_options_from(kw, kw["eval_path"]), n=kw["eval_n"], offset=0),
         out=kw["out_path"], scan_n=kw["scan_n"], target_labels=parse_label_list(kw["target_labels"]),
         scan_report=kw["scan_report"],
-        rounds=kw["rounds"], epochs=kw["epochs"], lr=kw["lr"], ratio=kw["ratio"], train_batch=kw["train_batch"],
+        rounds=kw["rounds"], min_rounds=kw["min_rounds"], reversals=kw["reversals"],
+        epochs=kw["epochs"], lr=kw["lr"], ratio=kw["ratio"],
+        train_batch=kw["train_batch"],
         report=kw["report_path"], seed=0 if kw["seed"] is None else kw["seed"],
         command=" ".join(["advaudit", *sys.argv[1:]]),
     )

@@ -32,8 +32,10 @@ class RepairOptions(JobOptions):
     all --reference``, whose verdict Neural Cleanse's own outlier test may not reach): their triggers
     are reversed and unlearned whatever Neural Cleanse's verdict, and an empty tuple repairs nothing;
     ``scan_report``: read ``targets`` from that scan-backdoor report (checked to scan this model);
-    ``rounds``, ``epochs``, ``lr``, ``ratio``, ``train_batch``: the unlearning
-    (:class:`~advaudit.backdoor.repair.UnlearnConfig`)."""
+    ``rounds``: at most this many unlearning rounds; ``min_rounds``: at least this many, whatever the
+    re-reversed trigger's size (capped at ``rounds``); ``reversals``: triggers reversed per label and round
+    (different random starts; more cover more of the real trigger); ``epochs``, ``lr``, ``ratio``,
+    ``train_batch``: the unlearning (:class:`~advaudit.backdoor.repair.UnlearnConfig`)."""
 
     data: DataOptions
     eval: DataOptions
@@ -43,6 +45,8 @@ class RepairOptions(JobOptions):
     targets: tuple[int, ...] | None = None
     scan_report: str | None = None
     rounds: int = 3
+    min_rounds: int = 2
+    reversals: int = 3
     epochs: int = 8
     lr: float = 5e-4
     ratio: float = 0.2
@@ -113,6 +117,8 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
     out_path = output_path(options.model.path, options.out, "repaired")
     cfg = UnlearnConfig(epochs=options.epochs, lr=options.lr, batch_size=options.train_batch,
                         ratio=options.ratio).check()
+    if min(options.min_rounds, options.rounds, options.reversals) < 1:
+        raise UsageError("repair: rounds, min_rounds and reversals must be at least 1")
     model, train = open_inputs(options.model, options.data, ctx)
     test = options.eval.load(model)
     assert train is not None and train.y is not None and test.y is not None
@@ -140,7 +146,8 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
     masks, patterns = found
     record = {"verdict": scan.verdict, "suspected_targets": scan.suspected_targets, **scan.evidence,
               **({} if given is None else {"targets_from_scan": list(given)})}
-    config = {"method": "nc-unlearning", "rounds": options.rounds, "epochs": cfg.epochs, "lr": cfg.lr,
+    config = {"method": "nc-unlearning", "rounds": options.rounds, "min_rounds": options.min_rounds,
+              "reversals": options.reversals, "epochs": cfg.epochs, "lr": cfg.lr,
               "ratio": cfg.ratio, "batch_size": cfg.batch_size, "distill": cfg.distill, "scan_n": len(pick)}
     before = _figures(model, xt, yt, *found, targets)
     result = RepairResult(model=model_section(model), data=train.dataset.describe(), eval_data=test.dataset.describe(),
@@ -153,19 +160,27 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
     assert original is not None
     net, median = original, float(scan.evidence["median_l1"])
     xs = torch.from_numpy(x[pick])
+
+    def reverse(fn: Any, labels: np.ndarray, seed: int) -> Any:  # ``reversals`` random starts per label, batched
+        return reconstruct_triggers(fn, xs, labels, value_range=model.bounds,
+                                    generator=torch.Generator().manual_seed(seed))
+
+    if options.reversals > 1:  # more starts on the original network beside the scan's own trigger
+        extra = reverse(lambda v: forward(original, v), np.repeat(targets, options.reversals - 1), options.seed + 1000)
+        masks, patterns = np.concatenate([masks, extra.masks]), np.concatenate([patterns, extra.patterns])
     for k in range(options.rounds):
         ctx.log(f"round {k + 1}: unlearning {len(masks)} trigger(s) of label(s) {', '.join(map(str, targets))} "
                 f"on {len(x)} images ...")
         done = unlearn(net, forward, x, y, masks, patterns, config=cfg, teacher=original, seed=options.seed + k,
                        progress=ctx.progress)
         net = done.module
-        again = reconstruct_triggers(lambda v: forward(net, v), xs, targets, value_range=model.bounds,
-                                     generator=torch.Generator().manual_seed(options.seed + k + 1))
+        again = reverse(lambda v, net=net: forward(net, v), np.repeat(targets, options.reversals), options.seed + k + 1)
+        smallest = np.asarray(again.l1, dtype=float).reshape(len(targets), options.reversals).min(axis=1)
         result.rounds.append({"round": k + 1, "history": done.history,
-                              "reversed_l1": {str(int(t)): float(n) for t, n in zip(targets, again.l1)}})
-        ctx.log(f"round {k + 1}: reversed trigger L1 now {', '.join(f'{n:.1f}' for n in again.l1)} "
+                              "reversed_l1": {str(int(t)): float(n) for t, n in zip(targets, smallest)}})
+        ctx.log(f"round {k + 1}: smallest reversed trigger L1 now {', '.join(f'{n:.1f}' for n in smallest)} "
                 f"(median label {median:.1f})")
-        if bool((again.l1 >= median).all()):
+        if k + 1 >= options.min_rounds and bool((smallest >= median).all()):
             break
         masks, patterns = np.concatenate([masks, again.masks]), np.concatenate([patterns, again.patterns])
     export = export_hardened(model, net, out_path, test.view[:256], {"repair": config,
