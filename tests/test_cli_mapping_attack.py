@@ -230,7 +230,7 @@ REPAIR_CASES: list[Case] = [
     (["--scan", "s.json"], {"scan_report": "s.json"}),
     (["--rounds", "2"], {"rounds": 2}),
     (["--min-rounds", "1"], {"min_rounds": 1}),
-    (["--reversals", "3"], {"reversals": 3}),
+    (["--reversals", "5"], {"reversals": 5}),
     (["--epochs", "4"], {"epochs": 4}),
     (["--lr", "0.001"], {"lr": 0.001}),
     (["--ratio", "0.3"], {"ratio": 0.3}),

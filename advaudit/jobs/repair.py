@@ -106,6 +106,7 @@ def _figures(model: Any, x: np.ndarray, y: np.ndarray, masks: np.ndarray, patter
 def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResult:
     """Scan, unlearn in rounds, export, reload the export and measure it; write the report."""
     from ..backdoor import NeuralCleanse
+    from ..backdoor.nc_schedule import Reconstruction
     from ..backdoor.neural_cleanse import reconstruct_triggers
     from ..backdoor.repair import UnlearnConfig, unlearn
     from ..data import select
@@ -161,12 +162,13 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
     net, median = original, float(scan.evidence["median_l1"])
     xs = torch.from_numpy(x[pick])
 
-    def reverse(fn: Any, labels: np.ndarray, seed: int) -> Any:  # ``reversals`` random starts per label, batched
-        return reconstruct_triggers(fn, xs, labels, value_range=model.bounds,
+    def reverse(net: torch.nn.Module, labels: np.ndarray, seed: int) -> Reconstruction:
+        """Neural Cleanse's search on ``net`` for ``labels`` (a label repeated: random starts, batched)."""
+        return reconstruct_triggers(lambda v: forward(net, v), xs, labels, value_range=model.bounds,
                                     generator=torch.Generator().manual_seed(seed))
 
     if options.reversals > 1:  # more starts on the original network beside the scan's own trigger
-        extra = reverse(lambda v: forward(original, v), np.repeat(targets, options.reversals - 1), options.seed + 1000)
+        extra = reverse(original, np.repeat(targets, options.reversals - 1), options.seed + 1000)
         masks, patterns = np.concatenate([masks, extra.masks]), np.concatenate([patterns, extra.patterns])
     for k in range(options.rounds):
         ctx.log(f"round {k + 1}: unlearning {len(masks)} trigger(s) of label(s) {', '.join(map(str, targets))} "
@@ -174,8 +176,8 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
         done = unlearn(net, forward, x, y, masks, patterns, config=cfg, teacher=original, seed=options.seed + k,
                        progress=ctx.progress)
         net = done.module
-        again = reverse(lambda v, net=net: forward(net, v), np.repeat(targets, options.reversals), options.seed + k + 1)
-        smallest = np.asarray(again.l1, dtype=float).reshape(len(targets), options.reversals).min(axis=1)
+        again = reverse(net, np.repeat(targets, options.reversals), options.seed + k + 1)
+        smallest = again.l1.reshape(len(targets), options.reversals).min(axis=1)
         result.rounds.append({"round": k + 1, "history": done.history,
                               "reversed_l1": {str(int(t)): float(n) for t, n in zip(targets, smallest)}})
         ctx.log(f"round {k + 1}: smallest reversed trigger L1 now {', '.join(f'{n:.1f}' for n in smallest)} "
