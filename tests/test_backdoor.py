@@ -342,6 +342,10 @@ def test_repair_unlearns_the_backdoor_and_exports_the_same_format(tiny, tmp_path
     r = json.loads(report.read_text())
     assert r["kind"] == "repair" and r["scan"]["suspected_targets"] == [TARGET]
     assert r["config"]["min_rounds"] == 2 <= len(r["rounds"]) <= r["config"]["rounds"]  # at least two rounds
+    bar = r["config"]["keep_below"] * r["scan"]["median_l1"]  # re-reversed triggers join only below it
+    for done in r["rounds"][:-1]:
+        smallest = min(done["reversed_l1"].values())
+        assert 0 <= done["added"] <= r["config"]["reversals"] and (done["added"] > 0) == (smallest < bar)
     assert r["after"]["max_asr"] < 0.1 < 0.8 < r["before"]["max_asr"]
     assert r["after"]["clean_accuracy"] > r["before"]["clean_accuracy"] - 0.08
     fixed = load_model(out)

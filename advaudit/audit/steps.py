@@ -201,7 +201,7 @@ def repair_step(ctx: StepContext, step: dict[str, Any]) -> StepResult:
     if repaired.resolve() in {p.resolve() for p in inputs}:
         raise UsageError(f"out {repaired} is also an input of the step", "give another path, or leave out unset")
     repaired.parent.mkdir(parents=True, exist_ok=True)
-    keys = ("scan_n", "rounds", "min_rounds", "reversals", "epochs", "lr", "ratio", "train_batch")
+    keys = ("scan_n", "rounds", "min_rounds", "reversals", "keep_below", "epochs", "lr", "ratio", "train_batch")
     # ``scan``: an earlier scan-backdoor step of this audit (same model) names the labels
     targets = None if "scan" not in step else tuple(ctx.earlier[step["scan"]]["report"]["suspected_targets"])
     options = RepairOptions(

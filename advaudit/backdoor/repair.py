@@ -13,12 +13,15 @@ clean accuracy within a point or two.  Here:
   shift the normalisation statistics; the unstamped rows are also distilled towards the original
   model's outputs (``distill``, weight 1).
 * Rounds (:mod:`advaudit.jobs.repair`): the trigger of every label is reversed from ``reversals``
-  random starts (default 3: the scan's own and two more), since one reversed trigger covers only
-  part of the real one; after each fine-tune they are reversed again on the repaired network and join
-  the set; at least ``min_rounds`` (2) run, and later ones only while the smallest re-reversed trigger
-  is still smaller than the median label's (at most ``rounds``, 3).  One round left 12-58 % attack
-  success on our MNIST BadNets models, the second brought it under 3 %; on the GTSRB and CIFAR-10
-  calibration models one reversal per round left 4.8-8.7 % where three left 0-4.2 %.
+  random starts (default 5: the scan's own and four more), since one reversed trigger covers only
+  part of the real one; after each fine-tune they are reversed again on the repaired network, and
+  those still smaller than ``keep_below`` (0.5) times the median label's mask norm join the set
+  (larger ones are the label's natural features: unlearning them cost four GTSRB calibration models
+  1.0-2.0 accuracy points, against 0.1-0.3 without them); at least ``min_rounds`` (2) run, and later ones
+  only while the smallest re-reversed trigger is still smaller than the median label's (at most
+  ``rounds``, 3).  One round left 12-58 % attack success on our MNIST BadNets models, the second
+  brought it under 3 %; on the GTSRB and CIFAR-10 calibration models one reversal per round left
+  4.8-8.7 % where three left 0-4.2 %.
 """
 
 from __future__ import annotations

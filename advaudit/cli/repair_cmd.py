@@ -43,6 +43,10 @@ _R = api.RepairOptions
                    "the median label's.")
 @click.option("--reversals", default=_R.reversals, show_default=True, type=click.IntRange(min=1),
               help="Triggers reversed per label and round, from different random starts.")
+@click.option("--keep-below", default=_R.keep_below, show_default=True, type=click.FloatRange(min=0),
+              help="A trigger reversed again after a round joins the unlearning set only if its mask norm is below "
+                   "this share of the median label's (larger ones are natural features; unlearning them costs "
+                   "clean accuracy).")
 @click.option("--epochs", default=_R.epochs, show_default=True, type=click.IntRange(min=1),
               help="Fine-tuning epochs per round.")
 @click.option("--lr", default=_R.lr, show_default=True, type=click.FloatRange(min=0, min_open=True),
@@ -75,7 +79,7 @@ def repair(out: Output, **kw: Any) -> int:
         out=kw["out_path"], scan_n=kw["scan_n"], target_labels=parse_label_list(kw["target_labels"]),
         scan_report=kw["scan_report"],
         rounds=kw["rounds"], min_rounds=kw["min_rounds"], reversals=kw["reversals"],
-        epochs=kw["epochs"], lr=kw["lr"], ratio=kw["ratio"],
+        keep_below=kw["keep_below"], epochs=kw["epochs"], lr=kw["lr"], ratio=kw["ratio"],
         train_batch=kw["train_batch"],
         report=kw["report_path"], seed=0 if kw["seed"] is None else kw["seed"],
         command=" ".join(["advaudit", *sys.argv[1:]]),

@@ -34,7 +34,9 @@ class RepairOptions(JobOptions):
     ``scan_report``: read ``targets`` from that scan-backdoor report (checked to scan this model);
     ``rounds``: at most this many unlearning rounds; ``min_rounds``: at least this many, whatever the
     re-reversed trigger's size (capped at ``rounds``); ``reversals``: triggers reversed per label and round
-    (different random starts; more cover more of the real trigger); ``epochs``, ``lr``, ``ratio``,
+    (different random starts; more cover more of the real trigger); ``keep_below``: a trigger reversed
+    again on the repaired network joins the unlearning set only if its mask L1 norm is below this share
+    of the median label's (larger ones are the label's natural features); ``epochs``, ``lr``, ``ratio``,
     ``train_batch``: the unlearning (:class:`~advaudit.backdoor.repair.UnlearnConfig`)."""
 
     data: DataOptions
@@ -46,7 +48,8 @@ class RepairOptions(JobOptions):
     scan_report: str | None = None
     rounds: int = 3
     min_rounds: int = 2
-    reversals: int = 3
+    reversals: int = 5
+    keep_below: float = 0.5
     epochs: int = 8
     lr: float = 5e-4
     ratio: float = 0.2
@@ -120,6 +123,8 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
                         ratio=options.ratio).check()
     if min(options.min_rounds, options.rounds, options.reversals) < 1:
         raise UsageError("repair: rounds, min_rounds and reversals must be at least 1")
+    if not options.keep_below >= 0:
+        raise UsageError(f"repair: keep_below must be 0 or more, got {options.keep_below:g}")
     model, train = open_inputs(options.model, options.data, ctx)
     test = options.eval.load(model)
     assert train is not None and train.y is not None and test.y is not None
@@ -148,7 +153,7 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
     record = {"verdict": scan.verdict, "suspected_targets": scan.suspected_targets, **scan.evidence,
               **({} if given is None else {"targets_from_scan": list(given)})}
     config = {"method": "nc-unlearning", "rounds": options.rounds, "min_rounds": options.min_rounds,
-              "reversals": options.reversals, "epochs": cfg.epochs, "lr": cfg.lr,
+              "reversals": options.reversals, "keep_below": options.keep_below, "epochs": cfg.epochs, "lr": cfg.lr,
               "ratio": cfg.ratio, "batch_size": cfg.batch_size, "distill": cfg.distill, "scan_n": len(pick)}
     before = _figures(model, xt, yt, *found, targets)
     result = RepairResult(model=model_section(model), data=train.dataset.describe(), eval_data=test.dataset.describe(),
@@ -184,7 +189,9 @@ def repair(options: RepairOptions, ctx: JobContext | None = None) -> RepairResul
                 f"(median label {median:.1f})")
         if k + 1 >= options.min_rounds and bool((smallest >= median).all()):
             break
-        masks, patterns = np.concatenate([masks, again.masks]), np.concatenate([patterns, again.patterns])
+        small = again.l1 < options.keep_below * median  # still the backdoor, not a natural feature
+        result.rounds[-1]["added"] = int(small.sum())
+        masks, patterns = np.concatenate([masks, again.masks[small]]), np.concatenate([patterns, again.patterns[small]])
     export = export_hardened(model, net, out_path, test.view[:256], {"repair": config,
                                                                      "source_sha256": model.sha256})
     ctx.log(f"wrote {out_path} (export check: max rel diff {export['max_rel_diff']:.2g})")
