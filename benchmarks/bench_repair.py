@@ -110,20 +110,19 @@ def main() -> int:
 
         t0 = time.perf_counter()
         out = str(tmp / f"repaired_{seed}.pt")
-        if args.implanted_targets:
-            found_by[seed] = (int(target),)
         if args.scan_rows and seed not in found_by:
             print(f"seed {seed}: no BadNets row in --scan-rows", file=sys.stderr)
             continue
+        targets = (int(target),) if args.implanted_targets else found_by.get(seed)
         result = api.repair(api.RepairOptions(model=api.ModelOptions(path=str(path)),
                                               data=api.DataOptions(path=str(tmp / "clean.npz")),
                                               eval=api.DataOptions(path=str(tmp / "eval.npz")), out=out, seed=0,
                                               scan_n=scan_n,
-                                              targets=found_by.get(seed)))
+                                              targets=targets))
         wall = time.perf_counter() - t0
         before = figures(str(path))
         after = figures(out) if result.repaired is not None else before
-        found = list(found_by[seed]) if seed in found_by else result.scan["suspected_targets"]
+        found = list(targets) if targets is not None else result.scan["suspected_targets"]
         row = {"seed": seed, "target": target, "found": found, "rounds": len(result.rounds),
                "acc_before": before[0], "acc_after": after[0], "asr_before": before[1], "asr_after": after[1],
                "time_s": wall}
