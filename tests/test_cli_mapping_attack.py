@@ -234,7 +234,7 @@ REPAIR_CASES: list[Case] = [
     (["--keep-below", "0.8"], {"keep_below": 0.8}),
     (["--epochs", "4"], {"epochs": 4}),
     (["--lr", "0.001"], {"lr": 0.001}),
-    (["--ratio", "0.25"], {"ratio": 0.25}),
+    (["--ratio", "0.3"], {"ratio": 0.3}),
     (["--train-batch", "32"], {"train_batch": 32}),
     (["--out", "r.onnx"], {"out": "r.onnx"}),
     (["--report", "r.json"], {"report": "r.json"}),

@@ -280,7 +280,7 @@ def test_audit_repair_step_maps_to_repair_options(monkeypatch: pytest.MonkeyPatc
     from advaudit.jobs.repair import RepairOptions
 
     cfg = _config(tmp_path, "  - kind: repair\n    eval_data: eval.npz\n    eval_n: 200\n    scan_n: 150\n"
-                            "    target_labels: [2, 7]\n    rounds: 2\n    epochs: 4\n    lr: 0.001\n    ratio: 0.25\n"
+                            "    target_labels: [2, 7]\n    rounds: 2\n    epochs: 4\n    lr: 0.001\n    ratio: 0.3\n"
                             "    train_batch: 32\n", "gates:\n  - repair.asr_after <= 0.05\n  - repair >= 0\n")
     (step,) = cfg.steps
     assert step["name"] == "repair" and step["eval_data"] == str(tmp_path / "eval.npz")
@@ -291,7 +291,7 @@ def test_audit_repair_step_maps_to_repair_options(monkeypatch: pytest.MonkeyPatc
     assert options == RepairOptions(
         model=ModelOptions(path=str(tmp_path / "bn.pt"), device="cpu"), data=data,
         eval=DataOptions(path=str(tmp_path / "eval.npz"), n=200, offset=0, seed=3), out=str(out), scan_n=150,
-        target_labels=(2, 7), rounds=2, epochs=4, lr=0.001, ratio=0.25, train_batch=32, seed=3,
+        target_labels=(2, 7), rounds=2, epochs=4, lr=0.001, ratio=0.3, train_batch=32, seed=3,
         command="advaudit audit bn.pt",
     )
     assert result.report["kind"] == "repair" and result.report["command"] == "advaudit audit bn.pt"
