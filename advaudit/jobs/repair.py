@@ -52,7 +52,7 @@ class RepairOptions(JobOptions):
     keep_below: float = 0.5
     epochs: int = 8
     lr: float = 5e-4
-    ratio: float = 0.5
+    ratio: float = 0.2
     train_batch: int = 64
     command: str = "advaudit repair"
 
