@@ -15,8 +15,10 @@ data), and evaluates on the whole evaluation split; GTSRB needs it (about 30 ima
 Printed per model:
 clean accuracy and the attack success rate of the *real* trigger (the 4x4 checkerboard the model
 was poisoned with, unknown to the repair) before and after, on the evaluation images, measured on
-the exported file; the rounds run and the time.  The done-means of the mitigation: real-trigger
-attack success <= 5 % with clean accuracy within 2 points.
+the exported file; after repair, the share of the same non-target images the model puts in the target
+class *without* the trigger (``natural_after``: that part of the attack success rate is the model's
+own confusion, which no repair of the trigger removes); the rounds run and the time.  The done-means
+of the mitigation: real-trigger attack success <= 5 % with clean accuracy within 2 points.
 
 ``--implanted-targets`` repairs each model's implanted label, as if a scan had named exactly it: the
 repair measured alone (the scanners' own rows are ``bench_backdoor.py``'s).
@@ -103,10 +105,14 @@ def main() -> int:
         target = json.loads(path.with_suffix(".json").read_text())["target"]
         keep = ye != target
 
-        def figures(p: str) -> tuple[float, float]:
+        def figures(p: str) -> tuple[float, float, float]:
+            """Clean accuracy, real-trigger ASR, and the share of the same non-target images the model
+            puts in the target class without the trigger (part of the ASR no repair removes)."""
             m = load_model(p)
-            return (float((m.predict(xe).labels == ye).mean()),
-                    float((m.predict(trig.apply(xe[keep])).labels == target).mean()))
+            pred = m.predict(xe).labels
+            return (float((pred == ye).mean()),
+                    float((m.predict(trig.apply(xe[keep])).labels == target).mean()),
+                    float((pred[keep] == target).mean()))
 
         t0 = time.perf_counter()
         out = str(tmp / f"repaired_{seed}.pt")
@@ -125,11 +131,11 @@ def main() -> int:
         found = list(targets) if targets is not None else result.scan["suspected_targets"]
         row = {"seed": seed, "target": target, "found": found, "rounds": len(result.rounds),
                "acc_before": before[0], "acc_after": after[0], "asr_before": before[1], "asr_after": after[1],
-               "time_s": wall}
+               "natural_before": before[2], "natural_after": after[2], "time_s": wall}
         rows.append(row)
         print(f"seed {seed}: target {target}, scan {row['found']}, {row['rounds']} round(s); clean accuracy "
               f"{before[0]:.3f} -> {after[0]:.3f} ({100 * (after[0] - before[0]):+.1f} pts); real-trigger ASR "
-              f"{before[1]:.3f} -> {after[1]:.3f}; {wall:.0f} s", flush=True)
+              f"{before[1]:.3f} -> {after[1]:.3f} (without the trigger {after[2]:.3f}); {wall:.0f} s", flush=True)
         if args.out:
             Path(args.out).write_text(json.dumps(rows, indent=1))
     ok = [r for r in rows if r["asr_after"] <= 0.05 and r["acc_after"] >= r["acc_before"] - 0.02]
