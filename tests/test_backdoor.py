@@ -327,6 +327,29 @@ def test_cli_one_class_model_exits_2(tmp_path, capsys):
     assert code == 2 and "1 output class" in err
 
 
+def test_unlearn_distils_stamped_rows_towards_the_original_on_the_unstamped_image():
+    """With a large ``distill`` weight the stamped rows, not only the clean ones, learn the teacher's
+    output on the image *without* the trigger, against wrong labels."""
+    from advaudit.backdoor.repair import UnlearnConfig, unlearn
+
+    def mlp(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3)).eval()
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 0.5, (256, 1, 4, 4)).astype(np.float32)
+    wrong = rng.integers(0, 3, 256)
+    mask = np.zeros((1, 1, 4, 4), np.float32)
+    mask[0, 0, 0, :] = 1
+    teacher = mlp(0)
+    cfg = UnlearnConfig(epochs=40, lr=1e-2, batch_size=32, ratio=0.5, distill=50.0)
+    done = unlearn(mlp(1), lambda m, v: m(v), x, wrong, mask, np.ones_like(mask), config=cfg, teacher=teacher)
+    stamped = torch.from_numpy(np.where(mask[0] > 0, 1.0, x).astype(np.float32))
+    with torch.no_grad():
+        agree = (done.module(stamped).argmax(1) == teacher(torch.from_numpy(x)).argmax(1)).float().mean()
+    assert float(agree) > 0.6  # 0.78 here; 0.14 when only the unstamped rows were distilled
+
+
 def test_repair_unlearns_the_backdoor_and_exports_the_same_format(tiny, tmp_path, capsys):
     """NC unlearning on the tiny BadNets model: the scan names target 7, the exported TorchScript file
     no longer follows the real trigger, clean accuracy stays close; a clean model is left alone."""
